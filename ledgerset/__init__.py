@@ -1,0 +1,41 @@
+"""ledgerset: Pydantic models in Redis whose set fields are real Redis SETs.
+
+Every set mutation is an immutable command that the dispatcher runs at once or buffers into a
+transaction (``model.apipeline()`` / ``ledgerset.transaction()``), sent all-or-nothing.
+"""
+
+from ledgerset.commands.dispatcher import Transaction, transaction
+from ledgerset.core.config import RedisConfig, init
+from ledgerset.core.model import AtomicRedisModel
+from ledgerset.core.redis_set import RedisSet
+from ledgerset.errors import (
+    InvalidKeyError,
+    InvalidMemberError,
+    LedgersetError,
+    ModelDefinitionError,
+    ModelNotFoundError,
+    NotInitializedError,
+    ServerUnavailableError,
+    TransactionError,
+    UpdateAtomicModelError,
+    WrongTypeError,
+)
+
+__all__ = [
+    "AtomicRedisModel",
+    "InvalidKeyError",
+    "InvalidMemberError",
+    "LedgersetError",
+    "ModelDefinitionError",
+    "ModelNotFoundError",
+    "NotInitializedError",
+    "RedisConfig",
+    "RedisSet",
+    "ServerUnavailableError",
+    "Transaction",
+    "TransactionError",
+    "UpdateAtomicModelError",
+    "WrongTypeError",
+    "init",
+    "transaction",
+]

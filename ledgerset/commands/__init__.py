@@ -1,0 +1,1 @@
+"""What can happen: immutable commands, the server program they compile to, and the dispatcher."""

@@ -1,0 +1,206 @@
+"""The member codec: how a set member becomes the bytes stored in Redis, and back.
+
+A member is stored as its canonical JSON text (orjson, UTF-8). Canonical means one Python value has
+exactly one stored form, so Redis's own set semantics agree with Python's:
+
+- ``RedisSet[str]``   ``"python"``  -> ``b'"python"'``
+- ``RedisSet[int]``   ``7``         -> ``b'7'`` (64-bit range; ``True`` is not an int here)
+- ``RedisSet[float]`` ``1`` / ``1.0`` -> ``b'1.0'``; ``-0.0`` -> ``b'0.0'``; NaN and ±inf refused
+- ``RedisSet[bool]``  ``True``      -> ``b'true'``
+- ``RedisSet`` (any of the four): a float with an integral value is stored as that int, so
+  ``1`` and ``1.0`` are one member, as in a Python set; bools stay JSON ``true``/``false``.
+
+Everything else (``None``, bytes, dict, list, ...) is refused with an ``InvalidMemberError`` naming
+the model, field and value, before any I/O. Decoding a whole set is one ``orjson.loads`` call.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+
+import orjson
+
+from ledgerset.errors import InvalidMemberError
+
+__all__ = ["MEMBER_TYPES", "Member", "MemberCodec"]
+
+Member = str | int | float | bool
+MEMBER_TYPES: tuple[type, ...] = (str, int, float, bool)
+
+_INT_MIN = -(2**63)
+_INT_MAX = 2**63 - 1
+
+
+class MemberCodec:
+    """Validates, encodes and decodes the members of one ``RedisSet`` field.
+
+    ``member_type`` is ``str``, ``int``, ``float``, ``bool`` or ``None`` (any of the four).
+    ``model`` and ``field`` only name the field in error messages.
+    """
+
+    __slots__ = ("_normalize", "field", "member_type", "model")
+
+    def __init__(self, member_type: type | None, *, model: str, field: str) -> None:
+        if member_type is not None and member_type not in MEMBER_TYPES:
+            raise TypeError(f"unsupported member type {member_type!r}")
+        self.member_type = member_type
+        self.model = model
+        self.field = field
+        self._normalize: Callable[[object], Member] = _NORMALIZERS[member_type]
+
+    @property
+    def type_name(self) -> str:
+        """``RedisSet[str]`` and so on, as a user would write the annotation."""
+        inner = self.member_type.__name__ if self.member_type else "str | int | float | bool"
+        return f"RedisSet[{inner}]"
+
+    def normalize(self, value: object) -> Member:
+        """Return the canonical Python value of ``value``, or raise ``InvalidMemberError``."""
+        try:
+            return self._normalize(value)
+        except _Refused as refused:
+            raise self._error(value, refused.reason) from None
+
+    def pair(self, value: object) -> tuple[Member, bytes]:
+        """Return ``value``'s canonical Python value and its stored form (canonical JSON)."""
+        normal = self.normalize(value)
+        try:
+            return normal, orjson.dumps(normal)
+        except orjson.JSONEncodeError as exc:  # e.g. a lone surrogate in a str
+            raise self._error(value, f"it cannot be encoded as UTF-8 JSON ({exc})") from None
+
+    def pairs(self, values: Iterable[object]) -> tuple[list[Member], tuple[bytes, ...]]:
+        """``pair`` for many values, without repeats; the first bad value raises."""
+        if isinstance(values, (str, bytes)):
+            raise self._error(
+                values,
+                "a str or bytes is not a collection of members here: "
+                "pass a list, e.g. aadd_many([value])",
+            )
+        stored: dict[bytes, Member] = {}
+        pair = self.pair
+        for value in values:
+            normal, encoded = pair(value)
+            stored[encoded] = normal
+        return list(stored.values()), tuple(stored)
+
+    def decode_many(self, raws: Iterable[bytes], *, key: str) -> set[Member]:
+        """Decode stored members (one ``orjson.loads`` for all of them) into a Python set."""
+        raw_list = list(raws)
+        if not raw_list:
+            return set()
+        try:
+            values = orjson.loads(b"[" + b",".join(raw_list) + b"]")
+        except orjson.JSONDecodeError:
+            bad = next(raw for raw in raw_list if not _is_json(raw))
+            raise self._corrupt(key, bad) from None
+        member_type = self.member_type
+        if member_type is float:
+            values = [float(v) if type(v) is int else v for v in values]
+        if member_type is None:
+            if not all(type(v) in _ANY_TYPES for v in values):
+                raise self._corrupt(key, _first_not(values, raw_list, _ANY_TYPES))
+        elif not all(type(v) is member_type for v in values):
+            raise self._corrupt(key, _first_not(values, raw_list, frozenset((member_type,))))
+        return set(values)
+
+    def decode(self, raw: bytes, *, key: str) -> Member:
+        """Decode one stored member."""
+        (value,) = self.decode_many((raw,), key=key)
+        return value
+
+    def _error(self, value: object, reason: str) -> InvalidMemberError:
+        return InvalidMemberError(
+            f"{self.model}.{self.field} is a {self.type_name}: cannot store {value!r} "
+            f"({type(value).__name__}): {reason}",
+            model=self.model,
+            field=self.field,
+            value=value,
+        )
+
+    def _corrupt(self, key: str, raw: bytes) -> InvalidMemberError:
+        return InvalidMemberError(
+            f"{self.model}.{self.field}: key {key!r} holds member {raw!r}, which is not a "
+            f"canonical member of a {self.type_name}; another client wrote it. "
+            f"Remove it with SREM or fix the field's type.",
+            model=self.model,
+            field=self.field,
+            value=raw,
+        )
+
+
+class _Refused(Exception):
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+_ANY_TYPES = frozenset(MEMBER_TYPES)
+
+
+def _is_json(raw: bytes) -> bool:
+    try:
+        orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
+def _first_not(values: list[object], raws: list[bytes], types: frozenset[type]) -> bytes:
+    return next(raw for value, raw in zip(values, raws, strict=True) if type(value) not in types)
+
+
+def _str(value: object) -> str:
+    if isinstance(value, str):
+        return str.__str__(value)
+    raise _Refused("members must be str")
+
+
+def _int(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Refused("members must be int (not bool, float or str)")
+    if not _INT_MIN <= value <= _INT_MAX:
+        raise _Refused("ints must fit in 64 bits (JSON readers lose larger ones)")
+    return int(value)
+
+
+def _float(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _Refused("members must be float or int")
+    try:
+        number = float(value)
+    except OverflowError:
+        raise _Refused("it is too large for a float") from None
+    if not math.isfinite(number):
+        raise _Refused("NaN and ±inf have no JSON form")
+    return number if number != 0.0 else 0.0  # -0.0 and 0.0 are one member
+
+
+def _bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise _Refused("members must be bool")
+
+
+def _any(value: object) -> Member:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return _int(value)
+    if isinstance(value, float):
+        number = _float(value)
+        if number.is_integer() and _INT_MIN <= number <= _INT_MAX:
+            return int(number)  # 1.0 and 1 are one member, as in a Python set
+        return number
+    if isinstance(value, str):
+        return _str(value)
+    raise _Refused("members must be str, int, float or bool")
+
+
+_NORMALIZERS: dict[type | None, Callable[[object], Member]] = {
+    str: _str,
+    int: _int,
+    float: _float,
+    bool: _bool,
+    None: _any,
+}

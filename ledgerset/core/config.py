@@ -1,0 +1,108 @@
+"""Connection and per-model settings: ``ledgerset.init()`` and ``RedisConfig``.
+
+``await ledgerset.init(redis=...)`` sets the process-wide default connection and pings it, so a
+wrong address fails there and then. A model's ``Meta = RedisConfig(...)`` overrides the defaults
+for that model; what it leaves unset falls back to ``init``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ledgerset.core.keys import DEFAULT_SPECIAL_PREFIX
+from ledgerset.errors import NotInitializedError, ServerUnavailableError
+
+__all__ = ["RedisConfig", "default_redis", "init", "server_address"]
+
+#: Connection settings for clients that ``init`` creates from a URL: a lost server must surface
+#: as an error within seconds, never as a hang.
+CONNECT_TIMEOUT_S = 5.0
+SOCKET_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class RedisConfig:
+    """Per-model settings, given as ``Meta = RedisConfig(...)`` in the model class.
+
+    ``ttl``: seconds until the model and its sets expire after ``asave()`` (``None``: never).
+    ``redis``: the client this model uses instead of the one given to ``ledgerset.init``.
+    ``special_prefix``: the first part of each set field's key.
+    """
+
+    ttl: int | None = None
+    redis: Redis | None = None
+    special_prefix: str = DEFAULT_SPECIAL_PREFIX
+
+    def __post_init__(self) -> None:
+        if self.ttl is not None and (isinstance(self.ttl, bool) or self.ttl <= 0):
+            raise ValueError(f"RedisConfig(ttl={self.ttl!r}): ttl is a positive number of seconds")
+
+
+class _Defaults:
+    redis: Redis | None = None
+    owned: bool = False  # True when init() created the client from a URL, so it closes it too
+
+
+_defaults = _Defaults()
+
+
+async def init(redis: Redis | str) -> Redis:
+    """Set the default Redis connection for every model and check that the server answers.
+
+    ``redis`` is a ``redis.asyncio.Redis`` client (created with ``decode_responses=False``, the
+    default) or a URL such as ``"redis://localhost:6379/0"``. A second call replaces the first.
+    Raises ``ServerUnavailableError`` (with host:port) when the server cannot be reached.
+    """
+    if isinstance(redis, str):
+        client = Redis.from_url(
+            redis, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=SOCKET_TIMEOUT_S
+        )
+        owned = True
+    else:
+        client = redis
+        owned = False
+    if client.connection_pool.connection_kwargs.get("decode_responses"):
+        raise ValueError(
+            "ledgerset.init(redis=...): the client decodes responses; ledgerset needs raw bytes. "
+            "Create it with decode_responses=False (redis-py's default)."
+        )
+    try:
+        await client.ping()
+    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        if owned:
+            await client.aclose()
+        address = server_address(client)
+        raise ServerUnavailableError(
+            f"cannot reach Redis at {address}: {exc}. Start a server there, or pass another "
+            f"address to ledgerset.init(redis=...).",
+            address=address,
+        ) from exc
+    previous, previous_owned = _defaults.redis, _defaults.owned
+    _defaults.redis, _defaults.owned = client, owned
+    if previous is not None and previous_owned and previous is not client:
+        await previous.aclose()
+    return client
+
+
+def default_redis(config: RedisConfig | None, model: str) -> Redis:
+    """The client ``model`` uses: its own ``RedisConfig.redis``, else ``init``'s."""
+    if config is not None and config.redis is not None:
+        return config.redis
+    if _defaults.redis is None:
+        raise NotInitializedError(
+            f"{model} has no Redis connection: call await ledgerset.init(redis=...) first, "
+            f"or give the model Meta = RedisConfig(redis=...)."
+        )
+    return _defaults.redis
+
+
+def server_address(client: Redis) -> str:
+    """``host:port`` (or the socket path) of the server ``client`` talks to."""
+    kwargs = client.connection_pool.connection_kwargs
+    if "path" in kwargs:
+        return str(kwargs["path"])
+    return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"

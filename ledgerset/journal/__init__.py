@@ -1,0 +1,1 @@
+"""What happened: the stream journal, its reader and the replayer (see docs/journal.md)."""
