@@ -101,9 +101,9 @@ async def _walk_through(url: str, console: Console) -> None:
     table.add_column("type")
     table.add_column("value")
     for key in sorted(await redis.keys("*")):
-        kind = (await redis.type(key)).decode()
+        kind = _text(await redis.type(key))
         value: Any = await (redis.hgetall(key) if kind == "hash" else redis.smembers(key))
-        table.add_row(key.decode(), kind, _show(value))
+        table.add_row(_text(key), kind, _show(value))
     console.print()
     console.print(table)
     await redis.aclose()
@@ -112,6 +112,10 @@ async def _walk_through(url: str, console: Console) -> None:
 async def _both(first: Awaitable[Any], second: Awaitable[Any]) -> None:
     await first
     await second
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _show(value: Any) -> str:

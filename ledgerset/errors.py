@@ -53,14 +53,19 @@ class ModelDefinitionError(LedgersetError, TypeError):
 class InvalidMemberError(LedgersetError, ValueError):
     """A set member is not a ``str``, ``int``, ``float`` or ``bool`` of the field's type.
 
-    Raised before anything is sent to Redis, so the server is unchanged.
+    Raised before anything is sent to Redis, so the server is unchanged. ``command`` names the
+    refused command (``set.add``, ...) when a set method was called; ``reason`` is
+    ``"invalid_member"``, as in the ``command.refused`` log event.
     """
+
+    reason = "invalid_member"
 
     def __init__(self, message: str, *, model: str, field: str, value: object) -> None:
         super().__init__(message)
         self.model = model
         self.field = field
         self.value = value
+        self.command: str | None = None
 
 
 class UpdateAtomicModelError(LedgersetError, ValueError):
@@ -84,14 +89,28 @@ class InvalidKeyError(LedgersetError, ValueError):
 class ModelNotFoundError(LedgersetError, KeyError):
     """The model is not in Redis: never saved, deleted, or expired.
 
-    ``command`` is the refused command's name when a write was refused, ``None`` for a read.
+    ``command`` (with ``pk`` and ``field``) names the refused command when a write was refused;
+    they are ``None`` for a read. ``reason`` is ``"model_not_found"``, as in the log event.
     """
 
-    def __init__(self, message: str, *, model: str, key: str, command: str | None = None) -> None:
+    reason = "model_not_found"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        model: str,
+        key: str,
+        command: str | None = None,
+        pk: str | None = None,
+        field: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.model = model
         self.key = key
         self.command = command
+        self.pk = pk
+        self.field = field
 
     def __str__(self) -> str:
         # KeyError would print the message quoted, like a missing dict key.
@@ -99,13 +118,31 @@ class ModelNotFoundError(LedgersetError, KeyError):
 
 
 class WrongTypeError(LedgersetError):
-    """A key ledgerset writes holds another Redis type (another client overwrote it)."""
+    """A key ledgerset writes holds another Redis type (another client overwrote it).
 
-    def __init__(self, message: str, *, key: str, actual: str, command: str) -> None:
+    ``reason`` is ``"wrong_type"``, as in the ``command.refused`` log event.
+    """
+
+    reason = "wrong_type"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        key: str,
+        actual: str,
+        command: str,
+        model: str,
+        pk: str,
+        field: str | None,
+    ) -> None:
         super().__init__(message)
         self.key = key
         self.actual = actual
         self.command = command
+        self.model = model
+        self.pk = pk
+        self.field = field
 
 
 class TransactionError(LedgersetError):

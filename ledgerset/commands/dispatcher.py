@@ -12,17 +12,27 @@ A refused program (a model that does not exist, a key of the wrong type) raises
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import Callable
 from contextvars import ContextVar, Token
+from time import perf_counter
 from types import TracebackType
 from typing import Any, TypeVar
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ledgerset._events import DEBUG, ERROR, INFO, WARNING, emit, enabled
 from ledgerset.commands.catalog import Command
 from ledgerset.commands.program import SOURCE, Program, Refusal
-from ledgerset.errors import ModelNotFoundError, TransactionError, WrongTypeError
+from ledgerset.errors import (
+    ModelNotFoundError,
+    ServerUnavailableError,
+    TransactionError,
+    WrongTypeError,
+)
 
 __all__ = ["Transaction", "current_transaction", "defer", "execute", "transaction"]
 
@@ -53,10 +63,15 @@ async def execute(
         return None
     program = Program()
     program.add(command)
-    replies = await _run(redis, program)
-    result = command.result(replies)
+    started = perf_counter() if enabled(INFO) else None
+    outcome = await _run(redis, program, command.name)
+    if isinstance(outcome, Refusal):
+        raise _refused(outcome)
+    result = command.result(outcome)
     if on_result is not None:
         on_result(result)
+    if started is not None:
+        _executed(command, result, started)
     return result
 
 
@@ -79,9 +94,11 @@ class Transaction:
     result after the commit.
     """
 
-    __slots__ = ("_callbacks", "_commands", "_redis", "results")
+    __slots__ = ("_callbacks", "_commands", "_redis", "id", "results")
 
     def __init__(self) -> None:
+        #: Names this transaction in log events (and, journaled, in its entries' ``txn``).
+        self.id = uuid.uuid4().hex
         self._commands: list[Command[Any]] = []
         self._callbacks: list[OnResult | None] = []
         self._redis: Redis | None = None
@@ -121,7 +138,11 @@ class Transaction:
         program = Program()
         for command in self._commands:
             program.add(command)
-        replies = await _run(self._redis, program, transaction_size=len(self._commands))
+        started = perf_counter()
+        outcome = await _run(self._redis, program, "transaction")
+        if isinstance(outcome, Refusal):
+            raise _refused(outcome, self)
+        replies = outcome
         results: list[object] = []
         for (command, start, end), callback in zip(program.spans, self._callbacks, strict=True):
             result = command.result(replies[start:end])
@@ -129,6 +150,15 @@ class Transaction:
                 callback(result)
             results.append(result)
         self.results = results
+        if enabled(INFO):
+            emit(
+                INFO,
+                "transaction.committed",
+                txn=self.id,
+                commands=len(self._commands),
+                keys=len(program.keys),
+                duration_ms=_ms_since(started),
+            )
 
 
 class transaction:
@@ -163,29 +193,107 @@ class transaction:
             return
         _current.reset(self._token)
         self._token = None
+        assert self._tx is not None
         if exc_type is None:
-            assert self._tx is not None
             await self._tx.commit()
+        elif enabled(WARNING):
+            emit(
+                WARNING,
+                "transaction.aborted",
+                txn=self._tx.id,
+                reason="exception",
+                error=exc_type.__name__,
+                commands=len(self._tx.commands),
+            )
 
 
-async def _run(redis: Redis, program: Program, *, transaction_size: int = 0) -> list[object]:
+async def _run(redis: Redis, program: Program, what: str) -> list[object] | Refusal:
+    """Send ``program`` in one EVALSHA; its replies, or why the server refused it."""
+    keys, argv, nkeys = program.keys, program.argv, len(program.keys)
     try:
-        reply = await redis.evalsha(_SHA, len(program.keys), *program.keys, *program.argv)
-    except NoScriptError:
-        # The server lost its script cache (SCRIPT FLUSH, restart, failover): load and retry once.
-        await redis.script_load(SOURCE)
-        reply = await redis.evalsha(_SHA, len(program.keys), *program.keys, *program.argv)
+        try:
+            reply = await redis.evalsha(_SHA, nkeys, *keys, *argv)
+        except NoScriptError:
+            # The server lost its scripts (SCRIPT FLUSH, restart, failover): load, retry once.
+            await redis.script_load(SOURCE)
+            if enabled(INFO):
+                emit(INFO, "script.reloaded", sha=_SHA)
+            reply = await redis.evalsha(_SHA, nkeys, *keys, *argv)
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        raise _unavailable(redis, what, exc) from exc
     if reply[0] == 1:
         return list(reply[1:])
-    raise _refusal_error(program.refusal(reply), transaction_size)
+    return program.refusal(reply)
 
 
-def _refusal_error(refusal: Refusal, transaction_size: int) -> ModelNotFoundError | WrongTypeError:
+def _unavailable(redis: Redis, what: str, exc: Exception) -> ServerUnavailableError:
+    kwargs = redis.connection_pool.connection_kwargs
+    address = (
+        str(kwargs["path"]) if "path" in kwargs else f"{kwargs.get('host')}:{kwargs.get('port')}"
+    )
+    if enabled(ERROR):
+        emit(ERROR, "connection.error", address=address, command=what, error=str(exc))
+    return ServerUnavailableError(
+        f"{what}: lost the Redis server at {address} ({exc}). The program runs atomically, so "
+        f"either all of it or none of it was applied; read the data back before retrying.",
+        address=address,
+    )
+
+
+def _executed(command: Command[Any], result: object, started: float) -> None:
+    fields = _describe(command)
+    if isinstance(result, (bool, int)):
+        fields["result"] = result
+    fields["duration_ms"] = _ms_since(started)
+    emit(INFO, "command.executed", **fields)
+    members = getattr(command, "members", None)
+    if members is not None and enabled(DEBUG):
+        # Member values may be personal data: only ever in this debug event.
+        values = [member.decode() for member in members]
+        emit(DEBUG, "command.members", command=command.name, key=command.key, values=values)
+
+
+def _describe(command: Command[Any]) -> dict[str, Any]:
+    """The facts an event tells about ``command``: names, keys and counts, never member values."""
+    fields: dict[str, Any] = {
+        "command": command.name,
+        "model": command.model,
+        "pk": command.pk,
+        "field": command.field,
+        "key": command.key,
+    }
+    members = getattr(command, "members", None)
+    if members is not None:
+        fields["members"] = len(members)
+    return fields
+
+
+def _ms_since(started: float) -> float:
+    return round((perf_counter() - started) * 1000, 3)
+
+
+def _refused(
+    refusal: Refusal, tx: Transaction | None = None
+) -> ModelNotFoundError | WrongTypeError:
+    """The error for a refused program; logs ``command.refused`` (and ``transaction.aborted``)."""
     command = refusal.command
+    if enabled(WARNING):
+        facts = {**_describe(command), "key": refusal.key, "reason": refusal.reason}
+        emit(WARNING, "command.refused", **facts)
+        if tx is not None:
+            emit(
+                WARNING,
+                "transaction.aborted",
+                txn=tx.id,
+                reason=refusal.reason,
+                command=command.name,
+                key=refusal.key,
+                commands=len(tx.commands),
+            )
     where = f"{command.model}.{command.field}" if command.field else command.model
     context = (
-        f" (in a transaction of {transaction_size} commands: none of them was applied)"
-        if transaction_size
+        f" (in a transaction of {len(tx.commands)} commands: none of them was applied)"
+        if tx is not None
         else ""
     )
     if refusal.reason == "model_not_found":
@@ -196,6 +304,8 @@ def _refusal_error(refusal: Refusal, transaction_size: int) -> ModelNotFoundErro
             model=command.model,
             key=refusal.key,
             command=command.name,
+            pk=command.pk,
+            field=command.field,
         )
     return WrongTypeError(
         f"{command.name} on {where} refused: key {refusal.key!r} holds a Redis "
@@ -204,4 +314,7 @@ def _refusal_error(refusal: Refusal, transaction_size: int) -> ModelNotFoundErro
         key=refusal.key,
         actual=refusal.actual,
         command=command.name,
+        model=command.model,
+        pk=command.pk,
+        field=command.field,
     )

@@ -20,6 +20,7 @@ from pydantic import GetCoreSchemaHandler
 from pydantic_core import core_schema
 from redis.asyncio import Redis
 
+from ledgerset import _events
 from ledgerset.commands import dispatcher
 from ledgerset.commands.catalog import (
     AddMembers,
@@ -32,7 +33,7 @@ from ledgerset.commands.catalog import (
 )
 from ledgerset.core.codec import Member, MemberCodec
 from ledgerset.core.config import RedisConfig, default_redis
-from ledgerset.errors import LedgersetError
+from ledgerset.errors import InvalidMemberError, LedgersetError
 
 __all__ = ["RedisSet", "SetBinding", "validate_members"]
 
@@ -74,6 +75,37 @@ class SetBinding:
         """The client of the set's model."""
         return default_redis(self.config, self.model)
 
+    def encode(self, command: str, value: object) -> tuple[Member, bytes]:
+        """``codec.pair(value)``; a refused member is logged as ``command.refused``."""
+        try:
+            return self.codec.pair(value)
+        except InvalidMemberError as exc:
+            raise self._refused(command, exc) from None
+
+    def encode_many(
+        self, command: str, values: Iterable[object]
+    ) -> tuple[list[Member], tuple[bytes, ...]]:
+        """``codec.pairs(values)``; a refused member is logged as ``command.refused``."""
+        try:
+            return self.codec.pairs(values)
+        except InvalidMemberError as exc:
+            raise self._refused(command, exc) from None
+
+    def _refused(self, command: str, exc: InvalidMemberError) -> InvalidMemberError:
+        exc.command = command
+        if _events.enabled(_events.WARNING):
+            _events.emit(
+                _events.WARNING,
+                "command.refused",
+                command=command,
+                model=self.model,
+                pk=self.pk,
+                field=self.field,
+                key=self.key,
+                reason=exc.reason,
+            )
+        return exc
+
 
 class RedisSet(set[T]):
     """A set field backed by a Redis SET; see the module docstring and ``docs/redis-set.md``."""
@@ -114,21 +146,21 @@ class RedisSet(set[T]):
     async def aadd(self, value: T) -> None:
         """Add one member (``SADD``)."""
         binding = self._require_binding()
-        normal, encoded = binding.codec.pair(value)
+        normal, encoded = binding.encode("set.add", value)
         command = AddMembers(**binding.target, members=(encoded,))
         await dispatcher.execute(command, binding.redis(), lambda _: self._mirror_add((normal,)))
 
     async def aadd_many(self, values: Iterable[T]) -> None:
         """Add many members in one command; nothing is sent if any of them is invalid."""
         binding = self._require_binding()
-        normals, encoded = binding.codec.pairs(values)
+        normals, encoded = binding.encode_many("set.add", values)
         command = AddMembers(**binding.target, members=encoded)
         await dispatcher.execute(command, binding.redis(), lambda _: self._mirror_add(normals))
 
     async def aremove(self, value: T) -> bool | None:
         """Remove one member; ``True`` if it was there (``None`` inside a transaction)."""
         binding = self._require_binding()
-        normal, encoded = binding.codec.pair(value)
+        normal, encoded = binding.encode("set.remove", value)
         command = RemoveMembers(**binding.target, members=(encoded,))
         removed = await dispatcher.execute(
             command, binding.redis(), lambda _: set.discard(self, normal)
@@ -158,7 +190,7 @@ class RedisSet(set[T]):
     async def acontains(self, value: T) -> bool:
         """Whether ``value`` is a member, on the server (``SISMEMBER``)."""
         binding = self._require_binding()
-        _, encoded = binding.codec.pair(value)
+        _, encoded = binding.encode("set.contains", value)
         found = await binding.redis().sismember(binding.key, encoded)  # type: ignore[arg-type]
         return bool(found)
 
@@ -304,7 +336,7 @@ class RedisSet(set[T]):
             command: SetCommand[Any] = command_type(**binding.target)
             normals: set[Any] = set()
         else:
-            normal_list, encoded = binding.codec.pairs(values)
+            normal_list, encoded = binding.encode_many(command_type.name, values)
             normals = set(normal_list)
             command = command_type(**binding.target, members=encoded)  # type: ignore[call-arg]
         dispatcher.defer(command, binding.redis(), lambda _: apply(normals))

@@ -1,0 +1,65 @@
+"""How the library emits its structlog events, quietly by default and cheaply when filtered out.
+
+While the application has not configured structlog, events go to the stdlib logger
+``"ledgerset"`` (so, by Python's convention, nothing below WARNING shows unless the application
+asks); once it has, they flow through the application's structlog pipeline. The library never
+calls ``structlog.configure``. Callers ask ``enabled(level)`` before building an event's fields,
+so a filtered-out event costs a flag read and a level check.
+
+Every event carries the caller's bound structlog context variables (``bind_contextvars``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import structlog
+from structlog.contextvars import get_contextvars
+
+__all__ = ["DEBUG", "ERROR", "INFO", "WARNING", "emit", "enabled"]
+
+DEBUG, INFO, WARNING, ERROR = logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR
+
+_METHODS = {DEBUG: "debug", INFO: "info", WARNING: "warning", ERROR: "error"}
+_stdlib = logging.getLogger("ledgerset")
+_bound_for: tuple[tuple[object, ...], Any] | None = None
+
+
+def enabled(level: int) -> bool:
+    """Whether an event at ``level`` would be emitted anywhere."""
+    if not structlog.is_configured():
+        return _stdlib.isEnabledFor(level)
+    logger = _structlog_logger()
+    check = getattr(logger, "is_enabled_for", None) or getattr(logger, "isEnabledFor", None)
+    return True if check is None else bool(check(level))
+
+
+def emit(level: int, event: str, **fields: Any) -> None:
+    """Emit ``event`` with ``fields`` (and the bound context variables) at ``level``."""
+    context = get_contextvars()
+    if context:
+        fields = {**context, **fields}
+    if structlog.is_configured():
+        getattr(_structlog_logger(), _METHODS[level])(event, **fields)
+    else:
+        rendered = " ".join(f"{name}={value!r}" for name, value in fields.items())
+        _stdlib.log(
+            level, "%s %s", event, rendered, extra={"ledgerset": {"event": event, **fields}}
+        )
+
+
+def _structlog_logger() -> Any:
+    """A logger bound to the current structlog configuration, made again when that changes."""
+    global _bound_for
+    config = structlog.get_config()
+    identity = (
+        config["wrapper_class"],
+        config["processors"],
+        config["logger_factory"],
+        config["context_class"],
+    )
+    cached = _bound_for
+    if cached is None or any(a is not b for a, b in zip(cached[0], identity, strict=True)):
+        cached = _bound_for = (identity, structlog.get_logger("ledgerset").bind())
+    return cached[1]
