@@ -11,8 +11,8 @@ command                   name                does
 ``RemoveMembers``         ``set.remove``      SREM members                         -> removed count
 ``PopMember``             ``set.pop``         SPOP one member (never deferred)     -> member | None
 ``ClearSet``              ``set.clear``       DEL the set                          -> 1 if non-empty
-``RetainMembers``         ``set.retain``      keep only the given members          -> removed count
-``ToggleMembers``         ``set.toggle``      symmetric difference, on the server  -> changed count
+``RetainMembers``         ``set.retain``      keep only the given members          -> members after
+``ToggleMembers``         ``set.toggle``      symmetric difference, on the server  -> members after
 ``SaveModel``             ``model.save``      replace the hash and every set, set the TTL
 ``UpdateModel``           ``model.update``    HSET some scalar fields of an existing model
 ``DeleteModel``           ``model.delete``    DEL the hash and its sets            -> existed
@@ -136,7 +136,7 @@ class ClearSet(SetCommand[int]):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class RetainMembers(SetCommand[int]):
+class RetainMembers(SetCommand[tuple[bytes, ...]]):
     """Keep only the given members, against the server's members (``&=``)."""
 
     name: ClassVar[str] = "set.retain"
@@ -145,12 +145,12 @@ class RetainMembers(SetCommand[int]):
     def compile(self, program: Program) -> None:
         program.op(b"T", self.key, self.owner, self.members)
 
-    def result(self, replies: list[object]) -> int:
-        return _count(replies[0])
+    def result(self, replies: list[object]) -> tuple[bytes, ...]:
+        return _members(replies[0])
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ToggleMembers(SetCommand[int]):
+class ToggleMembers(SetCommand[tuple[bytes, ...]]):
     """Remove the given members that are present, add the others (``^=``)."""
 
     name: ClassVar[str] = "set.toggle"
@@ -159,8 +159,8 @@ class ToggleMembers(SetCommand[int]):
     def compile(self, program: Program) -> None:
         program.op(b"X", self.key, self.owner, self.members)
 
-    def result(self, replies: list[object]) -> int:
-        return _count(replies[0])
+    def result(self, replies: list[object]) -> tuple[bytes, ...]:
+        return _members(replies[0])
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -235,3 +235,9 @@ def _count(reply: object) -> int:
     if not isinstance(reply, int):
         raise TypeError(f"the server program replied {reply!r} where a count was expected")
     return reply
+
+
+def _members(reply: object) -> tuple[bytes, ...]:
+    if not isinstance(reply, list):
+        raise TypeError(f"the server program replied {reply!r} where members were expected")
+    return tuple(reply)

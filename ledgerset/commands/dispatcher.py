@@ -130,6 +130,11 @@ class Transaction:
         self._commands.append(command)
         self._callbacks.append(on_result)
 
+    def discard_from(self, mark: int) -> None:
+        """Drop the commands buffered after the first ``mark`` ones (a failed nested block)."""
+        del self._commands[mark:]
+        del self._callbacks[mark:]
+
     async def commit(self) -> None:
         """Send every buffered command in one atomic program; raise if the server refused it."""
         if not self._commands or self._redis is None:
@@ -165,19 +170,23 @@ class transaction:
     """Open a transaction for this context; nested ones join the outermost.
 
     ``async with ledgerset.transaction() as tx:`` buffers every command executed in the block and
-    commits them together on exit; an exception in the block discards them and propagates.
+    commits them together on exit; an exception in the block discards them and propagates. A
+    nested block that raises discards only what it buffered, like a savepoint, so an outer block
+    that catches the exception commits the rest.
     """
 
-    __slots__ = ("_token", "_tx")
+    __slots__ = ("_mark", "_token", "_tx")
 
     def __init__(self) -> None:
         self._tx: Transaction | None = None
         self._token: Token[Transaction | None] | None = None
+        self._mark = 0
 
     async def __aenter__(self) -> Transaction:
         outer = _current.get()
         if outer is not None:
             self._tx = outer
+            self._mark = len(outer.commands)
             return outer
         self._tx = Transaction()
         self._token = _current.set(self._tx)
@@ -190,6 +199,8 @@ class transaction:
         tb: TracebackType | None,
     ) -> None:
         if self._token is None:  # a nested block: the outermost one commits
+            if exc_type is not None and self._tx is not None:
+                self._tx.discard_from(self._mark)  # what the failed block queued never happened
             return
         _current.reset(self._token)
         self._token = None

@@ -15,6 +15,7 @@
 -- Codes: A add, R remove, P pop, C clear, T retain (keep only the arguments), X toggle,
 --        Z replace a set (save), S replace a model hash (save; first argument: TTL in ms, 0 none),
 --        U update hash fields, D delete a key.
+-- T and X reply with the set's members afterwards (computed here, so the caller's copy can follow).
 
 local CHUNK = 4096 -- unpack() puts every value on Lua's C stack, which holds about 8000
 
@@ -133,7 +134,8 @@ for i = 1, nops do
         leaving[#leaving + 1] = member
       end
     end
-    reply = chunked_list('SREM', key, leaving)
+    chunked_list('SREM', key, leaving)
+    reply = redis.call('SMEMBERS', key)
   elseif code == 'X' then
     local arriving, leaving = {}, {}
     for j = op.first, op.last do
@@ -144,7 +146,9 @@ for i = 1, nops do
         arriving[#arriving + 1] = member
       end
     end
-    reply = chunked_list('SREM', key, leaving) + chunked_list('SADD', key, arriving)
+    chunked_list('SREM', key, leaving)
+    chunked_list('SADD', key, arriving)
+    reply = redis.call('SMEMBERS', key)
   elseif code == 'Z' then
     redis.call('DEL', key)
     reply = chunked('SADD', key, op.first, op.last)

@@ -17,7 +17,7 @@ the model, field and value, before any I/O. Decoding a whole set is one ``orjson
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 import orjson
 
@@ -72,11 +72,11 @@ class MemberCodec:
 
     def pairs(self, values: Iterable[object]) -> tuple[list[Member], tuple[bytes, ...]]:
         """``pair`` for many values, without repeats; the first bad value raises."""
-        if isinstance(values, (str, bytes)):
+        if isinstance(values, (str, bytes, bytearray, Mapping)):
             raise self._error(
                 values,
-                "a str or bytes is not a collection of members here: "
-                "pass a list, e.g. aadd_many([value])",
+                "pass a list or set of members, e.g. aadd_many([value]), "
+                "not a single str/bytes or a mapping",
             )
         stored: dict[bytes, Member] = {}
         pair = self.pair

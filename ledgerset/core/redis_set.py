@@ -272,14 +272,12 @@ class RedisSet(set[T]):
         if not others:
             return
         keep = set(others[0]).intersection(*others[1:])
-        self._mutate(RetainMembers, keep, lambda members: set.intersection_update(self, members))
+        self._mutate(RetainMembers, keep, self._mirror_retain, from_server=True)
 
     def symmetric_difference_update(self, other: Iterable[Any]) -> None:
         """Remove members present in ``other``, add the others (against the server's members)."""
         values = set(other)
-        self._mutate(
-            ToggleMembers, values, lambda members: set.symmetric_difference_update(self, members)
-        )
+        self._mutate(ToggleMembers, values, self._mirror_toggle, from_server=True)
 
     def __ior__(self, other: AbstractSet[Any]) -> RedisSet[T]:  # type: ignore[override,misc]
         if not isinstance(other, AbstractSet):
@@ -314,6 +312,12 @@ class RedisSet(set[T]):
     def _mirror_add(self, members: Iterable[Any]) -> None:
         set.update(self, members)
 
+    def _mirror_retain(self, members: Iterable[Any]) -> None:
+        set.intersection_update(self, members)
+
+    def _mirror_toggle(self, members: Iterable[Any]) -> None:
+        set.symmetric_difference_update(self, members)
+
     def _mirror_replace(self, members: Iterable[Any]) -> None:
         set.clear(self)
         set.update(self, members)
@@ -327,8 +331,14 @@ class RedisSet(set[T]):
         command_type: type[SetCommand[Any]],
         values: Iterable[Any] | None,
         apply: Callable[[set[Any]], None],
+        *,
+        from_server: bool = False,
     ) -> bool:
-        """Queue the command into the open transaction; ``False`` when there is none."""
+        """Queue the command into the open transaction; ``False`` when there is none.
+
+        On commit the mirror follows: ``apply`` the same change to it, or (``from_server``) take
+        the members the server computed, which a stale mirror could not.
+        """
         binding = self._binding
         if binding is None or dispatcher.current_transaction() is None:
             return False
@@ -339,7 +349,14 @@ class RedisSet(set[T]):
             normal_list, encoded = binding.encode_many(command_type.name, values)
             normals = set(normal_list)
             command = command_type(**binding.target, members=encoded)  # type: ignore[call-arg]
-        dispatcher.defer(command, binding.redis(), lambda _: apply(normals))
+        if from_server:
+            decode = binding.codec.decode_many
+            callback: Callable[[Any], None] = lambda members: self._mirror_replace(  # noqa: E731
+                decode(members, key=binding.key)
+            )
+        else:
+            callback = lambda _: apply(normals)  # noqa: E731
+        dispatcher.defer(command, binding.redis(), callback)
         return True
 
     def _mutate(
@@ -347,8 +364,10 @@ class RedisSet(set[T]):
         command_type: type[SetCommand[Any]],
         values: Iterable[Any] | None,
         apply: Callable[[set[Any]], None],
+        *,
+        from_server: bool = False,
     ) -> None:
-        if not self._queue(command_type, values, apply):
+        if not self._queue(command_type, values, apply, from_server=from_server):
             apply(set() if values is None else {self._normalize(value) for value in values})
 
     # -- pydantic -----------------------------------------------------------------------------
