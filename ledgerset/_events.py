@@ -1,8 +1,9 @@
 """How the library emits its structlog events, quietly by default and cheaply when filtered out.
 
 While the application has not configured structlog, events go to the stdlib logger
-``"ledgerset"`` (so, by Python's convention, nothing below WARNING shows unless the application
-asks); once it has, they flow through the application's structlog pipeline. The library never
+``"ledgerset"``, which shows nothing until the application configures logging (e.g.
+``logging.basicConfig()``, which shows WARNING and above, by Python's convention); once it has,
+they flow through the application's structlog pipeline. The library never
 calls ``structlog.configure``. Callers ask ``enabled(level)`` before building an event's fields,
 so a filtered-out event costs a flag read and a level check.
 
@@ -23,6 +24,9 @@ DEBUG, INFO, WARNING, ERROR = logging.DEBUG, logging.INFO, logging.WARNING, logg
 
 _METHODS = {DEBUG: "debug", INFO: "info", WARNING: "warning", ERROR: "error"}
 _stdlib = logging.getLogger("ledgerset")
+# The stdlib's advice for libraries: without it, Python's last-resort handler would print our
+# warnings to stderr in an application that configured no logging at all.
+_stdlib.addHandler(logging.NullHandler())
 _bound_for: tuple[tuple[object, ...], Any] | None = None
 
 

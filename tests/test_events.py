@@ -231,7 +231,10 @@ def test_quiet_by_default_and_import_changes_no_config() -> None:
         "assert structlog.get_config() == before, 'import changed structlog config'\n"
         "assert not structlog.is_configured()\n"
         "from ledgerset._events import emit, INFO\n"
+        "from ledgerset._events import WARNING, ERROR\n"
         "emit(INFO, 'command.executed', command='set.add')\n"
+        "emit(WARNING, 'command.refused', command='set.add')\n"
+        "emit(ERROR, 'connection.error', address='127.0.0.1:1')\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

@@ -34,7 +34,15 @@ from ledgerset.errors import (
     WrongTypeError,
 )
 
-__all__ = ["Transaction", "current_transaction", "defer", "execute", "transaction"]
+__all__ = [
+    "Transaction",
+    "current_transaction",
+    "defer",
+    "execute",
+    "server_address",
+    "transaction",
+    "unavailable",
+]
 
 R = TypeVar("R")
 OnResult = Callable[[Any], None]
@@ -231,22 +239,33 @@ async def _run(redis: Redis, program: Program, what: str) -> list[object] | Refu
                 emit(INFO, "script.reloaded", sha=_SHA)
             reply = await redis.evalsha(_SHA, nkeys, *keys, *argv)
     except (RedisConnectionError, RedisTimeoutError) as exc:
-        raise _unavailable(redis, what, exc) from exc
+        raise unavailable(
+            redis,
+            what,
+            exc,
+            "The program runs atomically, so either all of it or none of it was applied; "
+            "read the data back before retrying.",
+        ) from exc
     if reply[0] == 1:
         return list(reply[1:])
     return program.refusal(reply)
 
 
-def _unavailable(redis: Redis, what: str, exc: Exception) -> ServerUnavailableError:
+def server_address(redis: Redis) -> str:
+    """``host:port`` (or the socket path) of the server ``redis`` talks to."""
     kwargs = redis.connection_pool.connection_kwargs
-    address = (
-        str(kwargs["path"]) if "path" in kwargs else f"{kwargs.get('host')}:{kwargs.get('port')}"
-    )
+    if "path" in kwargs:
+        return str(kwargs["path"])
+    return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
+
+
+def unavailable(redis: Redis, what: str, exc: Exception, advice: str) -> ServerUnavailableError:
+    """The error (and ``connection.error`` event) for losing the server during ``what``."""
+    address = server_address(redis)
     if enabled(ERROR):
         emit(ERROR, "connection.error", address=address, command=what, error=str(exc))
     return ServerUnavailableError(
-        f"{what}: lost the Redis server at {address} ({exc}). The program runs atomically, so "
-        f"either all of it or none of it was applied; read the data back before retrying.",
+        f"{what}: cannot reach the Redis server at {address} ({exc}). {advice}",
         address=address,
     )
 

@@ -13,10 +13,11 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ledgerset.core.keys import DEFAULT_SPECIAL_PREFIX
-from ledgerset.errors import NotInitializedError, ServerUnavailableError
+from ledgerset.commands.dispatcher import unavailable
+from ledgerset.errors import NotInitializedError
+from ledgerset.keys import DEFAULT_SPECIAL_PREFIX, KeyLayout
 
-__all__ = ["RedisConfig", "default_redis", "init", "server_address"]
+__all__ = ["RedisConfig", "default_redis", "init"]
 
 #: Connection settings for clients that ``init`` creates from a URL: a lost server must surface
 #: as an error within seconds, never as a hang.
@@ -36,6 +37,11 @@ class RedisConfig:
     ttl: int | None = None
     redis: Redis | None = None
     special_prefix: str = DEFAULT_SPECIAL_PREFIX
+
+    @property
+    def layout(self) -> KeyLayout:
+        """The key layout of this model's keys."""
+        return KeyLayout(self.special_prefix)
 
     def __post_init__(self) -> None:
         if self.ttl is not None and (isinstance(self.ttl, bool) or self.ttl <= 0):
@@ -75,11 +81,11 @@ async def init(redis: Redis | str) -> Redis:
     except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
         if owned:
             await client.aclose()
-        address = server_address(client)
-        raise ServerUnavailableError(
-            f"cannot reach Redis at {address}: {exc}. Start a server there, or pass another "
-            f"address to ledgerset.init(redis=...).",
-            address=address,
+        raise unavailable(
+            client,
+            "ledgerset.init",
+            exc,
+            "Start a server there, or pass another address to ledgerset.init(redis=...).",
         ) from exc
     previous, previous_owned = _defaults.redis, _defaults.owned
     _defaults.redis, _defaults.owned = client, owned
@@ -98,11 +104,3 @@ def default_redis(config: RedisConfig | None, model: str) -> Redis:
             f"or give the model Meta = RedisConfig(redis=...)."
         )
     return _defaults.redis
-
-
-def server_address(client: Redis) -> str:
-    """``host:port`` (or the socket path) of the server ``client`` talks to."""
-    kwargs = client.connection_pool.connection_kwargs
-    if "path" in kwargs:
-        return str(kwargs["path"])
-    return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"

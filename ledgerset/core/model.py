@@ -24,7 +24,6 @@ from ledgerset.commands import dispatcher
 from ledgerset.commands.catalog import DeleteModel, SaveModel, SetContents, UpdateModel
 from ledgerset.core.codec import MEMBER_TYPES, MemberCodec
 from ledgerset.core.config import RedisConfig, default_redis
-from ledgerset.core.keys import model_key, pk_from_key, set_key
 from ledgerset.core.redis_set import RedisSet, SetBinding, validate_members
 from ledgerset.errors import (
     InvalidKeyError,
@@ -32,6 +31,7 @@ from ledgerset.errors import (
     ModelNotFoundError,
     UpdateAtomicModelError,
 )
+from ledgerset.keys import KeyLayout, pk_from_key
 
 __all__ = ["AtomicRedisModel"]
 
@@ -138,7 +138,7 @@ class AtomicRedisModel(BaseModel):
     @property
     def key(self) -> str:
         """The Redis key of this model's hash: ``{ClassName}:{pk}``."""
-        return model_key(type(self).__name__, self.pk)
+        return type(self)._layout().model_key(type(self).__name__, self.pk)
 
     @classmethod
     def _pk_of(cls, key: str) -> str:
@@ -153,9 +153,12 @@ class AtomicRedisModel(BaseModel):
         return pk
 
     @classmethod
+    def _layout(cls) -> KeyLayout:
+        return (cls.Meta or _DEFAULT_CONFIG).layout
+
+    @classmethod
     def _set_key(cls, pk: str, name: str) -> str:
-        prefix = (cls.Meta or _DEFAULT_CONFIG).special_prefix
-        return set_key(cls.__name__, pk, name, prefix)
+        return cls._layout().set_key(cls.__name__, pk, name)
 
     # -- writes: commands ----------------------------------------------------------------------
 
@@ -233,10 +236,10 @@ class AtomicRedisModel(BaseModel):
         validated = {name: staged.__dict__[name] for name in fields}
         await dispatcher.execute(command, self._redis(), lambda _: self.__dict__.update(validated))
 
-    async def adelete(self) -> bool:
+    async def adelete(self) -> bool | None:
         """Delete the model's hash and all its set keys; ``True`` if the model existed.
 
-        Returns ``False`` inside a transaction, where the delete is applied on commit.
+        Returns ``None`` inside a transaction, where the delete is applied on commit.
         """
         cls = type(self)
         command = DeleteModel(
@@ -245,8 +248,7 @@ class AtomicRedisModel(BaseModel):
             key=self.key,
             set_keys=tuple(cls._set_key(self.pk, name) for name in self.__ledgerset_sets__),
         )
-        existed = await dispatcher.execute(command, self._redis())
-        return bool(existed)
+        return await dispatcher.execute(command, self._redis())
 
     def apipeline(self) -> dispatcher.transaction:
         """Open a transaction: writes in the block are sent together, all-or-nothing, on exit.
@@ -291,10 +293,10 @@ class AtomicRedisModel(BaseModel):
                     key=key,
                 ) from None
         for (name, spec), members in zip(sets.items(), replies[1:], strict=True):
-            if data.get(name) is None:
-                data[name] = None
-            else:
+            if members:  # members exist: a set, even if assigned after the last save
                 data[name] = spec.codec.decode_many(members, key=set_keys[name])
+            else:  # Redis keeps no empty SET: the hash's marker tells empty from None
+                data[name] = set() if data.get(name) else None
         data["pk"] = pk
         return cls.model_validate(data)
 

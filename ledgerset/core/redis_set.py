@@ -11,7 +11,7 @@ dispatcher, which runs it at once or buffers it into the open transaction.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypedDict, TypeVar, cast
@@ -19,6 +19,9 @@ from typing import Any, NoReturn, TypedDict, TypeVar, cast
 from pydantic import GetCoreSchemaHandler
 from pydantic_core import core_schema
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ledgerset import _events
 from ledgerset.commands import dispatcher
@@ -33,11 +36,12 @@ from ledgerset.commands.catalog import (
 )
 from ledgerset.core.codec import Member, MemberCodec
 from ledgerset.core.config import RedisConfig, default_redis
-from ledgerset.errors import InvalidMemberError, LedgersetError
+from ledgerset.errors import InvalidMemberError, LedgersetError, WrongTypeError
 
 __all__ = ["RedisSet", "SetBinding", "validate_members"]
 
 T = TypeVar("T", bound=Member)
+R = TypeVar("R")
 
 
 class _Target(TypedDict):
@@ -74,6 +78,33 @@ class SetBinding:
     def redis(self) -> Redis:
         """The client of the set's model."""
         return default_redis(self.config, self.model)
+
+    async def read(self, what: str, keys: Sequence[str], call: Awaitable[R]) -> R:
+        """Await a read of ``keys``, with redis-py's errors turned into ledgerset's."""
+        try:
+            return await call
+        except ResponseError as exc:
+            if not str(exc).startswith("WRONGTYPE"):
+                raise
+            redis = self.redis()
+            for key in keys:
+                kind = await redis.type(key)
+                actual = kind.decode() if isinstance(kind, bytes) else kind
+                if actual not in ("set", "none"):
+                    raise WrongTypeError(
+                        f"{what} on {self.model}.{self.field}: key {key!r} holds a Redis "
+                        f"{actual}, not a set; another client overwrote it. Delete or rename "
+                        f"that key.",
+                        key=key,
+                        actual=actual,
+                        command=what,
+                        model=self.model,
+                        pk=self.pk,
+                        field=self.field,
+                    ) from exc
+            raise
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise dispatcher.unavailable(self.redis(), what, exc, "Nothing was changed.") from exc
 
     def encode(self, command: str, value: object) -> tuple[Member, bytes]:
         """``codec.pair(value)``; a refused member is logged as ``command.refused``."""
@@ -191,13 +222,16 @@ class RedisSet(set[T]):
         """Whether ``value`` is a member, on the server (``SISMEMBER``)."""
         binding = self._require_binding()
         _, encoded = binding.encode("set.contains", value)
-        found = await binding.redis().sismember(binding.key, encoded)  # type: ignore[arg-type]
+        redis = binding.redis()
+        call = redis.sismember(binding.key, encoded)  # type: ignore[arg-type]
+        found = await binding.read("set.contains", (binding.key,), call)
         return bool(found)
 
     async def amembers(self) -> set[T]:
         """Every member, decoded, as a Python ``set``; the local mirror is refreshed too."""
         binding = self._require_binding()
-        raws = await binding.redis().smembers(binding.key)
+        redis = binding.redis()
+        raws = await binding.read("set.members", (binding.key,), redis.smembers(binding.key))
         members = binding.codec.decode_many(cast("set[bytes]", raws), key=binding.key)
         self._mirror_replace(members)
         return cast("set[T]", members)
@@ -205,7 +239,8 @@ class RedisSet(set[T]):
     async def asize(self) -> int:
         """The number of members, on the server (``SCARD``)."""
         binding = self._require_binding()
-        return int(await binding.redis().scard(binding.key))
+        redis = binding.redis()
+        return int(await binding.read("set.size", (binding.key,), redis.scard(binding.key)))
 
     async def aunion(self, *others: RedisSet[T]) -> set[T]:
         """Members of this set or any of ``others``, computed by Redis (``SUNION``)."""
@@ -233,7 +268,8 @@ class RedisSet(set[T]):
             keys.append(other_binding.key)
             if other_binding.codec.member_type is not codec.member_type:
                 codec = MemberCodec(None, model=binding.model, field=binding.field)
-        raws = await getattr(binding.redis(), operation)(keys)
+        call = getattr(binding.redis(), operation)(keys)
+        raws = await binding.read(f"set.{operation[1:]}", keys, call)
         return codec.decode_many(raws, key=binding.key)  # type: ignore[return-value]
 
     # -- sync: queued in a transaction, else the local mirror -----------------------------------

@@ -682,3 +682,49 @@ async def test_model_without_ttl_has_no_ttl_on_its_keys(redis: Redis) -> None:
 
     assert await redis.pttl(article.key) == -1
     assert await redis.pttl(tags_key(article)) == -1
+
+
+# -- found in review ------------------------------------------------------------------------------
+
+
+class MethodsWorker(AtomicRedisModel):
+    name: str = "default"
+    tags: RedisSet[str] | None = None
+
+
+async def test_optional_set_assigned_after_the_save_is_read_back(redis: Redis) -> None:
+    worker = MethodsWorker()
+    await worker.asave()
+    worker.tags = RedisSet()
+    await worker.tags.aadd("ready")
+
+    loaded = await MethodsWorker.aget(worker.key)
+
+    assert loaded.tags == {"ready"}
+
+
+async def test_reads_of_an_overwritten_set_key_raise_wrong_type(redis: Redis) -> None:
+    article = await saved("a")
+    other = await saved("b")
+    await redis.set(tags_key(other), "not a set")
+
+    for read in (
+        lambda: other.tags.amembers(),
+        lambda: other.tags.asize(),
+        lambda: other.tags.acontains("b"),
+        lambda: article.tags.aunion(other.tags),
+    ):
+        with pytest.raises(ledgerset.WrongTypeError) as caught:
+            await read()
+        assert caught.value.key == tags_key(other)
+        assert caught.value.actual == "string"
+
+
+async def test_adelete_inside_a_transaction_returns_none_and_deletes_on_commit(
+    redis: Redis,
+) -> None:
+    article = await saved("a")
+    async with article.apipeline():
+        assert await article.adelete() is None
+        assert await redis.exists(article.key) == 1
+    assert await redis.exists(article.key, tags_key(article)) == 0

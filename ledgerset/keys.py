@@ -1,0 +1,47 @@
+"""Every Redis key name ledgerset builds, in one place.
+
+- a model's HASH:            ``{ClassName}:{pk}``
+- a ``RedisSet`` field's SET: ``{prefix}:{ClassName}:{pk}:{field}``, prefix ``__rapyer_special__``
+  by default (the specification's layout), configurable per model through ``RedisConfig``
+- the library's own bookkeeping (replay checkpoints): ``ledgerset:...``
+
+A ``KeyLayout`` is one database's layout. Journal entries name their target logically (model, pk,
+field), and replay builds the physical keys through the *target's* layout, so it lives here, below
+both the models (``core``) and the journal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["DEFAULT_SPECIAL_PREFIX", "KeyLayout", "checkpoint_key", "pk_from_key"]
+
+DEFAULT_SPECIAL_PREFIX = "__rapyer_special__"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyLayout:
+    """How model and set keys are spelled in one database."""
+
+    special_prefix: str = DEFAULT_SPECIAL_PREFIX
+
+    def model_key(self, model: str, pk: str) -> str:
+        """The key of the HASH that holds a model's scalar fields."""
+        return f"{model}:{pk}"
+
+    def set_key(self, model: str, pk: str, field: str) -> str:
+        """The key of the SET that holds one ``RedisSet`` field's members."""
+        return f"{self.special_prefix}:{model}:{pk}:{field}"
+
+
+def pk_from_key(model: str, key: str) -> str | None:
+    """The pk in a model key of ``model``, or ``None`` when ``key`` is not one of its keys."""
+    prefix = f"{model}:"
+    if key.startswith(prefix) and len(key) > len(prefix):
+        return key[len(prefix) :]
+    return None
+
+
+def checkpoint_key(stream: str, model: str | None = None) -> str:
+    """Where a replay of ``stream`` (limited to ``model``, if given) records its progress."""
+    return f"ledgerset:replay:{stream}" if model is None else f"ledgerset:replay:{stream}:{model}"
