@@ -1,10 +1,12 @@
 """ledgerset: Pydantic models in Redis whose set fields are real Redis SETs.
 
 Every set mutation is an immutable command that the dispatcher runs at once or buffers into a
-transaction (``model.apipeline()`` / ``ledgerset.transaction()``), sent all-or-nothing.
+transaction (``model.apipeline()`` / ``ledgerset.transaction()``), sent all-or-nothing, and that
+a ``StreamJournal`` can record atomically with its effect, for audit and replay.
 """
 
 from ledgerset.commands.dispatcher import Transaction, transaction
+from ledgerset.commands.record import StreamJournal
 from ledgerset.core.config import RedisConfig, init
 from ledgerset.core.model import AtomicRedisModel
 from ledgerset.core.redis_set import RedisSet
@@ -32,6 +34,7 @@ __all__ = [
     "RedisConfig",
     "RedisSet",
     "ServerUnavailableError",
+    "StreamJournal",
     "Transaction",
     "TransactionError",
     "UpdateAtomicModelError",

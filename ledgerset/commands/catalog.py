@@ -19,14 +19,22 @@ command                   name                does
 ========================  ==================  ====================================================
 
 Every set command is refused (nothing written) when its model's hash does not exist.
+
+A command becomes a journal record with ``record_args()`` (its arguments as JSON) and comes back
+with ``from_record(args, target)``; the record names its target logically (model, pk, field), and
+``Target`` rebuilds the physical keys through the reading database's ``KeyLayout``. ``set.pop`` is
+recorded as its effect, ``{"member": ...}``, and replays as the removal of that member.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
+
+import orjson
 
 from ledgerset.commands.program import Program
+from ledgerset.keys import KeyLayout
 
 __all__ = [
     "AddMembers",
@@ -39,12 +47,33 @@ __all__ = [
     "SaveModel",
     "SetCommand",
     "SetContents",
+    "Target",
     "ToggleMembers",
     "UpdateModel",
 ]
 
 
 R = TypeVar("R")
+S = TypeVar("S", bound="SetCommand[Any]")
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What a journal record names, and how the reading database spells its keys."""
+
+    model: str
+    pk: str
+    field: str | None
+    layout: KeyLayout
+    #: The record's wall-clock time (ms): a save's TTL becomes an absolute expiry from it.
+    ts: int
+
+    @property
+    def model_key(self) -> str:
+        return self.layout.model_key(self.model, self.pk)
+
+    def set_key(self, field: str) -> str:
+        return self.layout.set_key(self.model, self.pk, field)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -70,6 +99,18 @@ class Command(Generic[R]):
         """Turn the replies of this command's operations into its caller's return value."""
         raise NotImplementedError
 
+    def record_args(self) -> bytes | None:
+        """The command's arguments as a JSON object, for its journal entry.
+
+        ``None`` when they are its effect, which only the server knows (``set.pop``).
+        """
+        raise NotImplementedError
+
+    @classmethod
+    def from_record(cls, args: dict[str, Any], target: Target) -> Command[Any] | None:
+        """The command a journal record describes (``None``: it had no effect to replay)."""
+        raise NotImplementedError
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SetCommand(Command[R]):
@@ -78,13 +119,40 @@ class SetCommand(Command[R]):
     field: str
     owner: str
 
+    @classmethod
+    def _at(cls: type[S], target: Target, **fields: Any) -> S:
+        assert target.field is not None
+        return cls(
+            model=target.model,
+            pk=target.pk,
+            key=target.set_key(target.field),
+            field=target.field,
+            owner=target.model_key,
+            **fields,
+        )
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class AddMembers(SetCommand[int]):
+class MembersCommand(SetCommand[R]):
+    """A set command with members (already encoded), recorded as ``{"members": [...]}``."""
+
+    members: tuple[bytes, ...]
+
+    def record_args(self) -> bytes:
+        # Members are canonical JSON already: joined, not encoded again.
+        return b'{"members":[' + b",".join(self.members) + b"]}"
+
+    @classmethod
+    def from_record(cls, args: dict[str, Any], target: Target) -> Command[Any]:
+        members = tuple(orjson.dumps(member) for member in args["members"])
+        return cls._at(target, members=members)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AddMembers(MembersCommand[int]):
     """Add members (``aadd``, ``aadd_many``, ``add``, ``update``, ``|=``)."""
 
     name: ClassVar[str] = "set.add"
-    members: tuple[bytes, ...]
 
     def compile(self, program: Program) -> None:
         program.op(b"A", self.key, self.owner, self.members)
@@ -94,11 +162,10 @@ class AddMembers(SetCommand[int]):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class RemoveMembers(SetCommand[int]):
+class RemoveMembers(MembersCommand[int]):
     """Remove members (``aremove``, ``remove``/``discard`` in a transaction, ``-=``)."""
 
     name: ClassVar[str] = "set.remove"
-    members: tuple[bytes, ...]
 
     def compile(self, program: Program) -> None:
         program.op(b"R", self.key, self.owner, self.members)
@@ -121,6 +188,16 @@ class PopMember(SetCommand[bytes | None]):
         reply = replies[0]
         return reply if isinstance(reply, bytes) else None
 
+    def record_args(self) -> None:
+        return None  # the server writes {"member": <the member that left>} into the entry
+
+    @classmethod
+    def from_record(cls, args: dict[str, Any], target: Target) -> Command[Any] | None:
+        member = args["member"]
+        if member is None:  # the set was empty: nothing happened
+            return None
+        return RemoveMembers._at(target, members=(orjson.dumps(member),))
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ClearSet(SetCommand[int]):
@@ -134,13 +211,19 @@ class ClearSet(SetCommand[int]):
     def result(self, replies: list[object]) -> int:
         return _count(replies[0])
 
+    def record_args(self) -> bytes:
+        return b"{}"
+
+    @classmethod
+    def from_record(cls, args: dict[str, Any], target: Target) -> Command[Any]:
+        return cls._at(target)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class RetainMembers(SetCommand[tuple[bytes, ...]]):
+class RetainMembers(MembersCommand[tuple[bytes, ...]]):
     """Keep only the given members, against the server's members (``&=``)."""
 
     name: ClassVar[str] = "set.retain"
-    members: tuple[bytes, ...]
 
     def compile(self, program: Program) -> None:
         program.op(b"T", self.key, self.owner, self.members)
@@ -150,11 +233,10 @@ class RetainMembers(SetCommand[tuple[bytes, ...]]):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ToggleMembers(SetCommand[tuple[bytes, ...]]):
+class ToggleMembers(MembersCommand[tuple[bytes, ...]]):
     """Remove the given members that are present, add the others (``^=``)."""
 
     name: ClassVar[str] = "set.toggle"
-    members: tuple[bytes, ...]
 
     def compile(self, program: Program) -> None:
         program.op(b"X", self.key, self.owner, self.members)
@@ -179,10 +261,19 @@ class SaveModel(Command[None]):
     name: ClassVar[str] = "model.save"
     fields: tuple[tuple[str, bytes], ...]
     sets: tuple[SetContents, ...]
-    ttl_ms: int | None
+    #: Time to live from the save, in ms; ``expire_at_ms`` instead gives an absolute expiry.
+    ttl_ms: int | None = None
+    expire_at_ms: int | None = None
 
     def compile(self, program: Program) -> None:
-        args: list[bytes | str | int] = [self.ttl_ms or 0]
+        expiry = (
+            f"pxat:{self.expire_at_ms}"
+            if self.expire_at_ms is not None
+            else f"px:{self.ttl_ms}"
+            if self.ttl_ms is not None
+            else ""
+        )
+        args: list[bytes | str | int] = [expiry]
         for name, value in self.fields:
             args.append(name)
             args.append(value)
@@ -195,6 +286,41 @@ class SaveModel(Command[None]):
 
     def result(self, replies: list[object]) -> None:
         return None
+
+    def record_args(self) -> bytes:
+        return orjson.dumps(
+            {
+                "fields": {name: orjson.Fragment(value) for name, value in self.fields},
+                "sets": {
+                    contents.field: None
+                    if contents.members is None
+                    else [orjson.Fragment(member) for member in contents.members]
+                    for contents in self.sets
+                },
+                "ttl_ms": self.ttl_ms,
+            }
+        )
+
+    @classmethod
+    def from_record(cls, args: dict[str, Any], target: Target) -> Command[Any]:
+        ttl_ms = args["ttl_ms"]
+        return cls(
+            model=target.model,
+            pk=target.pk,
+            key=target.model_key,
+            fields=_encoded_fields(args["fields"]),
+            sets=tuple(
+                SetContents(
+                    field=field,
+                    key=target.set_key(field),
+                    members=None
+                    if members is None
+                    else tuple(orjson.dumps(member) for member in members),
+                )
+                for field, members in args["sets"].items()
+            ),
+            expire_at_ms=None if ttl_ms is None else target.ts + ttl_ms,
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -214,21 +340,52 @@ class UpdateModel(Command[None]):
     def result(self, replies: list[object]) -> None:
         return None
 
+    def record_args(self) -> bytes:
+        return orjson.dumps(
+            {"fields": {name: orjson.Fragment(value) for name, value in self.fields}}
+        )
+
+    @classmethod
+    def from_record(cls, args: dict[str, Any], target: Target) -> Command[Any]:
+        return cls(
+            model=target.model,
+            pk=target.pk,
+            key=target.model_key,
+            fields=_encoded_fields(args["fields"]),
+        )
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DeleteModel(Command[bool]):
     """Delete a model's hash and every one of its set keys (``adelete``)."""
 
     name: ClassVar[str] = "model.delete"
-    set_keys: tuple[str, ...]
+    #: ``(field, key)`` of every set field.
+    sets: tuple[tuple[str, str], ...]
 
     def compile(self, program: Program) -> None:
         program.op(b"D", self.key, None)
-        for key in self.set_keys:
+        for _, key in self.sets:
             program.op(b"D", key, None)
 
     def result(self, replies: list[object]) -> bool:
         return bool(replies[0])
+
+    def record_args(self) -> bytes:
+        return orjson.dumps({"sets": [field for field, _ in self.sets]})
+
+    @classmethod
+    def from_record(cls, args: dict[str, Any], target: Target) -> Command[Any]:
+        return cls(
+            model=target.model,
+            pk=target.pk,
+            key=target.model_key,
+            sets=tuple((field, target.set_key(field)) for field in args["sets"]),
+        )
+
+
+def _encoded_fields(fields: dict[str, Any]) -> tuple[tuple[str, bytes], ...]:
+    return tuple((name, orjson.dumps(value)) for name, value in fields.items())
 
 
 def _count(reply: object) -> int:

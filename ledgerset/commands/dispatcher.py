@@ -12,6 +12,7 @@ A refused program (a model that does not exist, a key of the wrong type) raises
 from __future__ import annotations
 
 import hashlib
+import time
 import uuid
 from collections.abc import Callable
 from contextvars import ContextVar, Token
@@ -27,6 +28,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ledgerset._events import DEBUG, ERROR, INFO, WARNING, emit, enabled
 from ledgerset.commands.catalog import Command
 from ledgerset.commands.program import SOURCE, Program, Refusal
+from ledgerset.commands.record import StreamJournal, bound_context, entry_fields
 from ledgerset.errors import (
     ModelNotFoundError,
     ServerUnavailableError,
@@ -58,19 +60,26 @@ def current_transaction() -> Transaction | None:
 
 
 async def execute(
-    command: Command[R], redis: Redis, on_result: Callable[[R], None] | None = None
+    command: Command[R],
+    redis: Redis,
+    on_result: Callable[[R], None] | None = None,
+    *,
+    journal: StreamJournal | None = None,
 ) -> R | None:
     """Run ``command`` now, or buffer it into the open transaction and return ``None``.
 
     ``on_result`` is called with the command's result once it is applied (at once, or when the
     transaction commits); callers use it to keep their local state in step with the server.
+    With a ``journal``, the command's entry is appended in the same atomic program.
     """
     tx = _current.get()
     if tx is not None:
-        tx.buffer(command, redis, on_result)
+        tx.buffer(command, redis, on_result, journal)
         return None
     program = Program()
     program.add(command)
+    if journal is not None:
+        _journal(program, [(command, journal)], uuid.uuid4().hex)
     started = perf_counter() if enabled(INFO) else None
     outcome = await _run(redis, program, command.name)
     if isinstance(outcome, Refusal):
@@ -79,11 +88,33 @@ async def execute(
     if on_result is not None:
         on_result(result)
     if started is not None:
-        _executed(command, result, started)
+        journal_id = outcome[-1] if journal is not None else None
+        _executed(command, result, started, journal_id)
     return result
 
 
-def defer(command: Command[R], redis: Redis, on_result: Callable[[R], None] | None = None) -> None:
+def _journal(
+    program: Program, journaled: list[tuple[Command[Any], StreamJournal]], txn: str
+) -> None:
+    """Append a journal entry op for each command (compiled already), in order."""
+    ts = int(time.time() * 1000)
+    ctx = bound_context()
+    of = len(journaled)
+    starts = {id(command): start for command, start, _ in program.spans}
+    for seq, (command, journal) in enumerate(journaled, start=1):
+        fields, effect = entry_fields(command, txn=txn, seq=seq, of=of, ts=ts, ctx=ctx)
+        # A pop's entry records its effect: the server adds the member its (first) op removed.
+        popped = starts[id(command)] + 1 if effect else 0
+        program.op(b"J", journal.stream, None, [journal.maxlen or 0, popped, *fields])
+
+
+def defer(
+    command: Command[R],
+    redis: Redis,
+    on_result: Callable[[R], None] | None = None,
+    *,
+    journal: StreamJournal | None = None,
+) -> None:
     """Buffer ``command`` into the open transaction (for sync callers, which cannot await).
 
     Callers check ``current_transaction()`` first; without one this is a programming error.
@@ -91,7 +122,7 @@ def defer(command: Command[R], redis: Redis, on_result: Callable[[R], None] | No
     tx = _current.get()
     if tx is None:
         raise TransactionError(f"{command.name} on {command.key!r}: no transaction is open")
-    tx.buffer(command, redis, on_result)
+    tx.buffer(command, redis, on_result, journal)
 
 
 class Transaction:
@@ -102,13 +133,14 @@ class Transaction:
     result after the commit.
     """
 
-    __slots__ = ("_callbacks", "_commands", "_redis", "id", "results")
+    __slots__ = ("_callbacks", "_commands", "_journals", "_redis", "id", "results")
 
     def __init__(self) -> None:
         #: Names this transaction in log events (and, journaled, in its entries' ``txn``).
         self.id = uuid.uuid4().hex
         self._commands: list[Command[Any]] = []
         self._callbacks: list[OnResult | None] = []
+        self._journals: list[StreamJournal | None] = []
         self._redis: Redis | None = None
         self.results: list[object] | None = None
 
@@ -118,7 +150,11 @@ class Transaction:
         return tuple(self._commands)
 
     def buffer(
-        self, command: Command[R], redis: Redis, on_result: Callable[[R], None] | None
+        self,
+        command: Command[R],
+        redis: Redis,
+        on_result: Callable[[R], None] | None,
+        journal: StreamJournal | None = None,
     ) -> None:
         """Add ``command`` to the transaction (called by ``execute``)."""
         if not command.deferrable:
@@ -137,11 +173,13 @@ class Transaction:
             )
         self._commands.append(command)
         self._callbacks.append(on_result)
+        self._journals.append(journal)
 
     def discard_from(self, mark: int) -> None:
         """Drop the commands buffered after the first ``mark`` ones (a failed nested block)."""
         del self._commands[mark:]
         del self._callbacks[mark:]
+        del self._journals[mark:]
 
     async def commit(self) -> None:
         """Send every buffered command in one atomic program; raise if the server refused it."""
@@ -151,6 +189,13 @@ class Transaction:
         program = Program()
         for command in self._commands:
             program.add(command)
+        journaled = [
+            (command, journal)
+            for command, journal in zip(self._commands, self._journals, strict=True)
+            if journal is not None
+        ]
+        if journaled:
+            _journal(program, journaled, self.id)
         started = perf_counter()
         outcome = await _run(self._redis, program, "transaction")
         if isinstance(outcome, Refusal):
@@ -270,11 +315,13 @@ def unavailable(redis: Redis, what: str, exc: Exception, advice: str) -> ServerU
     )
 
 
-def _executed(command: Command[Any], result: object, started: float) -> None:
+def _executed(command: Command[Any], result: object, started: float, journal_id: object) -> None:
     fields = _describe(command)
     if isinstance(result, (bool, int)):
         fields["result"] = result
     fields["duration_ms"] = _ms_since(started)
+    if isinstance(journal_id, bytes):
+        fields["journal_id"] = journal_id.decode()
     emit(INFO, "command.executed", **fields)
     members = getattr(command, "members", None)
     if members is not None and enabled(DEBUG):

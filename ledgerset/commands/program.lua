@@ -10,11 +10,17 @@
 --   2. writes   every operation, in order; each leaves one reply
 --   3. TTLs     a save's TTL on its model key; then every set key written takes its owner's
 --               remaining TTL (or none), so a set never outlives, nor is outlived by, its model
+--   4. journal  the stream entries recording what was done, and a replay's checkpoint
 -- and returns {1, reply of op 1, reply of op 2, ...}.
 --
 -- Codes: A add, R remove, P pop, C clear, T retain (keep only the arguments), X toggle,
---        Z replace a set (save), S replace a model hash (save; first argument: TTL in ms, 0 none),
---        U update hash fields, D delete a key.
+--        Z replace a set (save), S replace a model hash (save; first argument: the expiry,
+--        '' none, 'px:<ms>' relative or 'pxat:<unix ms>' absolute), U update hash fields,
+--        D delete a key,
+--        J append a journal entry (arguments: MAXLEN, 0 for none; the number of a pop op whose
+--          member becomes the entry's args, 0 for none; then field/value pairs),
+--        K move a replay checkpoint (arguments: the value it must hold now, '' for none; the new
+--          value); refused with 'checkpoint_moved' if another replay moved it.
 -- T and X reply with the set's members afterwards (computed here, so the caller's copy can follow).
 
 local CHUNK = 4096 -- unpack() puts every value on Lua's C stack, which holds about 8000
@@ -78,6 +84,21 @@ for i = 1, nops do
     end
   elseif code == 'D' then
     known[op.key] = 'none'
+  elseif code == 'J' then
+    local t = type_of(op.key)
+    if t ~= 'stream' and t ~= 'none' then
+      return { 0, 'wrong_type', i, op.key, t }
+    end
+    known[op.key] = 'stream'
+  elseif code == 'K' then
+    local t = type_of(op.key)
+    if t ~= 'string' and t ~= 'none' then
+      return { 0, 'wrong_type', i, op.key, t }
+    end
+    local now = redis.call('GET', op.key) or ''
+    if now ~= ARGV[op.first] then
+      return { 0, 'checkpoint_moved', i, op.key, now }
+    end
   else
     return redis.error_reply('ledgerset: unknown operation code ' .. tostring(code))
   end
@@ -157,9 +178,9 @@ for i = 1, nops do
     if op.last > op.first then
       chunked('HSET', key, op.first + 1, op.last)
     end
-    local ttl = tonumber(ARGV[op.first])
-    if ttl > 0 then
-      model_ttls[#model_ttls + 1] = { key, ttl }
+    local kind, when = string.match(ARGV[op.first], '^(%a+):(%d+)$')
+    if kind then
+      model_ttls[#model_ttls + 1] = { key, kind, when }
     end
     reply = 1
   elseif code == 'U' then
@@ -167,17 +188,23 @@ for i = 1, nops do
     reply = 1
   elseif code == 'D' then
     reply = redis.call('DEL', key)
+  elseif code == 'J' or code == 'K' then
+    reply = false -- phase 4
   end
   if SET_OPS[code] and set_owners[key] == nil then
     set_owners[key] = op.owner
     set_order[#set_order + 1] = key
   end
-  replies[#replies + 1] = reply
+  replies[i + 1] = reply
 end
 
 -- 3. TTLs ------------------------------------------------------------------------------------
-for _, pair in ipairs(model_ttls) do
-  redis.call('PEXPIRE', pair[1], pair[2])
+for _, ttl in ipairs(model_ttls) do
+  if ttl[2] == 'pxat' then
+    redis.call('PEXPIREAT', ttl[1], ttl[3])
+  else
+    redis.call('PEXPIRE', ttl[1], ttl[3])
+  end
 end
 for _, key in ipairs(set_order) do
   local remaining = redis.call('PTTL', set_owners[key])
@@ -185,6 +212,33 @@ for _, key in ipairs(set_order) do
     redis.call('PEXPIRE', key, remaining)
   else
     redis.call('PERSIST', key)
+  end
+end
+
+-- 4. journal ---------------------------------------------------------------------------------
+for i = 1, nops do
+  local op = ops[i]
+  if op.code == 'J' then
+    local entry = { op.key }
+    local maxlen = tonumber(ARGV[op.first])
+    if maxlen > 0 then
+      entry[#entry + 1] = 'MAXLEN'
+      entry[#entry + 1] = '~'
+      entry[#entry + 1] = maxlen
+    end
+    entry[#entry + 1] = '*'
+    for j = op.first + 2, op.last do
+      entry[#entry + 1] = ARGV[j]
+    end
+    local popped = tonumber(ARGV[op.first + 1])
+    if popped > 0 then
+      entry[#entry + 1] = 'args'
+      entry[#entry + 1] = '{"member":' .. (replies[popped + 1] or 'null') .. '}'
+    end
+    replies[i + 1] = redis.call('XADD', unpack(entry))
+  elseif op.code == 'K' then
+    redis.call('SET', op.key, ARGV[op.first + 1])
+    replies[i + 1] = 1
   end
 end
 

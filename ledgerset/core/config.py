@@ -14,10 +14,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ledgerset.commands.dispatcher import unavailable
+from ledgerset.commands.record import StreamJournal
 from ledgerset.errors import NotInitializedError
 from ledgerset.keys import DEFAULT_SPECIAL_PREFIX, KeyLayout
 
-__all__ = ["RedisConfig", "default_redis", "init"]
+__all__ = ["RedisConfig", "default_journal", "default_redis", "init"]
 
 #: Connection settings for clients that ``init`` creates from a URL: a lost server must surface
 #: as an error within seconds, never as a hang.
@@ -32,11 +33,13 @@ class RedisConfig:
     ``ttl``: seconds until the model and its sets expire after ``asave()`` (``None``: never).
     ``redis``: the client this model uses instead of the one given to ``ledgerset.init``.
     ``special_prefix``: the first part of each set field's key.
+    ``journal``: the ``StreamJournal`` recording this model's commands instead of ``init``'s.
     """
 
     ttl: int | None = None
     redis: Redis | None = None
     special_prefix: str = DEFAULT_SPECIAL_PREFIX
+    journal: StreamJournal | None = None
 
     @property
     def layout(self) -> KeyLayout:
@@ -51,16 +54,18 @@ class RedisConfig:
 class _Defaults:
     redis: Redis | None = None
     owned: bool = False  # True when init() created the client from a URL, so it closes it too
+    journal: StreamJournal | None = None
 
 
 _defaults = _Defaults()
 
 
-async def init(redis: Redis | str) -> Redis:
-    """Set the default Redis connection for every model and check that the server answers.
+async def init(redis: Redis | str, journal: StreamJournal | None = None) -> Redis:
+    """Set the default Redis connection (and journal) for every model; check the server answers.
 
     ``redis`` is a ``redis.asyncio.Redis`` client (created with ``decode_responses=False``, the
-    default) or a URL such as ``"redis://localhost:6379/0"``. A second call replaces the first.
+    default) or a URL such as ``"redis://localhost:6379/0"``. ``journal`` records every command
+    in a Redis Stream (``None``: no journal). A second call replaces the whole configuration.
     Raises ``ServerUnavailableError`` (with host:port) when the server cannot be reached.
     """
     if isinstance(redis, str):
@@ -88,10 +93,17 @@ async def init(redis: Redis | str) -> Redis:
             "Start a server there, or pass another address to ledgerset.init(redis=...).",
         ) from exc
     previous, previous_owned = _defaults.redis, _defaults.owned
-    _defaults.redis, _defaults.owned = client, owned
+    _defaults.redis, _defaults.owned, _defaults.journal = client, owned, journal
     if previous is not None and previous_owned and previous is not client:
         await previous.aclose()
     return client
+
+
+def default_journal(config: RedisConfig | None) -> StreamJournal | None:
+    """The journal recording a model's commands: its ``RedisConfig.journal``, else ``init``'s."""
+    if config is not None and config.journal is not None:
+        return config.journal
+    return _defaults.journal
 
 
 def default_redis(config: RedisConfig | None, model: str) -> Redis:

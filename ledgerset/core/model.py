@@ -14,16 +14,17 @@ from __future__ import annotations
 import sys
 import types
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Self, Union, get_args, get_origin
+from typing import Any, ClassVar, Self, TypeVar, Union, get_args, get_origin
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from ledgerset.commands import dispatcher
-from ledgerset.commands.catalog import DeleteModel, SaveModel, SetContents, UpdateModel
+from ledgerset.commands.catalog import Command, DeleteModel, SaveModel, SetContents, UpdateModel
 from ledgerset.core.codec import MEMBER_TYPES, MemberCodec
-from ledgerset.core.config import RedisConfig, default_redis
+from ledgerset.core.config import RedisConfig, default_journal, default_redis
 from ledgerset.core.redis_set import RedisSet, SetBinding, validate_members
 from ledgerset.errors import (
     InvalidKeyError,
@@ -35,6 +36,7 @@ from ledgerset.keys import KeyLayout, pk_from_key
 
 __all__ = ["AtomicRedisModel"]
 
+R = TypeVar("R")
 _DEFAULT_CONFIG = RedisConfig()
 _SET_MARKER = b"true"  # the hash's value for a set field that holds a set (else JSON null)
 
@@ -192,7 +194,7 @@ class AtomicRedisModel(BaseModel):
             sets=tuple(contents),
             ttl_ms=ttl * 1000 if ttl is not None else None,
         )
-        await dispatcher.execute(command, self._redis())
+        await self._run(command)
         return self
 
     async def aupdate(self, **fields: Any) -> None:
@@ -234,7 +236,7 @@ class AtomicRedisModel(BaseModel):
             fields=tuple((name, orjson.dumps(value)) for name, value in data.items()),
         )
         validated = {name: staged.__dict__[name] for name in fields}
-        await dispatcher.execute(command, self._redis(), lambda _: self.__dict__.update(validated))
+        await self._run(command, lambda _: self.__dict__.update(validated))
 
     async def adelete(self) -> bool | None:
         """Delete the model's hash and all its set keys; ``True`` if the model existed.
@@ -246,9 +248,9 @@ class AtomicRedisModel(BaseModel):
             model=cls.__name__,
             pk=self.pk,
             key=self.key,
-            set_keys=tuple(cls._set_key(self.pk, name) for name in self.__ledgerset_sets__),
+            sets=tuple((name, cls._set_key(self.pk, name)) for name in self.__ledgerset_sets__),
         )
-        return await dispatcher.execute(command, self._redis())
+        return await self._run(command)
 
     def apipeline(self) -> dispatcher.transaction:
         """Open a transaction: writes in the block are sent together, all-or-nothing, on exit.
@@ -318,8 +320,13 @@ class AtomicRedisModel(BaseModel):
     def _redis_of(cls) -> Any:
         return default_redis(cls.Meta, cls.__name__)
 
-    def _redis(self) -> Any:
-        return default_redis(type(self).Meta, type(self).__name__)
+    async def _run(
+        self, command: Command[R], on_result: Callable[[R], None] | None = None
+    ) -> R | None:
+        cls = type(self)
+        redis = default_redis(cls.Meta, cls.__name__)
+        journal = default_journal(cls.Meta)
+        return await dispatcher.execute(command, redis, on_result, journal=journal)
 
 
 def _resolve(cls: type, annotation: Any) -> Any:

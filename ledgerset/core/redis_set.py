@@ -35,7 +35,7 @@ from ledgerset.commands.catalog import (
     ToggleMembers,
 )
 from ledgerset.core.codec import Member, MemberCodec
-from ledgerset.core.config import RedisConfig, default_redis
+from ledgerset.core.config import RedisConfig, default_journal, default_redis
 from ledgerset.errors import InvalidMemberError, LedgersetError, WrongTypeError
 
 __all__ = ["RedisSet", "SetBinding", "validate_members"]
@@ -78,6 +78,18 @@ class SetBinding:
     def redis(self) -> Redis:
         """The client of the set's model."""
         return default_redis(self.config, self.model)
+
+    async def run(
+        self, command: SetCommand[R], on_result: Callable[[R], None] | None = None
+    ) -> R | None:
+        """Hand ``command`` to the dispatcher, with this model's connection and journal."""
+        journal = default_journal(self.config)
+        return await dispatcher.execute(command, self.redis(), on_result, journal=journal)
+
+    def defer(self, command: SetCommand[Any], on_result: Callable[[Any], None]) -> None:
+        """Buffer ``command`` into the open transaction (for the sync mutators)."""
+        journal = default_journal(self.config)
+        dispatcher.defer(command, self.redis(), on_result, journal=journal)
 
     async def read(self, what: str, keys: Sequence[str], call: Awaitable[R]) -> R:
         """Await a read of ``keys``, with redis-py's errors turned into ledgerset's."""
@@ -179,23 +191,21 @@ class RedisSet(set[T]):
         binding = self._require_binding()
         normal, encoded = binding.encode("set.add", value)
         command = AddMembers(**binding.target, members=(encoded,))
-        await dispatcher.execute(command, binding.redis(), lambda _: self._mirror_add((normal,)))
+        await binding.run(command, lambda _: self._mirror_add((normal,)))
 
     async def aadd_many(self, values: Iterable[T]) -> None:
         """Add many members in one command; nothing is sent if any of them is invalid."""
         binding = self._require_binding()
         normals, encoded = binding.encode_many("set.add", values)
         command = AddMembers(**binding.target, members=encoded)
-        await dispatcher.execute(command, binding.redis(), lambda _: self._mirror_add(normals))
+        await binding.run(command, lambda _: self._mirror_add(normals))
 
     async def aremove(self, value: T) -> bool | None:
         """Remove one member; ``True`` if it was there (``None`` inside a transaction)."""
         binding = self._require_binding()
         normal, encoded = binding.encode("set.remove", value)
         command = RemoveMembers(**binding.target, members=(encoded,))
-        removed = await dispatcher.execute(
-            command, binding.redis(), lambda _: set.discard(self, normal)
-        )
+        removed = await binding.run(command, lambda _: set.discard(self, normal))
         return None if removed is None else removed > 0
 
     async def apop(self) -> T | None:
@@ -205,7 +215,7 @@ class RedisSet(set[T]):
         """
         binding = self._require_binding()
         command = PopMember(**binding.target)
-        raw = await dispatcher.execute(command, binding.redis())
+        raw = await binding.run(command)
         if raw is None:
             return None
         member: T = binding.codec.decode(raw, key=binding.key)  # type: ignore[assignment]
@@ -216,7 +226,7 @@ class RedisSet(set[T]):
         """Remove every member (the set's key is deleted)."""
         binding = self._require_binding()
         command = ClearSet(**binding.target)
-        await dispatcher.execute(command, binding.redis(), lambda _: set.clear(self))
+        await binding.run(command, lambda _: set.clear(self))
 
     async def acontains(self, value: T) -> bool:
         """Whether ``value`` is a member, on the server (``SISMEMBER``)."""
@@ -392,7 +402,7 @@ class RedisSet(set[T]):
             )
         else:
             callback = lambda _: apply(normals)  # noqa: E731
-        dispatcher.defer(command, binding.redis(), callback)
+        binding.defer(command, callback)
         return True
 
     def _mutate(
