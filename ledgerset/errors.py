@@ -12,7 +12,10 @@
     ├── TransactionError           an operation that cannot run inside a transaction
     ├── NotInitializedError        no connection: neither ledgerset.init() nor Meta.redis
     ├── ServerUnavailableError     the server cannot be reached (ConnectionError)
-    └── EmbeddedServerError        ledgerset.embedded found no server binary, or it did not start
+    ├── EmbeddedServerError        ledgerset.embedded found no server binary, or it did not start
+    └── JournalError               a journal cannot be read or replayed
+        ├── JournalEntryError      one entry is malformed or of an unknown command/version
+        └── ReplayConflictError    the target refused a replay (another replay, foreign keys)
 
 Each error names what was attempted and with what (model, field, key, value) and, where there is
 one, the fix; the same facts are attributes, so callers and log processors need not parse text.
@@ -26,10 +29,13 @@ __all__ = [
     "EmbeddedServerError",
     "InvalidKeyError",
     "InvalidMemberError",
+    "JournalEntryError",
+    "JournalError",
     "LedgersetError",
     "ModelDefinitionError",
     "ModelNotFoundError",
     "NotInitializedError",
+    "ReplayConflictError",
     "ServerUnavailableError",
     "TransactionError",
     "UpdateAtomicModelError",
@@ -163,3 +169,24 @@ class ServerUnavailableError(LedgersetError, ConnectionError):
 
 class EmbeddedServerError(LedgersetError):
     """``ledgerset.embedded`` found no server binary, or the server it started did not answer."""
+
+
+class JournalError(LedgersetError):
+    """A journal stream cannot be read or replayed; ``stream`` names it."""
+
+    def __init__(self, message: str, *, stream: str, entry_id: str | None = None) -> None:
+        super().__init__(message)
+        self.stream = stream
+        self.entry_id = entry_id
+
+
+class JournalEntryError(JournalError):
+    """Journal entry ``entry_id`` is malformed, or records a command/version this code cannot read.
+
+    Replay stops before that entry's transaction: nothing of it is applied.
+    """
+
+
+class ReplayConflictError(JournalError):
+    """The replay target refused a batch: another replay moved the checkpoint, or a key there
+    holds another type. ``entry_id`` names the entry whose command was refused, if one was."""

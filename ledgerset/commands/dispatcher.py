@@ -38,6 +38,7 @@ from ledgerset.errors import (
 
 __all__ = [
     "Transaction",
+    "apply_batch",
     "current_transaction",
     "defer",
     "execute",
@@ -123,6 +124,28 @@ def defer(
     if tx is None:
         raise TransactionError(f"{command.name} on {command.key!r}: no transaction is open")
     tx.buffer(command, redis, on_result, journal)
+
+
+async def apply_batch(
+    redis: Redis,
+    commands: list[Command[Any]],
+    *,
+    checkpoint: str,
+    expected: str | None,
+    new: str,
+) -> Refusal | None:
+    """Apply ``commands`` and move ``checkpoint`` from ``expected`` to ``new``, atomically.
+
+    For replay: the batch and its checkpoint land together or not at all, so a replay stopped at
+    any moment resumes exactly after the last batch applied. Returns why the server refused, if
+    it did (a command's precondition, or ``checkpoint_moved`` by a concurrent replay).
+    """
+    program = Program()
+    for command in commands:
+        program.add(command)
+    program.op(b"K", checkpoint, None, [expected or "", new])
+    outcome = await _run(redis, program, "replay")
+    return outcome if isinstance(outcome, Refusal) else None
 
 
 class Transaction:
@@ -354,6 +377,7 @@ def _refused(
 ) -> ModelNotFoundError | WrongTypeError:
     """The error for a refused program; logs ``command.refused`` (and ``transaction.aborted``)."""
     command = refusal.command
+    assert command is not None  # only a replay's checkpoint op belongs to no command
     if enabled(WARNING):
         facts = {**_describe(command), "key": refusal.key, "reason": refusal.reason}
         emit(WARNING, "command.refused", **facts)

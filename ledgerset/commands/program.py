@@ -61,7 +61,8 @@ class Program:
         """Interpret the ``{0, reason, op, key, type}`` reply of a refused program."""
         _, reason, op_number, key, actual = reply
         op_index = int(op_number) - 1  # type: ignore[call-overload]
-        command = next(cmd for cmd, start, end in self.spans if start <= op_index < end)
+        # None: an op of no command's (a replay checkpoint).
+        command = next((cmd for cmd, start, end in self.spans if start <= op_index < end), None)
         return Refusal(
             command=command,
             reason=_text(reason),
@@ -75,7 +76,7 @@ class Refusal:
 
     __slots__ = ("actual", "command", "key", "reason")
 
-    def __init__(self, *, command: Command[Any], reason: str, key: str, actual: str) -> None:
+    def __init__(self, *, command: Command[Any] | None, reason: str, key: str, actual: str) -> None:
         self.command = command
         self.reason = reason
         self.key = key

@@ -1,0 +1,145 @@
+"""Reading a journal: typed entries, page by page, filtered by time, model or key.
+
+``read_entries`` never loads the stream whole: it walks it with ``XRANGE ... COUNT`` pages. A
+malformed entry raises ``JournalEntryError`` naming its id, never a silent skip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from ledgerset.commands.record import DEFAULT_STREAM
+from ledgerset.errors import JournalEntryError
+
+__all__ = ["JournalEntry", "Position", "read_entries", "stream_id"]
+
+#: Where to start or stop reading: an entry id (``"1700000000000-0"``), or a moment.
+Position = str | datetime
+
+PAGE = 500
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """One journal entry, decoded (see ``ledgerset.commands.record`` for the schema)."""
+
+    id: str
+    cmd: str
+    v: int
+    key: str
+    args: dict[str, Any]
+    ts: datetime
+    txn: str
+    seq: int
+    of: int
+    model: str
+    pk: str
+    field: str | None
+    ctx: dict[str, Any]
+
+    @property
+    def ts_ms(self) -> int:
+        """``ts`` as Unix milliseconds, as stored."""
+        return int(self.ts.timestamp() * 1000)
+
+    def as_json(self) -> dict[str, Any]:
+        """The entry as a JSON-ready dict (``ts`` as ISO 8601 UTC)."""
+        return {
+            "id": self.id,
+            "ts": self.ts.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "cmd": self.cmd,
+            "v": self.v,
+            "model": self.model,
+            "pk": self.pk,
+            "field": self.field,
+            "key": self.key,
+            "args": self.args,
+            "txn": self.txn,
+            "seq": self.seq,
+            "of": self.of,
+            "ctx": self.ctx,
+        }
+
+
+async def read_entries(
+    redis: Redis,
+    stream: str = DEFAULT_STREAM,
+    start: Position | None = None,
+    end: Position | None = None,
+    model: str | None = None,
+    key: str | None = None,
+    *,
+    after: str | None = None,
+) -> AsyncIterator[JournalEntry]:
+    """Yield the entries of ``stream`` from ``start`` to ``end`` (both included), oldest first.
+
+    ``start``/``end`` are entry ids or datetimes (a naive datetime is taken as UTC); ``after``
+    starts just after an entry id instead. ``model`` and ``key`` keep only the entries of that
+    model class or that physical key.
+    """
+    low = f"({after}" if after is not None else stream_id(start, low=True)
+    high = stream_id(end, low=False)
+    while True:
+        page: list[tuple[bytes, dict[bytes, bytes]]] = await redis.xrange(  # type: ignore[assignment]
+            stream, min=low, max=high, count=PAGE
+        )
+        for raw_id, fields in page:
+            entry = parse_entry(stream, raw_id.decode(), fields)
+            if (model is None or entry.model == model) and (key is None or entry.key == key):
+                yield entry
+        if len(page) < PAGE:
+            return
+        low = "(" + page[-1][0].decode()
+
+
+def stream_id(position: Position | None, *, low: bool) -> str:
+    """The XRANGE bound for ``position`` (``-``/``+`` when ``None``)."""
+    if position is None:
+        return "-" if low else "+"
+    if isinstance(position, datetime):
+        moment = position if position.tzinfo else position.replace(tzinfo=UTC)
+        ms = int(moment.timestamp() * 1000)
+        return f"{ms}-0" if low else f"{ms}-{2**64 - 1}"
+    return position
+
+
+def parse_entry(stream: str, entry_id: str, fields: dict[bytes, bytes]) -> JournalEntry:
+    """Decode one raw stream entry; ``JournalEntryError`` names it if it is malformed."""
+    try:
+        text = {name.decode(): value.decode() for name, value in fields.items()}
+        return JournalEntry(
+            id=entry_id,
+            cmd=text["cmd"],
+            v=int(text["v"]),
+            key=text["key"],
+            args=_object(text["args"]),
+            ts=datetime.fromtimestamp(int(text["ts"]) / 1000, tz=UTC),
+            txn=text["txn"],
+            seq=int(text["seq"]),
+            of=int(text["of"]),
+            model=text["model"],
+            pk=text["pk"],
+            field=text["field"] or None,
+            ctx=_object(text["ctx"]),
+        )
+    except (KeyError, ValueError, UnicodeDecodeError) as exc:
+        reason = f"field {exc.args[0]!r} is missing" if isinstance(exc, KeyError) else str(exc)
+        raise JournalEntryError(
+            f"journal entry {entry_id} of stream {stream!r} is malformed ({reason}); it was not "
+            f"written by ledgerset, or was changed. Nothing of its transaction is applied.",
+            stream=stream,
+            entry_id=entry_id,
+        ) from exc
+
+
+def _object(text: str) -> dict[str, Any]:
+    value = orjson.loads(text)
+    if not isinstance(value, dict):
+        raise ValueError(f"{text[:40]!r} is not a JSON object")
+    return value
