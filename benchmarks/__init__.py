@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks against raw redis-py; run with ``python -m benchmarks``."""
