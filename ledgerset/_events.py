@@ -8,17 +8,19 @@ calls ``structlog.configure``. Callers ask ``enabled(level)`` before building an
 so a filtered-out event costs a flag read and a level check.
 
 Every event carries the caller's bound structlog context variables (``bind_contextvars``).
+
+structlog is looked up in ``sys.modules``, never imported here: importing it pulls in its
+console renderer's dependencies (rich, when installed), and an application that never imported
+structlog can have neither configured it nor bound context variables.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
-import structlog
-from structlog.contextvars import get_contextvars
-
-__all__ = ["DEBUG", "ERROR", "INFO", "WARNING", "emit", "enabled"]
+__all__ = ["DEBUG", "ERROR", "INFO", "WARNING", "bound_context", "emit", "enabled"]
 
 DEBUG, INFO, WARNING, ERROR = logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR
 
@@ -32,20 +34,22 @@ _bound_for: tuple[tuple[object, ...], Any] | None = None
 
 def enabled(level: int) -> bool:
     """Whether an event at ``level`` would be emitted anywhere."""
-    if not structlog.is_configured():
+    structlog = sys.modules.get("structlog")
+    if structlog is None or not structlog.is_configured():
         return _stdlib.isEnabledFor(level)
-    logger = _structlog_logger()
+    logger = _structlog_logger(structlog)
     check = getattr(logger, "is_enabled_for", None) or getattr(logger, "isEnabledFor", None)
     return True if check is None else bool(check(level))
 
 
 def emit(level: int, event: str, **fields: Any) -> None:
     """Emit ``event`` with ``fields`` (and the bound context variables) at ``level``."""
-    context = get_contextvars()
+    context = bound_context()
     if context:
         fields = {**context, **fields}
-    if structlog.is_configured():
-        getattr(_structlog_logger(), _METHODS[level])(event, **fields)
+    structlog = sys.modules.get("structlog")
+    if structlog is not None and structlog.is_configured():
+        getattr(_structlog_logger(structlog), _METHODS[level])(event, **fields)
     else:
         rendered = " ".join(f"{name}={value!r}" for name, value in fields.items())
         _stdlib.log(
@@ -53,7 +57,13 @@ def emit(level: int, event: str, **fields: Any) -> None:
         )
 
 
-def _structlog_logger() -> Any:
+def bound_context() -> dict[str, Any]:
+    """The caller's structlog context variables (``bind_contextvars``), if structlog is in use."""
+    contextvars = sys.modules.get("structlog.contextvars")
+    return contextvars.get_contextvars() if contextvars is not None else {}
+
+
+def _structlog_logger(structlog: Any) -> Any:
     """A logger bound to the current structlog configuration, made again when that changes."""
     global _bound_for
     config = structlog.get_config()

@@ -84,12 +84,16 @@ async def connect(url: str) -> Redis:
 
 
 def moment(value: str | None) -> str | datetime | None:
-    """A ``--since``/``--until`` value: an entry id (``1700000000000-0``) or an ISO 8601 time."""
+    """A ``--since``/``--until`` value: an entry id (``1700000000000-0``) or an ISO 8601 time.
+
+    A bare millisecond (``1700000000000``) is passed on as Redis reads it: from its first entry
+    as a start, through its last as an end.
+    """
     if value is None:
         return None
     head, _, tail = value.partition("-")
     if head.isdigit() and (tail.isdigit() or tail == ""):
-        return value if tail else f"{value}-0"
+        return value
     try:
         return datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
+import signal
 import sys
 from collections.abc import Iterable
+from typing import Any
 
 import click
 import orjson
 from redis.asyncio import Redis
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -63,18 +66,24 @@ async def _log(
 @click.pass_obj
 def tail(options: Options, output: str) -> None:
     """Follow new journal entries as they are written, until Ctrl-C."""
-    with contextlib.suppress(KeyboardInterrupt):
-        run(_tail(options, output))
+    run(_tail(options, output))
 
 
 async def _tail(options: Options, output: str) -> None:
     redis = await connect(options.require_url())
     console = Console()
-    last = "$"
+    # A concrete id, never "$" again: an entry written between two XREADs must not be missed.
+    newest: list[tuple[bytes, Any]] = await redis.xrevrange(options.stream, count=1)  # type: ignore[assignment]
+    last = newest[0][0].decode() if newest else "0-0"
+    # Ctrl-C (or SIGTERM) ends the loop between two reads, so the connection closes cleanly.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
     try:
-        while True:
+        while not stop.is_set():
             replies: list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] = await redis.xread(
-                {options.stream: last}, block=1000, count=100
+                {options.stream: last}, block=500, count=100
             )  # type: ignore[assignment]
             for _, raw_entries in replies:
                 for raw_id, fields in raw_entries:
@@ -90,24 +99,27 @@ async def _tail(options: Options, output: str) -> None:
 
 def entry_table(entries: Iterable[JournalEntry], stream: str) -> Table:
     """The entries as a rich table, one row each."""
-    table = Table(title=f"journal {stream}", title_justify="left")
-    table.add_column("entry id", no_wrap=True)
-    table.add_column("time (UTC)", no_wrap=True)
-    table.add_column("command", no_wrap=True)
-    table.add_column("target", no_wrap=True)
-    table.add_column("args", overflow="fold", min_width=16)
-    table.add_column("txn", no_wrap=True)
-    table.add_column("ctx", overflow="fold")
-    for entry in entries:
-        table.add_row(
+    rows = list(entries)
+    with_ctx = any(entry.ctx for entry in rows)
+    table = Table(title=f"journal {stream}", title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("entry id", no_wrap=True, min_width=15)
+    table.add_column("time (UTC)", no_wrap=True, min_width=12)
+    table.add_column("command", no_wrap=True, min_width=12)
+    table.add_column("target", overflow="fold", min_width=12)
+    table.add_column("args", overflow="fold", min_width=12, ratio=1)
+    if with_ctx:
+        table.add_column("ctx", overflow="fold", min_width=8)
+    for entry in rows:
+        cells = [
             entry.id,
             f"{entry.ts:%H:%M:%S}.{entry.ts.microsecond // 1000:03d}",
-            entry.cmd,
+            entry.cmd + (f" {entry.seq}/{entry.of}" if entry.of > 1 else ""),
             _target(entry),
             summary(entry),
-            f"{entry.txn[:6]} {entry.seq}/{entry.of}",
-            _compact(entry.ctx) if entry.ctx else "",
-        )
+        ]
+        if with_ctx:
+            cells.append(_compact(entry.ctx) if entry.ctx else "")
+        table.add_row(*cells)
     return table
 
 
@@ -118,11 +130,14 @@ def summary(entry: JournalEntry) -> str:
         return " ".join(_compact(member) for member in args["members"])
     if "member" in args:
         return "(empty)" if args["member"] is None else _compact(args["member"])
-    parts = [f"{name}={_compact(value)}" for name, value in args.get("fields", {}).items()
-             if name != "pk"]  # fmt: skip
-    for field, members in (
-        args.get("sets", {}).items() if isinstance(args.get("sets"), dict) else ()
-    ):
+    sets = args.get("sets")
+    sets = sets if isinstance(sets, dict) else {}  # a delete lists its set fields instead
+    parts = [
+        f"{name}={_compact(value)}"
+        for name, value in args.get("fields", {}).items()
+        if name != "pk" and name not in sets
+    ]
+    for field, members in sets.items():
         parts.append(f"{field}=" + ("None" if members is None else f"{{{len(members)} members}}"))
     if args.get("ttl_ms"):
         parts.append(f"ttl={args['ttl_ms'] / 1000:g}s")

@@ -1,7 +1,8 @@
 -- ledgerset's one server-side program: runs a list of primitive operations all-or-nothing.
 --
--- ARGV = nops, then per operation: code, key index, owner key index (0: none), n, then n arguments.
--- Key indexes point into KEYS, so every key the program touches is declared (cluster-safe).
+-- ARGV[1] is the program's header, one "<code><key>,<owner>,<n>;" per operation: the key's and
+-- the owner key's index in KEYS (owner 0: none) and how many of the following ARGV the operation
+-- takes, in order. Every key the program touches is declared in KEYS (cluster-safe).
 --
 -- Redis does not roll back a script that fails half-way, so the program runs in phases:
 --   1. checks   every precondition of every operation, against the state the earlier operations
@@ -9,7 +10,7 @@
 --               the first failure returns {0, reason, op, key, actual type} and nothing is written
 --   2. writes   every operation, in order; each leaves one reply
 --   3. TTLs     a save's TTL on its model key; then every set key written takes its owner's
---               remaining TTL (or none), so a set never outlives, nor is outlived by, its model
+--               remaining TTL, so a set never outlives its model
 --   4. journal  the stream entries recording what was done, and a replay's checkpoint
 -- and returns {1, reply of op 1, reply of op 2, ...}.
 --
@@ -22,95 +23,108 @@
 --        K move a replay checkpoint (arguments: the value it must hold now, '' for none; the new
 --          value); refused with 'checkpoint_moved' if another replay moved it.
 -- T and X reply with the set's members afterwards (computed here, so the caller's copy can follow).
+--
+-- This runs on every command, so it avoids work a single write does not need: with one write,
+-- the set key's type is not checked beforehand; the write itself fails on a wrong type before
+-- changing anything, and that failure becomes the same refusal.
 
 local CHUNK = 4096 -- unpack() puts every value on Lua's C stack, which holds about 8000
+local SET_CODES = 'ARPCTXZ'
 
-local nops = tonumber(ARGV[1])
-local ops = {}
-local pos = 2
-for i = 1, nops do
-  local n = tonumber(ARGV[pos + 3])
-  local owner = tonumber(ARGV[pos + 2])
-  ops[i] = {
-    code = ARGV[pos],
-    key = KEYS[tonumber(ARGV[pos + 1])],
-    owner = owner > 0 and KEYS[owner] or false,
-    first = pos + 4,
-    last = pos + 3 + n,
-  }
-  pos = pos + 4 + n
+local codes, keys, owners, firsts, lasts = {}, {}, {}, {}, {}
+local nops, writes, pos = 0, 0, 2
+for code, key, owner, n in string.gmatch(ARGV[1], '(%u)(%d+),(%d+),(%d+);') do
+  nops = nops + 1
+  codes[nops] = code
+  keys[nops] = KEYS[tonumber(key)]
+  owner = tonumber(owner)
+  owners[nops] = owner > 0 and KEYS[owner] or false
+  firsts[nops] = pos
+  pos = pos + tonumber(n)
+  lasts[nops] = pos - 1
+  if code ~= 'J' and code ~= 'K' then
+    writes = writes + 1
+  end
 end
 
 -- 1. checks ----------------------------------------------------------------------------------
-local known = {}
-local function type_of(key)
-  local t = known[key]
-  if t == nil then
-    t = redis.call('TYPE', key)['ok']
-    known[key] = t
-  end
-  return t
-end
-
-local SET_OPS = { A = true, R = true, P = true, C = true, T = true, X = true, Z = true }
+-- state[key]: the key's type as this program will have left it so far ('exists' for an owner
+-- seen only through EXISTS).
+local state = {}
 
 for i = 1, nops do
-  local op = ops[i]
-  local code = op.code
-  if SET_OPS[code] then
-    local owner_type = type_of(op.owner)
-    if owner_type == 'none' then
-      return { 0, 'model_not_found', i, op.owner, owner_type }
-    elseif owner_type ~= 'hash' then
-      return { 0, 'wrong_type', i, op.owner, owner_type }
+  local code, key = codes[i], keys[i]
+  if string.find(SET_CODES, code, 1, true) then
+    local owner = owners[i]
+    local seen = state[owner]
+    if seen == nil then
+      seen = redis.call('EXISTS', owner) == 1 and 'exists' or 'none'
+      state[owner] = seen
     end
-    local t = type_of(op.key)
-    if t ~= 'set' and t ~= 'none' then
-      return { 0, 'wrong_type', i, op.key, t }
+    if seen == 'none' then
+      return { 0, 'model_not_found', i, owner, 'none' }
     end
-    known[op.key] = 'set'
-  elseif code == 'S' then
-    local t = type_of(op.key)
-    if t ~= 'hash' and t ~= 'none' then
-      return { 0, 'wrong_type', i, op.key, t }
+    if writes > 1 and state[key] == nil then
+      local t = redis.call('TYPE', key)['ok']
+      if t ~= 'set' and t ~= 'none' then
+        return { 0, 'wrong_type', i, key, t }
+      end
     end
-    known[op.key] = 'hash'
-  elseif code == 'U' then
-    local t = type_of(op.key)
-    if t == 'none' then
-      return { 0, 'model_not_found', i, op.key, t }
-    elseif t ~= 'hash' then
-      return { 0, 'wrong_type', i, op.key, t }
+    state[key] = 'set'
+  elseif code == 'J' or code == 'S' or code == 'U' or code == 'K' then
+    local t = state[key]
+    if t == nil then
+      t = redis.call('TYPE', key)['ok']
     end
+    if code == 'J' then
+      if t ~= 'stream' and t ~= 'none' then
+        return { 0, 'wrong_type', i, key, t }
+      end
+      t = 'stream'
+    elseif code == 'S' then
+      if t ~= 'hash' and t ~= 'none' and t ~= 'exists' then
+        return { 0, 'wrong_type', i, key, t }
+      end
+      t = 'hash'
+    elseif code == 'U' then
+      if t == 'none' then
+        return { 0, 'model_not_found', i, key, t }
+      elseif t ~= 'hash' and t ~= 'exists' then
+        return { 0, 'wrong_type', i, key, t }
+      end
+    else -- K
+      if t ~= 'string' and t ~= 'none' then
+        return { 0, 'wrong_type', i, key, t }
+      end
+      local now = redis.call('GET', key) or ''
+      if now ~= ARGV[firsts[i]] then
+        return { 0, 'checkpoint_moved', i, key, now }
+      end
+    end
+    state[key] = t
   elseif code == 'D' then
-    known[op.key] = 'none'
-  elseif code == 'J' then
-    local t = type_of(op.key)
-    if t ~= 'stream' and t ~= 'none' then
-      return { 0, 'wrong_type', i, op.key, t }
-    end
-    known[op.key] = 'stream'
-  elseif code == 'K' then
-    local t = type_of(op.key)
-    if t ~= 'string' and t ~= 'none' then
-      return { 0, 'wrong_type', i, op.key, t }
-    end
-    local now = redis.call('GET', op.key) or ''
-    if now ~= ARGV[op.first] then
-      return { 0, 'checkpoint_moved', i, op.key, now }
-    end
+    state[key] = 'none'
   else
     return redis.error_reply('ledgerset: unknown operation code ' .. tostring(code))
   end
 end
 
 -- 2. writes ----------------------------------------------------------------------------------
+-- A failed write (only possible when the checks above were skipped: a single write on a key of
+-- the wrong type) happens before anything was changed; report it as a refusal.
+local refused = nil
+
 local function chunked(command, key, first, last)
   local total = 0
   local i = first
   while i <= last do
     local j = math.min(i + CHUNK - 1, last)
-    total = total + redis.call(command, key, unpack(ARGV, i, j))
+    local reply = redis.pcall(command, key, unpack(ARGV, i, j))
+    if type(reply) == 'table' and reply.err then
+      refused = reply.err
+      return 0
+    end
+    total = total + reply
     i = j + 1
   end
   return total
@@ -128,72 +142,85 @@ local function chunked_list(command, key, list)
 end
 
 local replies = { 1 }
-local set_owners = {}
-local set_order = {}
+local set_keys = {}
 local model_ttls = {}
 
 for i = 1, nops do
-  local op = ops[i]
-  local code, key = op.code, op.key
-  local reply
+  local code, key = codes[i], keys[i]
+  local reply = false
   if code == 'A' then
-    reply = chunked('SADD', key, op.first, op.last)
+    reply = chunked('SADD', key, firsts[i], lasts[i])
   elseif code == 'R' then
-    reply = chunked('SREM', key, op.first, op.last)
+    reply = chunked('SREM', key, firsts[i], lasts[i])
   elseif code == 'P' then
-    reply = redis.call('SPOP', key)
+    reply = redis.pcall('SPOP', key)
+    if type(reply) == 'table' and reply.err then
+      refused = reply.err
+    end
   elseif code == 'C' then
     reply = redis.call('DEL', key)
   elseif code == 'T' then
     local keep = {}
-    for j = op.first, op.last do
+    for j = firsts[i], lasts[i] do
       keep[ARGV[j]] = true
     end
-    local leaving = {}
-    for _, member in ipairs(redis.call('SMEMBERS', key)) do
-      if not keep[member] then
-        leaving[#leaving + 1] = member
+    local members = redis.pcall('SMEMBERS', key)
+    if members.err then
+      refused = members.err
+    else
+      local leaving = {}
+      for _, member in ipairs(members) do
+        if not keep[member] then
+          leaving[#leaving + 1] = member
+        end
       end
+      chunked_list('SREM', key, leaving)
+      reply = redis.call('SMEMBERS', key)
     end
-    chunked_list('SREM', key, leaving)
-    reply = redis.call('SMEMBERS', key)
   elseif code == 'X' then
     local arriving, leaving = {}, {}
-    for j = op.first, op.last do
+    for j = firsts[i], lasts[i] do
       local member = ARGV[j]
-      if redis.call('SISMEMBER', key, member) == 1 then
+      local present = redis.pcall('SISMEMBER', key, member)
+      if type(present) == 'table' then
+        refused = present.err
+        break
+      elseif present == 1 then
         leaving[#leaving + 1] = member
       else
         arriving[#arriving + 1] = member
       end
     end
-    chunked_list('SREM', key, leaving)
-    chunked_list('SADD', key, arriving)
-    reply = redis.call('SMEMBERS', key)
+    if not refused then
+      chunked_list('SREM', key, leaving)
+      chunked_list('SADD', key, arriving)
+      reply = redis.call('SMEMBERS', key)
+    end
   elseif code == 'Z' then
     redis.call('DEL', key)
-    reply = chunked('SADD', key, op.first, op.last)
+    reply = chunked('SADD', key, firsts[i], lasts[i])
   elseif code == 'S' then
     redis.call('DEL', key)
-    if op.last > op.first then
-      chunked('HSET', key, op.first + 1, op.last)
+    if lasts[i] > firsts[i] then
+      chunked('HSET', key, firsts[i] + 1, lasts[i])
     end
-    local kind, when = string.match(ARGV[op.first], '^(%a+):(%d+)$')
+    local kind, when = string.match(ARGV[firsts[i]], '^(%a+):(%d+)$')
     if kind then
       model_ttls[#model_ttls + 1] = { key, kind, when }
     end
     reply = 1
   elseif code == 'U' then
-    chunked('HSET', key, op.first, op.last)
+    chunked('HSET', key, firsts[i], lasts[i])
     reply = 1
   elseif code == 'D' then
     reply = redis.call('DEL', key)
-  elseif code == 'J' or code == 'K' then
-    reply = false -- phase 4
   end
-  if SET_OPS[code] and set_owners[key] == nil then
-    set_owners[key] = op.owner
-    set_order[#set_order + 1] = key
+  if refused then
+    return { 0, 'wrong_type', i, key, redis.call('TYPE', key)['ok'] }
+  end
+  if owners[i] and set_keys[key] == nil then
+    set_keys[key] = owners[i]
+    set_keys[#set_keys + 1] = key
   end
   replies[i + 1] = reply
 end
@@ -206,38 +233,38 @@ for _, ttl in ipairs(model_ttls) do
     redis.call('PEXPIRE', ttl[1], ttl[3])
   end
 end
-for _, key in ipairs(set_order) do
-  local remaining = redis.call('PTTL', set_owners[key])
+-- A set key never holds a TTL its model lacks: every write that could leave one (a save, which
+-- replaces the set) starts from DEL. So only a model with a TTL needs work here.
+for _, key in ipairs(set_keys) do
+  local remaining = redis.call('PTTL', set_keys[key])
   if remaining > 0 then
     redis.call('PEXPIRE', key, remaining)
-  else
-    redis.call('PERSIST', key)
   end
 end
 
 -- 4. journal ---------------------------------------------------------------------------------
 for i = 1, nops do
-  local op = ops[i]
-  if op.code == 'J' then
-    local entry = { op.key }
-    local maxlen = tonumber(ARGV[op.first])
+  if codes[i] == 'J' then
+    local first = firsts[i]
+    local entry = { keys[i] }
+    local maxlen = tonumber(ARGV[first])
     if maxlen > 0 then
       entry[#entry + 1] = 'MAXLEN'
       entry[#entry + 1] = '~'
       entry[#entry + 1] = maxlen
     end
     entry[#entry + 1] = '*'
-    for j = op.first + 2, op.last do
+    for j = first + 2, lasts[i] do
       entry[#entry + 1] = ARGV[j]
     end
-    local popped = tonumber(ARGV[op.first + 1])
+    local popped = tonumber(ARGV[first + 1])
     if popped > 0 then
       entry[#entry + 1] = 'args'
       entry[#entry + 1] = '{"member":' .. (replies[popped + 1] or 'null') .. '}'
     end
     replies[i + 1] = redis.call('XADD', unpack(entry))
-  elseif op.code == 'K' then
-    redis.call('SET', op.key, ARGV[op.first + 1])
+  elseif codes[i] == 'K' then
+    redis.call('SET', keys[i], ARGV[firsts[i] + 1])
     replies[i + 1] = 1
   end
 end

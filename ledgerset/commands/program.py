@@ -24,14 +24,20 @@ Arg = bytes | str | int
 class Program:
     """The keys and arguments of one run of ``program.lua``, and which operations are whose."""
 
-    __slots__ = ("_key_index", "argv", "keys", "nops", "spans")
+    __slots__ = ("_header", "_key_index", "_values", "keys", "nops", "spans")
 
     def __init__(self) -> None:
         self.keys: list[str] = []
         self._key_index: dict[str, int] = {}
-        self.argv: list[Arg] = [0]
+        self._header: list[str] = []
+        self._values: list[Arg] = []
         self.nops = 0
         self.spans: list[tuple[Command[Any], int, int]] = []
+
+    @property
+    def argv(self) -> list[Arg]:
+        """``ARGV``: the header (``<code><key>,<owner>,<n>;`` per operation), then the values."""
+        return ["".join(self._header), *self._values]
 
     def add(self, command: Command[Any]) -> None:
         """Compile ``command`` into this program."""
@@ -39,16 +45,12 @@ class Program:
         command.compile(self)
         self.spans.append((command, start, self.nops))
 
-    def op(self, code: bytes, key: str, owner: str | None, args: Sequence[Arg] = ()) -> None:
+    def op(self, code: str, key: str, owner: str | None, args: Sequence[Arg] = ()) -> None:
         """Append one primitive operation on ``key`` (a set op names its model's key as owner)."""
-        argv = self.argv
-        argv.append(code)
-        argv.append(self._index(key))
-        argv.append(self._index(owner) if owner is not None else 0)
-        argv.append(len(args))
-        argv.extend(args)
+        owner_index = self._index(owner) if owner is not None else 0
+        self._header.append(f"{code}{self._index(key)},{owner_index},{len(args)};")
+        self._values.extend(args)
         self.nops += 1
-        argv[0] = self.nops
 
     def _index(self, key: str) -> int:
         index = self._key_index.get(key)

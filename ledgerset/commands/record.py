@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from structlog.contextvars import get_contextvars
 
+from ledgerset import _events
 from ledgerset.commands.catalog import (
     AddMembers,
     ClearSet,
@@ -119,7 +119,7 @@ def entry_fields(
 
 def bound_context() -> bytes:
     """The caller's structlog context variables as JSON (``ctx``), e.g. a request id."""
-    context = get_contextvars()
+    context = _events.bound_context()
     return orjson.dumps(context, default=str) if context else b"{}"
 
 

@@ -2,6 +2,11 @@
 
 ``read_entries`` never loads the stream whole: it walks it with ``XRANGE ... COUNT`` pages. A
 malformed entry raises ``JournalEntryError`` naming its id, never a silent skip.
+
+Positions are entry ids or moments. A moment is compared with each entry's ``ts`` (the writing
+client's clock), not with its id (the server's clock): the stream is in the order the server
+wrote it, so reading from a moment skips the entries before it, and reading up to a moment
+stops at the first entry written after it.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from redis.asyncio import Redis
 from ledgerset.commands.record import DEFAULT_STREAM
 from ledgerset.errors import JournalEntryError
 
-__all__ = ["JournalEntry", "Position", "read_entries", "stream_id"]
+__all__ = ["JournalEntry", "Position", "parse_entry", "read_entries"]
 
 #: Where to start or stop reading: an entry id (``"1700000000000-0"``), or a moment.
 Position = str | datetime
@@ -79,18 +84,24 @@ async def read_entries(
 ) -> AsyncIterator[JournalEntry]:
     """Yield the entries of ``stream`` from ``start`` to ``end`` (both included), oldest first.
 
-    ``start``/``end`` are entry ids or datetimes (a naive datetime is taken as UTC); ``after``
-    starts just after an entry id instead. ``model`` and ``key`` keep only the entries of that
-    model class or that physical key.
+    ``start``/``end`` are entry ids (a bare millisecond covers all its entries) or datetimes (a
+    naive datetime is taken as UTC); ``after`` starts just after an entry id instead. ``model``
+    and ``key`` keep only the entries of that model class or that physical key.
     """
-    low = f"({after}" if after is not None else stream_id(start, low=True)
-    high = stream_id(end, low=False)
+    low = f"({after}" if after is not None else start if isinstance(start, str) else "-"
+    high = end if isinstance(end, str) else "+"
+    since = _utc(start) if isinstance(start, datetime) else None
+    until = _utc(end) if isinstance(end, datetime) else None
     while True:
         page: list[tuple[bytes, dict[bytes, bytes]]] = await redis.xrange(  # type: ignore[assignment]
             stream, min=low, max=high, count=PAGE
         )
         for raw_id, fields in page:
             entry = parse_entry(stream, raw_id.decode(), fields)
+            if until is not None and entry.ts > until:
+                return
+            if since is not None and entry.ts < since:
+                continue
             if (model is None or entry.model == model) and (key is None or entry.key == key):
                 yield entry
         if len(page) < PAGE:
@@ -98,15 +109,8 @@ async def read_entries(
         low = "(" + page[-1][0].decode()
 
 
-def stream_id(position: Position | None, *, low: bool) -> str:
-    """The XRANGE bound for ``position`` (``-``/``+`` when ``None``)."""
-    if position is None:
-        return "-" if low else "+"
-    if isinstance(position, datetime):
-        moment = position if position.tzinfo else position.replace(tzinfo=UTC)
-        ms = int(moment.timestamp() * 1000)
-        return f"{ms}-0" if low else f"{ms}-{2**64 - 1}"
-    return position
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def parse_entry(stream: str, entry_id: str, fields: dict[bytes, bytes]) -> JournalEntry:

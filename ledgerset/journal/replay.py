@@ -23,7 +23,7 @@ from ledgerset.commands import dispatcher
 from ledgerset.commands.catalog import Command, DeleteModel, SaveModel, Target
 from ledgerset.commands.record import DEFAULT_STREAM, decode
 from ledgerset.errors import JournalEntryError, ReplayConflictError
-from ledgerset.journal.reader import JournalEntry, Position, read_entries, stream_id
+from ledgerset.journal.reader import JournalEntry, Position, read_entries
 from ledgerset.keys import KeyLayout, checkpoint_key
 
 __all__ = ["ReplayReport", "replay"]
@@ -101,16 +101,19 @@ class _Run:
             emit(INFO, "replay.started", stream=self.stream, after=self.applied_through,
                  model=self.model, dry_run=self.report.dry_run)  # fmt: skip
         group: list[JournalEntry] = []
-        end = stream_id(until, low=False)
-        async for entry in read_entries(
-            self.source, self.stream, end=end, after=self.applied_through
-        ):
-            if group and entry.txn != group[0].txn:
-                raise _broken(self.stream, group[-1])
-            group.append(entry)
-            if entry.seq == entry.of:
-                await self.add(group)
-                group = []
+        try:
+            async for entry in read_entries(
+                self.source, self.stream, end=until, after=self.applied_through
+            ):
+                if group and entry.txn != group[0].txn:
+                    raise _broken(self.stream, group[-1])
+                group.append(entry)
+                if entry.seq == entry.of:
+                    await self.add(group)
+                    group = []
+        except JournalEntryError:
+            await self.flush()  # what came before the bad entry's transaction still lands
+            raise
         # An unfinished group at the end (``until`` cut a transaction): apply none of it.
         await self.flush()
         if enabled(INFO):
@@ -126,15 +129,20 @@ class _Run:
         for position, entry in enumerate(group, start=1):
             if entry.seq != position or entry.of != len(group):
                 raise _broken(self.stream, entry)
+        # Decode the whole transaction before counting any of it: a bad entry stops the replay
+        # before its transaction, and the report must not count what was not applied.
+        commands = [
+            None if self.model is not None and entry.model != self.model
+            else self.command_of(entry)
+            for entry in group
+        ]  # fmt: skip
         decided: list[tuple[JournalEntry, Command[Any]]] = []
-        for entry in group:
+        for entry, command in zip(group, commands, strict=True):
             self.done += 1
             self.report.last_id = entry.id
             if self.model is not None and entry.model != self.model:
                 self.report.skipped += 1
-                continue
-            command = self.command_of(entry)
-            if command is None:  # nothing to replay (a pop of an empty set); counts as applied
+            elif command is None:  # nothing to replay (a pop of an empty set); counts as applied
                 self.report.applied += 1
             elif self.expired(entry, command):
                 self.report.expired += 1

@@ -1,0 +1,479 @@
+"""Replay rebuilds a database from the journal: the same keys, members, fields and expiries.
+
+A random history (saves with and without TTL, updates, deletes, every set mutation, immediate and
+in transactions) in database 0, replayed into an empty database 1, gives the same data. Also:
+a second replay applies nothing; a replay stopped at an entry resumes where it stopped; ``until``
+an entry id or a moment; models whose expiry has passed are not created (and counted); the
+``model`` filter; ``dry_run``; an unknown record version or malformed args stop the replay before
+that entry's transaction; an upcaster brings an old record up to date; a target key of the wrong
+type is a conflict; a target with another key layout gets its sets at its own prefix.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from freezegun import freeze_time
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import Field
+from redis.asyncio import Redis
+
+import ledgerset
+from ledgerset import AtomicRedisModel, ModelNotFoundError, RedisConfig, RedisSet, StreamJournal
+from ledgerset.commands.record import UPCASTERS
+from ledgerset.errors import JournalEntryError, ReplayConflictError
+from ledgerset.journal import replay
+from ledgerset.keys import KeyLayout
+
+STREAM = "ledgerset:journal"
+CHECKPOINT = "ledgerset:replay:ledgerset:journal"
+TTL_TOLERANCE_MS = 2000
+
+
+class RpArticle(AtomicRedisModel):
+    title: str = "untitled"
+    tags: RedisSet[str] = Field(default_factory=RedisSet)
+    scores: RedisSet[int] | None = None
+
+
+class RpTimed(AtomicRedisModel):
+    Meta = RedisConfig(ttl=1000)
+    title: str = "untitled"
+    tags: RedisSet[str] = Field(default_factory=RedisSet)
+    scores: RedisSet[int] | None = None
+
+
+MODELS: dict[str, type[AtomicRedisModel]] = {"RpArticle": RpArticle, "RpTimed": RpTimed}
+
+
+@pytest.fixture
+async def source(redis: Redis) -> AsyncIterator[Redis]:
+    """Database 0, journaled."""
+    await ledgerset.init(redis=redis, journal=StreamJournal())
+    yield redis
+
+
+@pytest.fixture
+async def target(redis_url: str) -> AsyncIterator[Redis]:
+    """Database 1 of the same server, empty."""
+    client = Redis.from_url(redis_url.replace("/0", "/1"))
+    await client.flushdb()
+    yield client
+    await client.aclose()
+
+
+# -- comparing databases --------------------------------------------------------------------------
+
+
+async def data_of(redis: Redis) -> dict[bytes, tuple[str, Any]]:
+    """Every data key (not ledgerset's own): its type and value."""
+    state: dict[bytes, tuple[str, Any]] = {}
+    for key in sorted(await redis.keys("*")):
+        if key.startswith(b"ledgerset:"):
+            continue
+        kind = (await redis.type(key)).decode()
+        if kind == "set":
+            value: Any = await redis.smembers(key)
+        elif kind == "hash":
+            value = await redis.hgetall(key)
+        else:
+            value = await redis.dump(key)
+        state[key] = (kind, value)
+    return state
+
+
+async def ttls_of(redis: Redis) -> dict[bytes, int]:
+    return {
+        key: await redis.pttl(key)
+        for key in await redis.keys("*")
+        if not key.startswith(b"ledgerset:")
+    }
+
+
+def assert_ttls_match(expected: dict[bytes, int], actual: dict[bytes, int]) -> None:
+    assert expected.keys() == actual.keys()
+    for key, ttl in expected.items():
+        if ttl < 0:
+            assert actual[key] == ttl, key
+        else:
+            assert abs(actual[key] - ttl) <= TTL_TOLERANCE_MS, (key, ttl, actual[key])
+
+
+async def assert_same_data(source: Redis, target: Redis) -> None:
+    assert await data_of(target) == await data_of(source)
+    assert_ttls_match(await ttls_of(source), await ttls_of(target))
+
+
+async def stream_ids(redis: Redis) -> list[str]:
+    return [raw_id.decode() for raw_id, _ in await redis.xrange(STREAM)]
+
+
+def set_key(model: str, pk: str, field: str = "tags", prefix: str = "__rapyer_special__") -> str:
+    return f"{prefix}:{model}:{pk}:{field}"
+
+
+# -- a random history -----------------------------------------------------------------------------
+
+model_names = st.sampled_from(sorted(MODELS))
+pks = st.sampled_from(["p1", "p2", "p3"])
+set_fields = st.sampled_from(["tags", "scores"])
+numbers = st.integers(0, 4)
+some_numbers = st.lists(numbers, max_size=4)
+titles = st.text(max_size=4)
+
+# Each op: (kind, model, pk, argument).
+saves = st.tuples(
+    st.just("save"),
+    model_names,
+    pks,
+    st.tuples(titles, some_numbers, st.none() | some_numbers),
+)
+updates = st.tuples(st.just("update"), model_names, pks, titles)
+deletes = st.tuples(st.just("delete"), model_names, pks, st.none())
+set_ops = st.tuples(
+    st.sampled_from(["add", "remove", "clear", "retain", "toggle", "discard_many"]),
+    model_names,
+    pks,
+    st.tuples(set_fields, some_numbers),
+)
+pops = st.tuples(st.just("pop"), model_names, pks, set_fields)
+buffered_ops = st.one_of(saves, updates, deletes, set_ops)
+transactions = st.tuples(
+    st.just("transaction"), st.none(), st.none(), st.lists(buffered_ops, min_size=1, max_size=4)
+)
+histories = st.lists(st.one_of(saves, updates, deletes, set_ops, pops, transactions), max_size=14)
+
+
+def member(field: str, number: int) -> str | int:
+    return f"m{number}" if field == "tags" else number
+
+
+def instance(model: str, pk: str) -> Any:
+    """A handle on a stored model: its set fields bound (``scores`` too) to build commands."""
+    return MODELS[model](pk=pk, scores=set())
+
+
+async def run_buffered(op: tuple[str, str, str, Any]) -> None:
+    """One op that can run at once or inside a transaction."""
+    kind, model, pk, argument = op
+    if kind == "save":
+        title, tags, scores = argument
+        await MODELS[model](
+            pk=pk,
+            title=title,
+            tags={member("tags", n) for n in tags},
+            scores=None if scores is None else set(scores),
+        ).asave()
+    elif kind == "update":
+        await instance(model, pk).aupdate(title=argument)
+    elif kind == "delete":
+        await instance(model, pk).adelete()
+    else:
+        field, chosen = argument
+        redis_set = getattr(instance(model, pk), field)
+        values = {member(field, n) for n in chosen}
+        if kind == "add":
+            if values:
+                await redis_set.aadd_many(values)
+        elif kind == "remove":
+            if values:
+                await redis_set.aremove(next(iter(values)))
+        elif kind == "clear":
+            await redis_set.aclear()
+        elif kind in ("retain", "toggle", "discard_many"):
+            # Sync mutators only send commands inside a transaction: open one if none is.
+            async with ledgerset.transaction():
+                if kind == "retain":
+                    redis_set &= values
+                elif kind == "toggle":
+                    redis_set ^= values
+                else:
+                    redis_set -= values
+
+
+async def run_history(history: list[tuple[str, Any, Any, Any]]) -> None:
+    for kind, model, pk, argument in history:
+        try:
+            if kind == "pop":
+                await getattr(instance(model, pk), argument).apop()
+            elif kind == "transaction":
+                async with ledgerset.transaction():
+                    for op in argument:
+                        await run_buffered(op)
+            else:
+                await run_buffered((kind, model, pk, argument))
+        except ModelNotFoundError:
+            pass  # refused: nothing written, nothing journaled
+
+
+SETTINGS = settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+@SETTINGS
+@given(history=histories)
+async def test_replay_of_a_random_history_rebuilds_the_same_data(
+    source: Redis, target: Redis, history: list[tuple[str, Any, Any, Any]]
+) -> None:
+    await source.flushdb()
+    await target.flushdb()
+    await run_history(history)
+    report = await replay(source, target)
+    assert await data_of(target) == await data_of(source)
+    assert_ttls_match(await ttls_of(source), await ttls_of(target))
+    entry_count = await source.xlen(STREAM) if await source.exists(STREAM) else 0
+    assert (report.applied, report.skipped, report.expired) == (entry_count, 0, 0)
+
+
+# -- resuming -------------------------------------------------------------------------------------
+
+
+async def small_history() -> tuple[RpArticle, RpTimed]:
+    """Nine entries over two models: saves, set mutations, a transaction, an update, a pop."""
+    article = await RpArticle(title="a", tags={"x"}).asave()
+    timed = await RpTimed(title="t").asave()
+    await article.tags.aadd_many(["y", "z"])
+    async with ledgerset.transaction():
+        article.tags -= {"x"}
+        await timed.tags.aadd("t1")
+        await timed.aupdate(title="t2")
+    await article.tags.apop()
+    await timed.tags.aclear()
+    await article.aupdate(title="b")
+    return article, timed
+
+
+async def test_a_second_replay_applies_nothing(source: Redis, target: Redis) -> None:
+    await small_history()
+    first = await replay(source, target)
+    assert first.applied == 9
+    before = await data_of(target)
+    second = await replay(source, target)
+    assert (second.applied, second.skipped, second.expired) == (0, 0, 0)
+    assert second.last_id == first.last_id == (await stream_ids(source))[-1]
+    assert await data_of(target) == before
+    await assert_same_data(source, target)
+
+
+async def test_a_replay_until_an_entry_resumes_after_it(source: Redis, target: Redis) -> None:
+    article, _ = await small_history()
+    ids = await stream_ids(source)
+    first = await replay(source, target, until=ids[2])
+    assert (first.applied, first.last_id) == (3, ids[2])
+    assert await target.get(CHECKPOINT) == ids[2].encode()
+    members = {b'"x"', b'"y"', b'"z"'}
+    assert await target.smembers(set_key("RpArticle", article.pk)) == members
+    second = await replay(source, target)
+    assert first.applied + second.applied == len(ids)
+    assert second.last_id == ids[-1]
+    assert await target.get(CHECKPOINT) == ids[-1].encode()
+    await assert_same_data(source, target)
+
+
+async def test_until_inside_a_transaction_applies_none_of_it(source: Redis, target: Redis) -> None:
+    article, timed = await small_history()
+    ids = await stream_ids(source)  # ids[3:6] are the transaction's
+    report = await replay(source, target, until=ids[4])
+    assert (report.applied, report.last_id) == (3, ids[2])
+    assert await target.get(CHECKPOINT) == ids[2].encode()
+    assert await target.smembers(set_key("RpArticle", article.pk)) == {b'"x"', b'"y"', b'"z"'}
+    assert await target.exists(set_key("RpTimed", timed.pk)) == 0
+    assert await target.hget(timed.key, "title") == b'"t"'
+
+
+async def test_until_a_moment_gives_the_state_as_of_then(source: Redis, target: Redis) -> None:
+    start = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    article = RpArticle(title="v1")
+    with freeze_time(start):
+        await article.asave()
+    with freeze_time(start + timedelta(seconds=10)):
+        await article.tags.aadd("early")
+    with freeze_time(start + timedelta(seconds=20)):
+        await article.aupdate(title="v2")
+        await article.tags.aadd("late")
+    report = await replay(source, target, until=start + timedelta(seconds=15))
+    assert report.applied == 2
+    assert await target.hget(article.key, "title") == b'"v1"'
+    assert await target.smembers(set_key("RpArticle", article.pk)) == {b'"early"'}
+
+
+# -- expiries -------------------------------------------------------------------------------------
+
+
+async def test_a_model_whose_expiry_passed_is_not_created(source: Redis, target: Redis) -> None:
+    gone = RpTimed(title="gone", tags={"a"})
+    with freeze_time(datetime.now(UTC) - timedelta(seconds=2000)):
+        await gone.asave()  # on the source it lives 1000 s from now: the server's clock
+    await gone.tags.aadd("b")
+    await gone.aupdate(title="still gone")
+    kept = await RpArticle(tags={"k"}).asave()
+    report = await replay(source, target)
+    assert (report.applied, report.expired, report.skipped) == (1, 3, 0)
+    assert report.expired_models == {("RpTimed", gone.pk)}
+    assert set(await target.keys("*")) == {
+        CHECKPOINT.encode(),
+        kept.key.encode(),
+        set_key("RpArticle", kept.pk).encode(),
+    }
+
+
+async def test_a_model_saved_later_again_is_created_again(source: Redis, target: Redis) -> None:
+    model = RpTimed(title="old")
+    with freeze_time(datetime.now(UTC) - timedelta(seconds=2000)):
+        await model.asave()
+    await model.tags.aadd("lost")
+    await RpTimed(pk=model.pk, title="new", tags={"kept"}).asave()
+    report = await replay(source, target)
+    assert (report.applied, report.expired) == (1, 2)
+    assert await target.hget(model.key, "title") == b'"new"'
+    assert await target.smembers(set_key("RpTimed", model.pk)) == {b'"kept"'}
+
+
+async def test_an_expiry_is_restored_as_an_absolute_time(source: Redis, target: Redis) -> None:
+    model = RpTimed(tags={"a"})
+    saved_at = datetime.now(UTC) - timedelta(seconds=100)
+    with freeze_time(saved_at):
+        await model.asave()
+    await model.tags.aadd("b")
+    await replay(source, target)
+    expected = saved_at.timestamp() * 1000 + 1_000_000 - time.time() * 1000  # about 900 s
+    for key in (model.key, set_key("RpTimed", model.pk)):
+        assert abs(await target.pttl(key) - expected) <= TTL_TOLERANCE_MS, key
+    assert await target.smembers(set_key("RpTimed", model.pk)) == {b'"a"', b'"b"'}
+
+
+# -- filters and dry runs -------------------------------------------------------------------------
+
+
+async def test_the_model_filter_replays_only_that_model(source: Redis, target: Redis) -> None:
+    _, timed = await small_history()
+    report = await replay(source, target, model="RpTimed")
+    assert (report.applied, report.skipped) == (4, 5)
+    data = await data_of(target)
+    assert set(data) == {timed.key.encode()}
+    assert data[timed.key.encode()][1][b"title"] == b'"t2"'
+    assert await target.get(f"{CHECKPOINT}:RpTimed") == (await stream_ids(source))[-1].encode()
+    assert await target.exists(CHECKPOINT) == 0
+
+
+async def test_a_dry_run_counts_but_writes_nothing(source: Redis, target: Redis) -> None:
+    await small_history()
+    report = await replay(source, target, dry_run=True)
+    assert report.dry_run
+    assert (report.applied, report.skipped, report.expired) == (9, 0, 0)
+    assert report.last_id == (await stream_ids(source))[-1]
+    assert await target.dbsize() == 0
+
+
+# -- bad entries ----------------------------------------------------------------------------------
+
+
+async def raw_entry(redis: Redis, entry_id: str) -> dict[bytes, bytes]:
+    ((_, fields),) = await redis.xrange(STREAM, min=entry_id, max=entry_id)
+    return dict(fields)
+
+
+async def append_transaction(redis: Redis, *entries: dict[bytes, bytes]) -> list[str]:
+    """XADD ``entries`` by hand as one transaction of their own."""
+    ids = []
+    for seq, fields in enumerate(entries, start=1):
+        changed = {**fields, b"txn": b"f" * 32, b"seq": str(seq), b"of": str(len(entries))}
+        ids.append((await redis.xadd(STREAM, changed)).decode())  # type: ignore[arg-type]
+    return ids
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {b"v": b"99"},
+        {b"args": b'{"items":["c"]}'},
+        {b"args": b"not json"},
+        {b"cmd": b"set.explode"},
+    ],
+    ids=["unknown-version", "args-do-not-fit", "args-not-json", "unknown-command"],
+)
+async def test_a_bad_entry_stops_the_replay_before_its_transaction(
+    source: Redis, target: Redis, change: dict[bytes, bytes]
+) -> None:
+    article = await RpArticle(tags={"a"}).asave()
+    await article.tags.aadd("b")
+    ids = await stream_ids(source)
+    add = await raw_entry(source, ids[1])
+    good_id, bad_id = await append_transaction(
+        source, {**add, b"args": b'{"members":["in-tx"]}'}, {**add, **change}
+    )
+    with pytest.raises(JournalEntryError) as caught:
+        await replay(source, target)
+    assert caught.value.entry_id == bad_id
+    assert bad_id in str(caught.value)
+    # What came before the bad transaction is applied; nothing of that transaction is.
+    assert await target.smembers(set_key("RpArticle", article.pk)) == {b'"a"', b'"b"'}
+    assert await target.get(CHECKPOINT) == ids[1].encode()
+    assert good_id > ids[1]
+
+
+async def test_an_upcaster_brings_an_old_record_up_to_date(source: Redis, target: Redis) -> None:
+    article = await RpArticle(tags={"a"}).asave()
+    await article.tags.aadd("b")
+    add = await raw_entry(source, (await stream_ids(source))[1])
+    await append_transaction(source, {**add, b"v": b"0", b"args": b'{"items":["c","d"]}'})
+    UPCASTERS[("set.add", 0)] = lambda args: {"members": args["items"]}
+    try:
+        report = await replay(source, target)
+    finally:
+        del UPCASTERS[("set.add", 0)]
+    assert report.applied == 3
+    members = {b'"a"', b'"b"', b'"c"', b'"d"'}
+    assert await target.smembers(set_key("RpArticle", article.pk)) == members
+
+
+# -- conflicts and layouts ------------------------------------------------------------------------
+
+
+async def test_a_target_key_of_the_wrong_type_is_a_conflict(source: Redis, target: Redis) -> None:
+    article = await RpArticle(tags={"a"}).asave()
+    await article.tags.aadd("b")
+    first = await replay(source, target)
+    await article.tags.aadd("c")
+    conflicting = (await stream_ids(source))[-1]
+    await target.delete(set_key("RpArticle", article.pk))
+    await target.set(set_key("RpArticle", article.pk), "foreign")
+    with pytest.raises(ReplayConflictError) as caught:
+        await replay(source, target)
+    assert caught.value.entry_id == conflicting
+    assert conflicting in str(caught.value)
+    assert await target.get(CHECKPOINT) == first.last_id.encode()  # type: ignore[union-attr]
+    assert await target.get(set_key("RpArticle", article.pk)) == b"foreign"
+
+
+async def test_a_conflict_on_the_first_batch_leaves_no_checkpoint(
+    source: Redis, target: Redis
+) -> None:
+    article = await RpArticle(tags={"a"}).asave()
+    await target.set(set_key("RpArticle", article.pk), "foreign")
+    with pytest.raises(ReplayConflictError) as caught:
+        await replay(source, target)
+    assert caught.value.entry_id == (await stream_ids(source))[0]
+    assert await target.exists(CHECKPOINT, article.key) == 0
+
+
+async def test_a_target_layout_puts_the_sets_at_its_own_prefix(
+    source: Redis, target: Redis
+) -> None:
+    article, timed = await small_history()
+    await replay(source, target, layout=KeyLayout(special_prefix="other"))
+    keys = set(await target.keys("*"))
+    assert keys == {
+        CHECKPOINT.encode(),
+        article.key.encode(),
+        timed.key.encode(),
+        set_key("RpArticle", article.pk, prefix="other").encode(),
+    }
+    moved = await target.smembers(set_key("RpArticle", article.pk, prefix="other"))
+    assert moved == await source.smembers(set_key("RpArticle", article.pk))
