@@ -155,7 +155,7 @@ class AddMembers(MembersCommand[int]):
     name: ClassVar[str] = "set.add"
 
     def compile(self, program: Program) -> None:
-        program.op("A", self.key, self.owner, self.members)
+        program.op(b"A", self.key, self.owner, self.members)
 
     def result(self, replies: list[object]) -> int:
         return _count(replies[0])
@@ -168,7 +168,7 @@ class RemoveMembers(MembersCommand[int]):
     name: ClassVar[str] = "set.remove"
 
     def compile(self, program: Program) -> None:
-        program.op("R", self.key, self.owner, self.members)
+        program.op(b"R", self.key, self.owner, self.members)
 
     def result(self, replies: list[object]) -> int:
         return _count(replies[0])
@@ -182,7 +182,7 @@ class PopMember(SetCommand[bytes | None]):
     deferrable: ClassVar[bool] = False
 
     def compile(self, program: Program) -> None:
-        program.op("P", self.key, self.owner)
+        program.op(b"P", self.key, self.owner)
 
     def result(self, replies: list[object]) -> bytes | None:
         reply = replies[0]
@@ -206,7 +206,7 @@ class ClearSet(SetCommand[int]):
     name: ClassVar[str] = "set.clear"
 
     def compile(self, program: Program) -> None:
-        program.op("C", self.key, self.owner)
+        program.op(b"C", self.key, self.owner)
 
     def result(self, replies: list[object]) -> int:
         return _count(replies[0])
@@ -226,7 +226,7 @@ class RetainMembers(MembersCommand[tuple[bytes, ...]]):
     name: ClassVar[str] = "set.retain"
 
     def compile(self, program: Program) -> None:
-        program.op("T", self.key, self.owner, self.members)
+        program.op(b"T", self.key, self.owner, self.members)
 
     def result(self, replies: list[object]) -> tuple[bytes, ...]:
         return _members(replies[0])
@@ -239,7 +239,7 @@ class ToggleMembers(MembersCommand[tuple[bytes, ...]]):
     name: ClassVar[str] = "set.toggle"
 
     def compile(self, program: Program) -> None:
-        program.op("X", self.key, self.owner, self.members)
+        program.op(b"X", self.key, self.owner, self.members)
 
     def result(self, replies: list[object]) -> tuple[bytes, ...]:
         return _members(replies[0])
@@ -277,12 +277,12 @@ class SaveModel(Command[None]):
         for name, value in self.fields:
             args.append(name)
             args.append(value)
-        program.op("S", self.key, None, args)
+        program.op(b"S", self.key, None, args)
         for contents in self.sets:
             if contents.members is None:
-                program.op("D", contents.key, None)
+                program.op(b"D", contents.key, None)
             else:
-                program.op("Z", contents.key, self.key, contents.members)
+                program.op(b"Z", contents.key, self.key, contents.members)
 
     def result(self, replies: list[object]) -> None:
         return None
@@ -335,7 +335,7 @@ class UpdateModel(Command[None]):
         for name, value in self.fields:
             args.append(name)
             args.append(value)
-        program.op("U", self.key, None, args)
+        program.op(b"U", self.key, None, args)
 
     def result(self, replies: list[object]) -> None:
         return None
@@ -364,9 +364,9 @@ class DeleteModel(Command[bool]):
     sets: tuple[tuple[str, str], ...]
 
     def compile(self, program: Program) -> None:
-        program.op("D", self.key, None)
+        program.op(b"D", self.key, None)
         for _, key in self.sets:
-            program.op("D", key, None)
+            program.op(b"D", key, None)
 
     def result(self, replies: list[object]) -> bool:
         return bool(replies[0])

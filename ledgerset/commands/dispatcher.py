@@ -106,7 +106,7 @@ def _journal(
         fields, effect = entry_fields(command, txn=txn, seq=seq, of=of, ts=ts, ctx=ctx)
         # A pop's entry records its effect: the server adds the member its (first) op removed.
         popped = starts[id(command)] + 1 if effect else 0
-        program.op("J", journal.stream, None, [journal.maxlen or 0, popped, *fields])
+        program.op(b"J", journal.stream, None, [journal.maxlen or 0, popped, *fields])
 
 
 def defer(
@@ -143,7 +143,7 @@ async def apply_batch(
     program = Program()
     for command in commands:
         program.add(command)
-    program.op("K", checkpoint, None, [expected or "", new])
+    program.op(b"K", checkpoint, None, [expected or "", new])
     outcome = await _run(redis, program, "replay")
     return outcome if isinstance(outcome, Refusal) else None
 

@@ -1,8 +1,8 @@
 -- ledgerset's one server-side program: runs a list of primitive operations all-or-nothing.
 --
--- ARGV[1] is the program's header, one "<code><key>,<owner>,<n>;" per operation: the key's and
--- the owner key's index in KEYS (owner 0: none) and how many of the following ARGV the operation
--- takes, in order. Every key the program touches is declared in KEYS (cluster-safe).
+-- ARGV[1] is the program's header, 9 bytes per operation (struct '>c1HHI4'): its code, the
+-- index in KEYS of its key and of its owner's key (0: none), and how many of the following ARGV
+-- it takes, in order. Every key the program touches is declared in KEYS (cluster-safe).
 --
 -- Redis does not roll back a script that fails half-way, so the program runs in phases:
 --   1. checks   every precondition of every operation, against the state the earlier operations
@@ -25,22 +25,25 @@
 -- T and X reply with the set's members afterwards (computed here, so the caller's copy can follow).
 --
 -- This runs on every command, so it avoids work a single write does not need: with one write,
--- the set key's type is not checked beforehand; the write itself fails on a wrong type before
--- changing anything, and that failure becomes the same refusal.
+-- the set key's type is not checked beforehand (the write itself fails on a wrong type before
+-- changing anything, and that failure becomes the same refusal), and the owner's PTTL, which
+-- also says whether it exists, is read once.
 
 local CHUNK = 4096 -- unpack() puts every value on Lua's C stack, which holds about 8000
 local SET_CODES = 'ARPCTXZ'
 
 local codes, keys, owners, firsts, lasts = {}, {}, {}, {}, {}
 local nops, writes, pos = 0, 0, 2
-for code, key, owner, n in string.gmatch(ARGV[1], '(%u)(%d+),(%d+),(%d+);') do
+local header, at = ARGV[1], 1
+while at <= #header do
+  local code, key, owner, n
+  code, key, owner, n, at = struct.unpack('>c1HHI4', header, at)
   nops = nops + 1
   codes[nops] = code
-  keys[nops] = KEYS[tonumber(key)]
-  owner = tonumber(owner)
+  keys[nops] = KEYS[key]
   owners[nops] = owner > 0 and KEYS[owner] or false
   firsts[nops] = pos
-  pos = pos + tonumber(n)
+  pos = pos + n
   lasts[nops] = pos - 1
   if code ~= 'J' and code ~= 'K' then
     writes = writes + 1
@@ -49,8 +52,8 @@ end
 
 -- 1. checks ----------------------------------------------------------------------------------
 -- state[key]: the key's type as this program will have left it so far ('exists' for an owner
--- seen only through EXISTS).
-local state = {}
+-- seen only through its PTTL); owner_ttl[owner]: that PTTL.
+local state, owner_ttl = {}, {}
 
 for i = 1, nops do
   local code, key = codes[i], keys[i]
@@ -58,8 +61,10 @@ for i = 1, nops do
     local owner = owners[i]
     local seen = state[owner]
     if seen == nil then
-      seen = redis.call('EXISTS', owner) == 1 and 'exists' or 'none'
+      local ttl = redis.call('PTTL', owner)
+      seen = ttl == -2 and 'none' or 'exists'
       state[owner] = seen
+      owner_ttl[owner] = ttl
     end
     if seen == 'none' then
       return { 0, 'model_not_found', i, owner, 'none' }
@@ -234,9 +239,11 @@ for _, ttl in ipairs(model_ttls) do
   end
 end
 -- A set key never holds a TTL its model lacks: every write that could leave one (a save, which
--- replaces the set) starts from DEL. So only a model with a TTL needs work here.
+-- replaces the set) starts from DEL. So only a model with a TTL needs work here. With a single
+-- write, nothing in this program changed the owner's TTL since the checks read it.
 for _, key in ipairs(set_keys) do
-  local remaining = redis.call('PTTL', set_keys[key])
+  local owner = set_keys[key]
+  local remaining = writes == 1 and owner_ttl[owner] or redis.call('PTTL', owner)
   if remaining > 0 then
     redis.call('PEXPIRE', key, remaining)
   end

@@ -7,6 +7,7 @@ command the replies of its own operations.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,9 @@ SOURCE: str = files("ledgerset.commands").joinpath("program.lua").read_text(enco
 
 Arg = bytes | str | int
 
+#: One operation in the header: code, key index, owner key index (0: none), argument count.
+_OP = struct.Struct(">cHHI")
+
 
 class Program:
     """The keys and arguments of one run of ``program.lua``, and which operations are whose."""
@@ -29,15 +33,15 @@ class Program:
     def __init__(self) -> None:
         self.keys: list[str] = []
         self._key_index: dict[str, int] = {}
-        self._header: list[str] = []
+        self._header: list[bytes] = []
         self._values: list[Arg] = []
         self.nops = 0
         self.spans: list[tuple[Command[Any], int, int]] = []
 
     @property
     def argv(self) -> list[Arg]:
-        """``ARGV``: the header (``<code><key>,<owner>,<n>;`` per operation), then the values."""
-        return ["".join(self._header), *self._values]
+        """``ARGV``: the header (code, key, owner, argument count per operation), the values."""
+        return [b"".join(self._header), *self._values]
 
     def add(self, command: Command[Any]) -> None:
         """Compile ``command`` into this program."""
@@ -45,10 +49,10 @@ class Program:
         command.compile(self)
         self.spans.append((command, start, self.nops))
 
-    def op(self, code: str, key: str, owner: str | None, args: Sequence[Arg] = ()) -> None:
+    def op(self, code: bytes, key: str, owner: str | None, args: Sequence[Arg] = ()) -> None:
         """Append one primitive operation on ``key`` (a set op names its model's key as owner)."""
         owner_index = self._index(owner) if owner is not None else 0
-        self._header.append(f"{code}{self._index(key)},{owner_index},{len(args)};")
+        self._header.append(_OP.pack(code, self._index(key), owner_index, len(args)))
         self._values.extend(args)
         self.nops += 1
 

@@ -20,8 +20,9 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import Field
@@ -80,10 +81,6 @@ def cli_env(**extra: str) -> dict[str, str]:
 
 def json_lines(stdout: str) -> list[dict[str, object]]:
     return [json.loads(line) for line in stdout.splitlines()]
-
-
-def iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
 
 
 async def model_state(redis: Redis, model: str) -> dict[bytes, object]:
@@ -202,18 +199,23 @@ async def test_log_since_and_until_entry_ids_bound_the_entries(
 async def test_log_since_and_until_iso_times_bound_the_entries(
     journaled: Journaled, redis_url: str
 ) -> None:
-    first = int(journaled.ids[0].split("-")[0])
-    last = int(journaled.ids[-1].split("-")[0])
-
-    def ids(*bounds: str) -> list[object]:
+    def entries(*bounds: str) -> list[dict[str, Any]]:
         result = cli("--url", redis_url, "log", "--format", "json", *bounds)
         assert result.returncode == 0, result.stderr
-        return [line["id"] for line in json_lines(result.stdout)]
+        return json_lines(result.stdout)
 
-    assert ids("--since", iso(first).replace("+00:00", "Z")) == journaled.ids
-    assert ids("--since", iso(last + 1)) == []
-    assert ids("--until", iso(last)) == journaled.ids
-    assert ids("--until", iso(first - 1)) == []
+    # Moments compare with each entry's ts (the writing client's clock), not with its id.
+    stamps = [datetime.fromisoformat(e["ts"].replace("Z", "+00:00")) for e in entries()]
+    first, last = stamps[0], stamps[-1]
+    millisecond = timedelta(milliseconds=1)
+
+    def ids(*bounds: str) -> list[object]:
+        return [entry["id"] for entry in entries(*bounds)]
+
+    assert ids("--since", first.isoformat().replace("+00:00", "Z")) == journaled.ids
+    assert ids("--since", (last + millisecond).isoformat()) == []
+    assert ids("--until", last.isoformat()) == journaled.ids
+    assert ids("--until", (first - millisecond).isoformat()) == []
 
 
 async def test_log_until_a_bare_millisecond_includes_that_whole_millisecond(
