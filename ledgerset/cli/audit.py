@@ -10,14 +10,11 @@ from typing import Any
 
 import click
 import orjson
-from redis.asyncio import Redis
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from ledgerset.cli import Options, connect, moment, run
-from ledgerset.commands.dispatcher import server_address
-from ledgerset.errors import JournalError
+from ledgerset.cli import Options, connect, moment, require_stream, run
 from ledgerset.journal.reader import JournalEntry, parse_entry, read_entries
 
 __all__ = ["entry_table", "log", "summary", "tail"]
@@ -50,7 +47,7 @@ async def _log(
 ) -> None:
     redis = await connect(options.require_url())
     try:
-        await _require_stream(redis, options.stream)
+        await require_stream(redis, options.stream)
         entries = read_entries(redis, options.stream, start, end, model, key)  # type: ignore[arg-type]
         if output == "json":
             async for entry in entries:
@@ -162,12 +159,3 @@ def _compact(value: object) -> str:
 
 def _print_json(entry: JournalEntry) -> None:
     sys.stdout.write(orjson.dumps(entry.as_json()).decode() + "\n")
-
-
-async def _require_stream(redis: Redis, stream: str) -> None:
-    if not await redis.exists(stream):
-        raise JournalError(
-            f"no journal stream {stream!r} at {server_address(redis)}; check --stream, or "
-            f"enable a journal with ledgerset.init(..., journal=StreamJournal({stream!r}))",
-            stream=stream,
-        )

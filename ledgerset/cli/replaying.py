@@ -7,8 +7,9 @@ from redis.asyncio import Redis
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ledgerset.cli import Options, connect, moment, run
+from ledgerset.cli import Options, connect, moment, require_stream, run
 from ledgerset.embedded import EmbeddedServer
+from ledgerset.journal.reader import Position
 from ledgerset.journal.replay import ReplayReport
 from ledgerset.journal.replay import replay as replay_journal
 from ledgerset.journal.verify import compare, journal_models
@@ -26,7 +27,7 @@ def replay(
     options: Options, to_url: str, until: str | None, model: str | None, dry_run: bool
 ) -> None:
     """Replay the journal into another database, resuming where the last run stopped."""
-    report = run(_replay(options, to_url, until, model, dry_run))
+    report = run(_replay(options, to_url, moment(until), model, dry_run))
     verb = "would apply" if dry_run else "applied"
     click.echo(
         f"{verb} {report.applied} entries, skipped {report.skipped}, expired {report.expired}; "
@@ -35,9 +36,10 @@ def replay(
 
 
 async def _replay(
-    options: Options, to_url: str, until: str | None, model: str | None, dry_run: bool
+    options: Options, to_url: str, until: Position | None, model: str | None, dry_run: bool
 ) -> ReplayReport:
     source = await connect(options.require_url())
+    await require_stream(source, options.stream)
     target = await connect(to_url)
     try:
         return await _with_progress(source, target, options.stream, until, model, dry_run)
@@ -50,7 +52,7 @@ async def _with_progress(
     source: Redis,
     target: Redis,
     stream: str,
-    until: str | None,
+    until: Position | None,
     model: str | None,
     dry_run: bool,
 ) -> ReplayReport:
@@ -74,7 +76,7 @@ async def _with_progress(
             source,
             target,
             stream,
-            until=moment(until),
+            until=until,
             model=model,
             dry_run=dry_run,
             on_progress=advance,
@@ -101,6 +103,7 @@ def verify(options: Options, to_url: str | None) -> None:
 async def _verify(options: Options, to_url: str | None) -> list[str]:
     source = await connect(options.require_url())
     try:
+        await require_stream(source, options.stream)
         if to_url is not None:
             return await _replay_and_compare(source, to_url, options.stream)
         async with EmbeddedServer() as scratch:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from contextvars import ContextVar, Token
 from time import perf_counter
@@ -97,12 +98,19 @@ async def execute(
 def _journal(
     program: Program, journaled: list[tuple[Command[Any], StreamJournal]], txn: str
 ) -> None:
-    """Append a journal entry op for each command (compiled already), in order."""
+    """Append a journal entry op for each command (compiled already), in order.
+
+    ``seq``/``of`` count within each stream: a transaction over models with different journals
+    leaves in each stream a complete transaction of its own commands.
+    """
     ts = int(time.time() * 1000)
     ctx = bound_context()
-    of = len(journaled)
+    sizes = Counter(journal.stream for _, journal in journaled)
+    seqs: Counter[str] = Counter()
     starts = {id(command): start for command, start, _ in program.spans}
-    for seq, (command, journal) in enumerate(journaled, start=1):
+    for command, journal in journaled:
+        seqs[journal.stream] += 1
+        seq, of = seqs[journal.stream], sizes[journal.stream]
         fields, effect = entry_fields(command, txn=txn, seq=seq, of=of, ts=ts, ctx=ctx)
         # A pop's entry records its effect: the server adds the member its (first) op removed.
         popped = starts[id(command)] + 1 if effect else 0

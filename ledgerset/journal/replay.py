@@ -105,8 +105,8 @@ class _Run:
             async for entry in read_entries(
                 self.source, self.stream, end=until, after=self.applied_through
             ):
-                if group and entry.txn != group[0].txn:
-                    raise _broken(self.stream, group[-1])
+                if (group and entry.txn != group[0].txn) or (not group and entry.seq != 1):
+                    raise _broken(self.stream, group[-1] if group else entry)
                 group.append(entry)
                 if entry.seq == entry.of:
                     await self.add(group)

@@ -453,3 +453,35 @@ async def test_import_ledgerset_does_not_import_click_or_rich() -> None:
         [sys.executable, "-c", check], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
+
+
+async def test_replay_of_a_missing_stream_is_a_one_line_error(
+    journaled: Journaled, redis_url: str, targets: list[tuple[str, Redis]]
+) -> None:
+    target_url, target = targets[0]
+    result = cli("--url", redis_url, "--stream", "no:such", "replay", "--to-url", target_url)
+    assert await target.dbsize() == 0
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert "no:such" in result.stderr
+
+
+def test_replay_until_is_checked_before_connecting() -> None:
+    result = cli("--url", "redis://127.0.0.1:1/0", "replay", "--to-url", "redis://127.0.0.1:1/1",
+                 "--until", "14:02")  # fmt: skip
+    assert result.returncode == 2
+    assert "14:02" in result.stderr and "127.0.0.1:1" not in result.stderr
+
+
+async def test_log_into_a_closed_pipe_stops_quietly(journaled: Journaled, redis_url: str) -> None:
+    log = subprocess.Popen(
+        [str(LEDGERSET), "--url", redis_url, "log", "--format", "json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=cli_env(),
+    )
+    assert log.stdout is not None and log.stderr is not None
+    log.stdout.close()  # like `| head -0`: the reader is gone before the first line
+    assert log.wait(timeout=60) == 141
+    assert log.stderr.read() == b""
+    log.stderr.close()

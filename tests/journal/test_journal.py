@@ -606,3 +606,21 @@ async def test_command_executed_event_carries_the_journal_id(journaled: Redis) -
     (event,) = [log for log in logs if log["event"] == "command.executed"]
     assert event["journal_id"] == (await raw_ids(journaled))[-1]
     assert event["command"] == "set.add"
+
+
+async def test_a_transaction_over_two_journals_is_complete_in_each(journaled: Redis) -> None:
+    article = await JrnArticle().asave()
+    routed = await JrnRouted().asave()
+
+    async with ledgerset.transaction() as tx:
+        article.tags.add("a")
+        routed.tags.add("b")
+        article.tags.add("c")
+
+    main = await entries(journaled, start=(await raw_ids(journaled))[-2])
+    other = (await entries(journaled, "other:stream"))[-1:]
+    assert [(e.txn, e.seq, e.of, e.args) for e in main] == [
+        (tx.id, 1, 2, {"members": ["a"]}),
+        (tx.id, 2, 2, {"members": ["c"]}),
+    ]
+    assert [(e.txn, e.seq, e.of, e.args) for e in other] == [(tx.id, 1, 1, {"members": ["b"]})]
