@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -21,9 +23,11 @@ from ledgerset.keys import DEFAULT_SPECIAL_PREFIX, KeyLayout
 __all__ = ["RedisConfig", "default_journal", "default_redis", "init"]
 
 #: Connection settings for clients that ``init`` creates from a URL: a lost server must surface
-#: as an error within seconds, never as a hang.
+#: as an error within seconds, never as a hang. Retries are for connecting and for reads: the
+#: dispatcher never resends a write.
 CONNECT_TIMEOUT_S = 5.0
 SOCKET_TIMEOUT_S = 30.0
+CONNECT_RETRIES = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +74,10 @@ async def init(redis: Redis | str, journal: StreamJournal | None = None) -> Redi
     """
     if isinstance(redis, str):
         client = Redis.from_url(
-            redis, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=SOCKET_TIMEOUT_S
+            redis,
+            socket_connect_timeout=CONNECT_TIMEOUT_S,
+            socket_timeout=SOCKET_TIMEOUT_S,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), CONNECT_RETRIES),
         )
         owned = True
     else:
