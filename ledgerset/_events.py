@@ -29,17 +29,36 @@ _stdlib = logging.getLogger("ledgerset")
 # The stdlib's advice for libraries: without it, Python's last-resort handler would print our
 # warnings to stderr in an application that configured no logging at all.
 _stdlib.addHandler(logging.NullHandler())
-_bound_for: tuple[tuple[object, ...], Any] | None = None
+
+
+class _Bound:
+    """A logger bound to one structlog configuration, and which levels it lets through."""
+
+    __slots__ = ("key", "levels", "logger")
+
+    def __init__(self, key: tuple[object, ...], logger: Any) -> None:
+        self.key = key
+        self.logger = logger
+        check = getattr(logger, "is_enabled_for", None) or getattr(logger, "isEnabledFor", None)
+        self.levels = {level: True if check is None else bool(check(level)) for level in _METHODS}
+
+
+_bound: _Bound | None = None
+_structlog_config: Any = None  # structlog's configuration object, once found
 
 
 def enabled(level: int) -> bool:
-    """Whether an event at ``level`` would be emitted anywhere."""
+    """Whether an event at ``level`` would be emitted anywhere.
+
+    This runs before every command, so it is kept to a few attribute reads.
+    """
     structlog = sys.modules.get("structlog")
     if structlog is None or not structlog.is_configured():
         return _stdlib.isEnabledFor(level)
-    logger = _structlog_logger(structlog)
-    check = getattr(logger, "is_enabled_for", None) or getattr(logger, "isEnabledFor", None)
-    return True if check is None else bool(check(level))
+    bound = _bound
+    if bound is None or bound.key != _configuration(structlog):
+        bound = _rebind(structlog)
+    return bound.levels[level]
 
 
 def emit(level: int, event: str, **fields: Any) -> None:
@@ -49,7 +68,7 @@ def emit(level: int, event: str, **fields: Any) -> None:
         fields = {**context, **fields}
     structlog = sys.modules.get("structlog")
     if structlog is not None and structlog.is_configured():
-        getattr(_structlog_logger(structlog), _METHODS[level])(event, **fields)
+        getattr(_bound_logger(structlog).logger, _METHODS[level])(event, **fields)
     else:
         rendered = " ".join(f"{name}={value!r}" for name, value in fields.items())
         _stdlib.log(
@@ -63,17 +82,42 @@ def bound_context() -> dict[str, Any]:
     return contextvars.get_contextvars() if contextvars is not None else {}
 
 
-def _structlog_logger(structlog: Any) -> Any:
-    """A logger bound to the current structlog configuration, made again when that changes."""
-    global _bound_for
-    config = structlog.get_config()
-    identity = (
-        config["wrapper_class"],
-        config["processors"],
-        config["logger_factory"],
-        config["context_class"],
+def _bound_logger(structlog: Any) -> _Bound:
+    """The logger for the current structlog configuration, bound again when that changes."""
+    bound = _bound
+    if bound is None or bound.key != _configuration(structlog):
+        bound = _rebind(structlog)
+    return bound
+
+
+def _rebind(structlog: Any) -> _Bound:
+    global _bound
+    _bound = _Bound(_configuration(structlog), structlog.get_logger("ledgerset").bind())
+    return _bound
+
+
+def _configuration(structlog: Any) -> tuple[object, ...]:
+    """What identifies structlog's configuration: its wrapper, processors, factory, context.
+
+    This runs before every command, so it reads structlog's configuration object directly when
+    it can (``get_config()`` builds a dict each call, a measurable part of an aadd's cost), and
+    falls back to ``get_config()`` if that object ever moves.
+    """
+    global _structlog_config
+    config = _structlog_config
+    if config is None:
+        config = _structlog_config = getattr(getattr(structlog, "_config", None), "_CONFIG", None)
+    if config is not None:
+        return (
+            config.default_wrapper_class,
+            config.default_processors,
+            config.logger_factory,
+            config.default_context_class,
+        )
+    public = structlog.get_config()
+    return (
+        public["wrapper_class"],
+        public["processors"],
+        public["logger_factory"],
+        public["context_class"],
     )
-    cached = _bound_for
-    if cached is None or any(a is not b for a, b in zip(cached[0], identity, strict=True)):
-        cached = _bound_for = (identity, structlog.get_logger("ledgerset").bind())
-    return cached[1]

@@ -1,8 +1,9 @@
 """Stops an embedded server and removes its directory when the process that started it dies.
 
-Run as a script (not imported): ``python _watchdog.py SERVER_PID DIRECTORY``. It blocks reading
-its stdin, a pipe whose other end only the parent holds; end-of-file means the parent is gone,
-however it went (exit, crash, SIGKILL). A parent that stops the server itself kills this first.
+Run as a script (not imported): ``python _watchdog.py SERVER_PID DIRECTORY`` (``""``: keep the
+directory, the caller's). It blocks reading its stdin, a pipe whose other end only the parent
+holds; end-of-file means the parent is gone, however it went (exit, crash, SIGKILL). A parent
+that stops the server itself kills this first.
 """
 
 import os
@@ -25,7 +26,8 @@ def main() -> None:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    shutil.rmtree(directory, ignore_errors=True)
+    if directory:  # empty: the directory is the caller's, not ours to remove
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -57,16 +58,25 @@ class EmbeddedServer:
     """A throwaway ``valkey-server``/``redis-server`` process on a free loopback port.
 
     ``binary`` overrides the server found by ``find_server_binary()``; ``port`` picks the port
-    (default: a free one), so a test can stop the server and start another at the same address.
-    ``url`` is valid between start and stop. Use it as a context manager (sync or async), or
-    call ``start``/``stop``.
+    (default: a free one), so a test can stop the server and start another at the same address;
+    ``directory`` keeps the server's files in a directory of yours, which outlives it (default: a
+    temporary one, removed on stop); ``options`` are more server arguments, e.g.
+    ``["--appendonly", "yes"]``. ``url`` is valid between start and stop. Use it as a context
+    manager (sync or async), or call ``start``/``stop``.
     """
 
-    def __init__(self, binary: str | None = None, port: int | None = None) -> None:
+    def __init__(
+        self,
+        binary: str | None = None,
+        port: int | None = None,
+        directory: str | None = None,
+        options: Sequence[str] = (),
+    ) -> None:
         self.binary = binary
         self.requested_port = port
-        self.port: int | None = None
-        self.directory: str | None = None
+        self.options = list(options)
+        self.own_directory = directory is None
+        self.directory: str | None = directory
         self._server: subprocess.Popen[bytes] | None = None
         self._watchdog: subprocess.Popen[bytes] | None = None
 
@@ -82,7 +92,9 @@ class EmbeddedServer:
         if self._server is not None:
             return self
         binary = self.binary or find_server_binary()
-        self.directory = tempfile.mkdtemp(prefix="ledgerset-server-")
+        if self.own_directory:
+            self.directory = tempfile.mkdtemp(prefix="ledgerset-server-")
+        assert self.directory is not None
         self.port = self.requested_port or _free_port()
         log = Path(self.directory) / "server.log"
         command = [
@@ -115,7 +127,7 @@ class EmbeddedServer:
                 sys.executable,
                 str(Path(__file__).with_name("_watchdog.py")),
                 str(self._server.pid),
-                self.directory,
+                self.directory if self.own_directory else "",
             ],
             stdin=subprocess.PIPE,
             start_new_session=True,
@@ -148,7 +160,7 @@ class EmbeddedServer:
         self._remove_directory()
 
     def _remove_directory(self) -> None:
-        if self.directory is not None:
+        if self.directory is not None and self.own_directory:
             shutil.rmtree(self.directory, ignore_errors=True)
             self.directory = None
 
