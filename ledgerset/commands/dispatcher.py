@@ -11,7 +11,6 @@ A refused program (a model that does not exist, a key of the wrong type) raises
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import time
 import uuid
@@ -24,10 +23,11 @@ from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ledgerset._events import DEBUG, ERROR, INFO, WARNING, emit, enabled
+from ledgerset.commands import wire
 from ledgerset.commands.catalog import Command
 from ledgerset.commands.program import SOURCE, Program, Refusal
 from ledgerset.commands.record import StreamJournal, bound_context, entry_fields
@@ -53,9 +53,6 @@ R = TypeVar("R")
 OnResult = Callable[[Any], None]
 
 _SHA = hashlib.sha1(SOURCE.encode()).hexdigest()
-
-#: How long a write waits for its reply when the client sets no ``socket_timeout`` of its own.
-WRITE_TIMEOUT_S = 30.0
 
 _current: ContextVar[Transaction | None] = ContextVar("ledgerset_transaction", default=None)
 
@@ -311,14 +308,14 @@ async def _run(redis: Redis, program: Program, what: str) -> list[object] | Refu
     command = ("EVALSHA", _SHA, len(program.keys), *program.keys, *program.argv)
     try:
         try:
-            reply = await _send_once(redis, command)
+            reply = await wire.call(redis, command)
         except NoScriptError:
             # The server lost its scripts (SCRIPT FLUSH, restart, failover): load, retry once.
             # Safe: NOSCRIPT means nothing of the program ran.
             await redis.script_load(SOURCE)
             if enabled(INFO):
                 emit(INFO, "script.reloaded", sha=_SHA)
-            reply = await _send_once(redis, command)
+            reply = await wire.call(redis, command)
     except (RedisConnectionError, RedisTimeoutError, TimeoutError) as exc:
         raise unavailable(
             redis,
@@ -330,30 +327,6 @@ async def _run(redis: Redis, program: Program, what: str) -> list[object] | Refu
     if reply[0] == 1:
         return list(reply[1:])
     return program.refusal(reply)
-
-
-async def _send_once(redis: Redis, command: tuple[Any, ...]) -> Any:
-    """Send ``command`` on one pooled connection and read its reply, never resending it.
-
-    ``Redis.execute_command`` would resend a command after a connection error, by redis-py's
-    retry policy; a write whose reply was lost may have been applied, and must not be applied
-    twice. Without a ``socket_timeout`` on the client, the wait is bounded all the same.
-    """
-    pool = redis.connection_pool
-    connection = await pool.get_connection()  # type: ignore[no-untyped-call]
-    try:
-        timeout = None if connection.socket_timeout else WRITE_TIMEOUT_S
-        async with asyncio.timeout(timeout):
-            await connection.send_command(*command)
-            return await connection.read_response()
-    except ResponseError:
-        raise  # the whole reply was read: the connection is fine
-    except BaseException:
-        # A reply may still be on its way: this connection must not serve another command.
-        await connection.disconnect()
-        raise
-    finally:
-        await pool.release(connection)
 
 
 def server_address(redis: Redis) -> str:

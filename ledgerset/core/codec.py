@@ -87,22 +87,23 @@ class MemberCodec:
 
     def decode_many(self, raws: Iterable[bytes], *, key: str) -> set[Member]:
         """Decode stored members (one ``orjson.loads`` for all of them) into a Python set."""
-        raw_list = list(raws)
+        raw_list = raws if isinstance(raws, list) else list(raws)
         if not raw_list:
             return set()
         try:
             values = orjson.loads(b"[" + b",".join(raw_list) + b"]")
         except orjson.JSONDecodeError:
-            bad = next(raw for raw in raw_list if not _is_json(raw))
-            raise self._corrupt(key, bad) from None
+            values = None
+        if not isinstance(values, list) or len(values) != len(raw_list):
+            # Not JSON, or one member is several JSON values ("a","b"): find which, and say so.
+            bad = next(raw for raw in raw_list if not _is_one_json_value(raw))
+            raise self._corrupt(key, bad)
         member_type = self.member_type
         if member_type is float:
             values = [float(v) if type(v) is int else v for v in values]
-        if member_type is None:
-            if not all(type(v) in _ANY_TYPES for v in values):
-                raise self._corrupt(key, _first_not(values, raw_list, _ANY_TYPES))
-        elif not all(type(v) is member_type for v in values):
-            raise self._corrupt(key, _first_not(values, raw_list, frozenset((member_type,))))
+        allowed = _ANY_TYPES if member_type is None else frozenset((member_type,))
+        if not set(map(type, values)) <= allowed:
+            raise self._corrupt(key, _first_not(values, raw_list, allowed))
         return set(values)
 
     def decode(self, raw: bytes, *, key: str) -> Member:
@@ -138,12 +139,12 @@ class _Refused(Exception):
 _ANY_TYPES = frozenset(MEMBER_TYPES)
 
 
-def _is_json(raw: bytes) -> bool:
+def _is_one_json_value(raw: bytes) -> bool:
     try:
         orjson.loads(raw)
     except orjson.JSONDecodeError:
         return False
-    return True
+    return True  # orjson refuses trailing data, so "a","b" is not one value
 
 
 def _first_not(values: list[object], raws: list[bytes], types: frozenset[type]) -> bytes:

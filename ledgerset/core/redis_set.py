@@ -11,7 +11,7 @@ dispatcher, which runs it at once or buffers it into the open transaction.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypedDict, TypeVar, cast
@@ -24,7 +24,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ledgerset import _events
-from ledgerset.commands import dispatcher
+from ledgerset.commands import dispatcher, wire
 from ledgerset.commands.catalog import (
     AddMembers,
     ClearSet,
@@ -91,18 +91,19 @@ class SetBinding:
         journal = default_journal(self.config)
         dispatcher.defer(command, self.redis(), on_result, journal=journal)
 
-    async def read(self, what: str, keys: Sequence[str], call: Awaitable[R]) -> R:
-        """Await a read of ``keys``, with redis-py's errors turned into ledgerset's."""
+    async def read(self, what: str, command: tuple[str | bytes, ...]) -> Any:
+        """Send a read (``command``, its keys after the name), with errors as ledgerset's."""
         try:
-            return await call
+            return await wire.call(self.redis(), command, resend=True)
         except ResponseError as exc:
             if not str(exc).startswith("WRONGTYPE"):
                 raise
             redis = self.redis()
-            for key in keys:
+            for key in command[1:]:
                 kind = await redis.type(key)
                 actual = kind.decode() if isinstance(kind, bytes) else kind
                 if actual not in ("set", "none"):
+                    key = key.decode() if isinstance(key, bytes) else key
                     raise WrongTypeError(
                         f"{what} on {self.model}.{self.field}: key {key!r} holds a Redis "
                         f"{actual}, not a set; another client overwrote it. Delete or rename "
@@ -115,7 +116,7 @@ class SetBinding:
                         field=self.field,
                     ) from exc
             raise
-        except (RedisConnectionError, RedisTimeoutError) as exc:
+        except (RedisConnectionError, RedisTimeoutError, TimeoutError) as exc:
             raise dispatcher.unavailable(self.redis(), what, exc, "Nothing was changed.") from exc
 
     def encode(self, command: str, value: object) -> tuple[Member, bytes]:
@@ -232,25 +233,21 @@ class RedisSet(set[T]):
         """Whether ``value`` is a member, on the server (``SISMEMBER``)."""
         binding = self._require_binding()
         _, encoded = binding.encode("set.contains", value)
-        redis = binding.redis()
-        call = redis.sismember(binding.key, encoded)  # type: ignore[arg-type]
-        found = await binding.read("set.contains", (binding.key,), call)
+        found = await binding.read("set.contains", ("SISMEMBER", binding.key, encoded))
         return bool(found)
 
     async def amembers(self) -> set[T]:
         """Every member, decoded, as a Python ``set``; the local mirror is refreshed too."""
         binding = self._require_binding()
-        redis = binding.redis()
-        raws = await binding.read("set.members", (binding.key,), redis.smembers(binding.key))
-        members = binding.codec.decode_many(cast("set[bytes]", raws), key=binding.key)
+        raws = await binding.read("set.members", ("SMEMBERS", binding.key))
+        members = binding.codec.decode_many(raws, key=binding.key)
         self._mirror_replace(members)
         return cast("set[T]", members)
 
     async def asize(self) -> int:
         """The number of members, on the server (``SCARD``)."""
         binding = self._require_binding()
-        redis = binding.redis()
-        return int(await binding.read("set.size", (binding.key,), redis.scard(binding.key)))
+        return int(await binding.read("set.size", ("SCARD", binding.key)))
 
     async def aunion(self, *others: RedisSet[T]) -> set[T]:
         """Members of this set or any of ``others``, computed by Redis (``SUNION``)."""
@@ -278,8 +275,7 @@ class RedisSet(set[T]):
             keys.append(other_binding.key)
             if other_binding.codec.member_type is not codec.member_type:
                 codec = MemberCodec(None, model=binding.model, field=binding.field)
-        call = getattr(binding.redis(), operation)(keys)
-        raws = await binding.read(f"set.{operation[1:]}", keys, call)
+        raws = await binding.read(f"set.{operation[1:]}", (operation.upper(), *keys))
         return codec.decode_many(raws, key=binding.key)  # type: ignore[return-value]
 
     # -- sync: queued in a transaction, else the local mirror -----------------------------------

@@ -728,3 +728,19 @@ async def test_adelete_inside_a_transaction_returns_none_and_deletes_on_commit(
         assert await article.adelete() is None
         assert await redis.exists(article.key) == 1
     assert await redis.exists(article.key, tags_key(article)) == 0
+
+
+@pytest.mark.parametrize(
+    "foreign", [b"not json", b'"a","b"', b"7"], ids=["not-json", "two-values", "wrong-type"]
+)
+async def test_a_member_written_by_another_client_is_named_when_read(
+    redis: Redis, foreign: bytes
+) -> None:
+    article = await saved("a")
+    await redis.sadd(tags_key(article), foreign)
+
+    with pytest.raises(ledgerset.InvalidMemberError) as caught:
+        await article.tags.amembers()
+
+    assert caught.value.value == foreign
+    assert tags_key(article) in str(caught.value) and "MethodsArticle.tags" in str(caught.value)
