@@ -19,7 +19,8 @@
 --        '' none, 'px:<ms>' relative or 'pxat:<unix ms>' absolute), U update hash fields,
 --        D delete a key,
 --        J append a journal entry (arguments: MAXLEN, 0 for none; the number of a pop op whose
---          member becomes the entry's args, 0 for none; then field/value pairs),
+--          member becomes the entry's args, 0 for none; the entry's field/value pairs as one JSON
+--          array of strings -- one argument, not two dozen, since packing arguments is costly),
 --        K move a replay checkpoint (arguments: the value it must hold now, '' for none; the new
 --          value); refused with 'checkpoint_moved' if another replay moved it.
 -- T and X reply with the set's members afterwards (computed here, so the caller's copy can follow).
@@ -261,8 +262,8 @@ for i = 1, nops do
       entry[#entry + 1] = maxlen
     end
     entry[#entry + 1] = '*'
-    for j = first + 2, lasts[i] do
-      entry[#entry + 1] = ARGV[j]
+    for _, value in ipairs(cjson.decode(ARGV[first + 2])) do
+      entry[#entry + 1] = value
     end
     local popped = tonumber(ARGV[first + 1])
     if popped > 0 then

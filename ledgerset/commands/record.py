@@ -92,35 +92,34 @@ class StreamJournal:
 
 
 def entry_fields(
-    command: Command[Any], *, txn: str, seq: int, of: int, ts: int, ctx: bytes
-) -> tuple[list[bytes | str | int], bool]:
-    """The field/value pairs of ``command``'s journal entry, and whether the server must add
-    ``args`` (the effect of a pop, which only it knows)."""
-    fields: list[bytes | str | int] = [
+    command: Command[Any], *, txn: str, seq: int, of: int, ts: int, ctx: str
+) -> tuple[bytes, bool]:
+    """The field/value pairs of ``command``'s journal entry, as one JSON array of strings, and
+    whether the server must add ``args`` (the effect of a pop, which only it knows)."""
+    fields = [
         "cmd", command.name,
-        "v", command.version,
+        "v", str(command.version),
         "key", command.key,
-        "ts", ts,
+        "ts", str(ts),
         "txn", txn,
-        "seq", seq,
-        "of", of,
+        "seq", str(seq),
+        "of", str(of),
         "model", command.model,
         "pk", command.pk,
         "field", command.field or "",
         "ctx", ctx,
     ]  # fmt: skip
     args = command.record_args()
-    if args is None:
-        return fields, True
-    fields.append("args")
-    fields.append(args)
-    return fields, False
+    if args is not None:
+        fields.append("args")
+        fields.append(args.decode())
+    return orjson.dumps(fields), args is None
 
 
-def bound_context() -> bytes:
+def bound_context() -> str:
     """The caller's structlog context variables as JSON (``ctx``), e.g. a request id."""
     context = _events.bound_context()
-    return orjson.dumps(context, default=str) if context else b"{}"
+    return orjson.dumps(context, default=str).decode() if context else "{}"
 
 
 def upcast(name: str, version: int, args: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
