@@ -361,7 +361,7 @@ async def replay_scale(url: str, target_url: str, count: int) -> dict[str, Any]:
     await redis.aclose()
     await target.aclose()
     code = (
-        "import asyncio, resource, time\n"
+        "import asyncio, time\n"
         "from redis.asyncio import Redis\n"
         "from ledgerset.journal import replay\n"
         "async def main():\n"
@@ -370,7 +370,9 @@ async def replay_scale(url: str, target_url: str, count: int) -> dict[str, Any]:
         "    start = time.perf_counter()\n"
         "    report = await replay(source, target)\n"
         "    elapsed = time.perf_counter() - start\n"
-        "    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the (larger) parent.
+        "    rss = next(int(line.split()[1]) for line in open('/proc/self/status')\n"
+        "               if line.startswith('VmHWM:'))\n"
         "    print(report.applied, elapsed, rss)\n"
         "asyncio.run(main())\n"
     )

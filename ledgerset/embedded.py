@@ -113,6 +113,7 @@ class EmbeddedServer:
             "no",
             "--daemonize",
             "no",
+            *self.options,
         ]
         try:
             # A session of its own: Ctrl-C reaches only the parent, which then stops us cleanly.

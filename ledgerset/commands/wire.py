@@ -56,10 +56,26 @@ async def call(redis: Redis, args: Sequence[Arg], *, resend: bool = False) -> An
         return await _once(redis, packed)
 
 
+async def _fresh(connection: Any) -> None:
+    """Reconnect a pooled connection the server closed (e.g. it restarted) before using it.
+
+    redis-py's pool skips this check while its maintenance notifications are on (the default),
+    and a write must not find out by failing: it could not tell whether the server got it.
+    """
+    try:
+        stale = await connection.can_read()
+    except (RedisConnectionError, OSError):
+        stale = True
+    if stale:
+        await connection.disconnect()
+        await connection.connect()
+
+
 async def _once(redis: Redis, packed: bytes) -> Any:
     pool = redis.connection_pool
     connection = await pool.get_connection()  # type: ignore[no-untyped-call]
     try:
+        await _fresh(connection)
         if connection.socket_timeout:  # redis-py bounds the wait itself
             await connection.send_packed_command(packed)
             return await connection.read_response()

@@ -7,8 +7,10 @@ exactly one stored form, so Redis's own set semantics agree with Python's:
 - ``RedisSet[int]``   ``7``         -> ``b'7'`` (64-bit range; ``True`` is not an int here)
 - ``RedisSet[float]`` ``1`` / ``1.0`` -> ``b'1.0'``; ``-0.0`` -> ``b'0.0'``; NaN and ±inf refused
 - ``RedisSet[bool]``  ``True``      -> ``b'true'``
-- ``RedisSet`` (any of the four): a float with an integral value is stored as that int, so
-  ``1`` and ``1.0`` are one member, as in a Python set; bools stay JSON ``true``/``false``.
+- ``RedisSet`` (any of the four): numbers that are equal in Python are one member, as in a
+  Python set: a float with an integral value is stored as that int, and a bool as ``1``/``0``
+  (``True``, ``1`` and ``1.0`` are one member, read back as ``1``). Use ``RedisSet[bool]`` to
+  keep bools as bools.
 
 Everything else (``None``, bytes, dict, list, ...) is refused with an ``InvalidMemberError`` naming
 the model, field and value, before any I/O. Decoding a whole set is one ``orjson.loads`` call.
@@ -39,7 +41,7 @@ class MemberCodec:
     ``model`` and ``field`` only name the field in error messages.
     """
 
-    __slots__ = ("_normalize", "field", "member_type", "model")
+    __slots__ = ("_fast_type", "_normalize", "field", "member_type", "model")
 
     def __init__(self, member_type: type | None, *, model: str, field: str) -> None:
         if member_type is not None and member_type not in MEMBER_TYPES:
@@ -48,6 +50,8 @@ class MemberCodec:
         self.model = model
         self.field = field
         self._normalize: Callable[[object], Member] = _NORMALIZERS[member_type]
+        # Values of exactly this type are their own canonical form (floats are not: -0.0, ints).
+        self._fast_type = member_type if member_type in (str, int, bool) else None
 
     @property
     def type_name(self) -> str:
@@ -78,7 +82,18 @@ class MemberCodec:
                 "pass a list or set of members, e.g. aadd_many([value]), "
                 "not a single str/bytes or a mapping",
             )
-        stored: dict[bytes, Member] = {}
+        values = values if isinstance(values, list) else list(values)
+        fast = self._fast_type
+        if fast is not None and set(map(type, values)) <= {fast}:
+            # Already canonical (every member exactly str, int or bool): encode in bulk.
+            try:
+                stored = dict(zip(map(orjson.dumps, values), values, strict=True))
+            except (orjson.JSONEncodeError, TypeError):
+                stored = {}  # an int beyond 64 bits or a lone surrogate: the slow path names it
+            else:
+                if fast is not int or all(_INT_MIN <= v <= _INT_MAX for v in stored.values()):
+                    return list(stored.values()), tuple(stored)
+        stored = {}
         pair = self.pair
         for value in values:
             normal, encoded = pair(value)
@@ -185,7 +200,7 @@ def _bool(value: object) -> bool:
 
 def _any(value: object) -> Member:
     if isinstance(value, bool):
-        return value
+        return int(value)  # True == 1 in a Python set, so one member here too
     if isinstance(value, int):
         return _int(value)
     if isinstance(value, float):

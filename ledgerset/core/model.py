@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Self, TypeVar, Union, get_args, get_origin
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
+from redis.exceptions import ResponseError
 
 from ledgerset.commands import dispatcher
 from ledgerset.commands.catalog import Command, DeleteModel, SaveModel, SetContents, UpdateModel
@@ -31,6 +32,7 @@ from ledgerset.errors import (
     ModelDefinitionError,
     ModelNotFoundError,
     UpdateAtomicModelError,
+    WrongTypeError,
 )
 from ledgerset.keys import KeyLayout, pk_from_key
 
@@ -67,6 +69,15 @@ class AtomicRedisModel(BaseModel):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         # Runs before Pydantic collects the fields, so set[T] can still become RedisSet[T].
         super().__init_subclass__(**kwargs)
+        reserved = {"ledgerset", (cls.Meta or _DEFAULT_CONFIG).special_prefix}
+        if cls.__name__ in reserved:
+            raise ModelDefinitionError(
+                f"a model cannot be named {cls.__name__!r}: its keys would share a namespace "
+                f"with {'ledgerset bookkeeping' if cls.__name__ == 'ledgerset' else 'set keys'}; "
+                f"rename the class",
+                model=cls.__name__,
+                field="",
+            )
         # The class's own dict, not inspect.get_annotations (a copy): Pydantic reads this one.
         annotations = cls.__dict__.get("__annotations__", {})  # noqa: RUF063
         sets = dict(cls.__ledgerset_sets__)
@@ -270,11 +281,31 @@ class AtomicRedisModel(BaseModel):
         pk = cls._pk_of(key)
         sets = cls.__ledgerset_sets__
         set_keys = {name: cls._set_key(pk, name) for name in sets}
-        async with cls._redis_of().pipeline(transaction=True) as pipe:
-            pipe.hgetall(key)
-            for name in sets:
-                pipe.smembers(set_keys[name])
-            replies = await pipe.execute()
+        redis = cls._redis_of()
+        try:
+            async with redis.pipeline(transaction=True) as pipe:
+                pipe.hgetall(key)
+                for name in sets:
+                    pipe.smembers(set_keys[name])
+                replies = await pipe.execute()
+        except ResponseError as exc:
+            if "WRONGTYPE" not in str(exc):
+                raise
+            expected = {key: "hash", **{set_key: "set" for set_key in set_keys.values()}}
+            for checked, kind in expected.items():
+                actual = _text(await redis.type(checked))
+                if actual not in (kind, "none"):
+                    raise WrongTypeError(
+                        f"{cls.__name__}.aget({key!r}): key {checked!r} holds a Redis {actual}, "
+                        f"not a {kind}; another client overwrote it. Delete or rename that key.",
+                        key=checked,
+                        actual=actual,
+                        command="model.get",
+                        model=cls.__name__,
+                        pk=pk,
+                        field=None if checked == key else checked.rsplit(":", 1)[-1],
+                    ) from exc
+            raise
         stored: dict[bytes, bytes] = replies[0]
         if not stored:
             raise ModelNotFoundError(
@@ -327,6 +358,10 @@ class AtomicRedisModel(BaseModel):
         redis = default_redis(cls.Meta, cls.__name__)
         journal = default_journal(cls.Meta)
         return await dispatcher.execute(command, redis, on_result, journal=journal)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _resolve(cls: type, annotation: Any) -> Any:

@@ -512,3 +512,28 @@ async def test_key_of_another_class_is_refused(
     assert "BadDoc" in str(err.value)
     assert (err.value.model, err.value.key) == ("BadDoc", key)
     assert await snapshot() == before
+
+
+# -- reading keys another client overwrote; names that would share a key namespace ------------
+
+
+@pytest.mark.parametrize("target", ["hash", "set"])
+async def test_aget_of_an_overwritten_key_raises_wrong_type(
+    redis: Redis, doc: BadDoc, snapshot: SnapshotFn, target: str
+) -> None:
+    key = doc.key if target == "hash" else set_key(doc, "words")
+    await redis.delete(key)
+    await redis.rpush(key, "a list now")
+    before = await snapshot()
+
+    with pytest.raises(ledgerset.WrongTypeError) as err:
+        await BadDoc.aget(doc.key)
+
+    assert (err.value.key, err.value.actual, err.value.command) == (key, "list", "model.get")
+    assert await snapshot() == before
+
+
+@pytest.mark.parametrize("name", ["ledgerset", "__rapyer_special__"])
+def test_a_model_named_like_a_key_namespace_is_refused(name: str) -> None:
+    with pytest.raises(ledgerset.ModelDefinitionError, match="rename the class"):
+        type(name, (AtomicRedisModel,), {"__annotations__": {"title": str}, "title": "t"})
