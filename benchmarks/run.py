@@ -84,21 +84,23 @@ class Sizes:
         self.calls = 50 if quick else 1000
         self.big = 2_000 if quick else 100_000
         self.replay = 200 if quick else 20_000
-        self.rounds = 3 if quick else 11
+        self.rounds = 3 if quick else 15
         self.scaling = (1_000, 2_000) if quick else (10_000, 100_000, 1_000_000)
         self.replay_scale = 500 if quick else 1_000_000
 
 
 async def interleave(name: str, workload: str, bar: Bar, a: Timed, b: Timed, rounds: int) -> Row:
-    """Run ``a`` and ``b`` alternately (after one warm-up each); ratios per round."""
+    """Run ``a`` and ``b`` alternately, A B B A each round (so a drift in the machine's speed
+    weighs on both alike), after one warm-up each; one ratio per round."""
     await a()
     await b()
     ratios, a_times, b_times = [], [], []
     for _ in range(rounds):
-        gc.collect()
-        ta = await a()
-        gc.collect()
-        tb = await b()
+        times = {"a": 0.0, "b": 0.0}
+        for side, run in (("a", a), ("b", b), ("b", b), ("a", a)):
+            gc.collect()
+            times[side] += await run()
+        ta, tb = times["a"] / 2, times["b"] / 2
         a_times.append(ta)
         b_times.append(tb)
         ratios.append(tb / ta if bar.higher_is_better else ta / tb)

@@ -33,39 +33,44 @@
 local CHUNK = 4096 -- unpack() puts every value on Lua's C stack, which holds about 8000
 local SET_CODES = 'ARPCTXZ'
 
-local codes, keys, owners, firsts, lasts = {}, {}, {}, {}, {}
+-- The operations, flat: op i is ops[5i-4 .. 5i] = code, key, owner key (or false), first and last
+-- ARGV index of its arguments. (One table, not five: this runs on every command.)
+local ops = {}
 local nops, writes, pos = 0, 0, 2
 local header, at = ARGV[1], 1
 while at <= #header do
   local code, key, owner, n
   code, key, owner, n, at = struct.unpack('>c1HHI4', header, at)
+  local base = nops * 5
   nops = nops + 1
-  codes[nops] = code
-  keys[nops] = KEYS[key]
-  owners[nops] = owner > 0 and KEYS[owner] or false
-  firsts[nops] = pos
+  ops[base + 1] = code
+  ops[base + 2] = KEYS[key]
+  ops[base + 3] = owner > 0 and KEYS[owner] or false
+  ops[base + 4] = pos
   pos = pos + n
-  lasts[nops] = pos - 1
+  ops[base + 5] = pos - 1
   if code ~= 'J' and code ~= 'K' then
     writes = writes + 1
   end
 end
 
 -- 1. checks ----------------------------------------------------------------------------------
--- state[key]: the key's type as this program will have left it so far ('exists' for an owner
--- seen only through its PTTL); owner_ttl[owner]: that PTTL.
-local state, owner_ttl = {}, {}
+-- state[key]: the key's type as this program will have left it so far; for a model seen only
+-- as a set's owner, its PTTL (a number: it exists, and with which TTL).
+local state = {}
 
 for i = 1, nops do
-  local code, key = codes[i], keys[i]
+  local base = i * 5 - 5
+  local code, key = ops[base + 1], ops[base + 2]
   if string.find(SET_CODES, code, 1, true) then
-    local owner = owners[i]
+    local owner = ops[base + 3]
     local seen = state[owner]
     if seen == nil then
-      local ttl = redis.call('PTTL', owner)
-      seen = ttl == -2 and 'none' or 'exists'
+      seen = redis.call('PTTL', owner)
+      if seen == -2 then
+        seen = 'none'
+      end
       state[owner] = seen
-      owner_ttl[owner] = ttl
     end
     if seen == 'none' then
       return { 0, 'model_not_found', i, owner, 'none' }
@@ -81,6 +86,8 @@ for i = 1, nops do
     local t = state[key]
     if t == nil then
       t = redis.call('TYPE', key)['ok']
+    elseif type(t) == 'number' then
+      t = 'hash' -- an owner seen through its PTTL: a model
     end
     if code == 'J' then
       if t ~= 'stream' and t ~= 'none' then
@@ -88,14 +95,14 @@ for i = 1, nops do
       end
       t = 'stream'
     elseif code == 'S' then
-      if t ~= 'hash' and t ~= 'none' and t ~= 'exists' then
+      if t ~= 'hash' and t ~= 'none' then
         return { 0, 'wrong_type', i, key, t }
       end
       t = 'hash'
     elseif code == 'U' then
       if t == 'none' then
         return { 0, 'model_not_found', i, key, t }
-      elseif t ~= 'hash' and t ~= 'exists' then
+      elseif t ~= 'hash' then
         return { 0, 'wrong_type', i, key, t }
       end
     else -- K
@@ -103,7 +110,7 @@ for i = 1, nops do
         return { 0, 'wrong_type', i, key, t }
       end
       local now = redis.call('GET', key) or ''
-      if now ~= ARGV[firsts[i]] then
+      if now ~= ARGV[ops[base + 4]] then
         return { 0, 'checkpoint_moved', i, key, now }
       end
     end
@@ -121,12 +128,22 @@ end
 local refused = nil
 
 local function chunked(command, key, first, last)
+  if last < first then
+    return 0
+  elseif last - first < CHUNK then -- the usual case: one call
+    local reply = redis.pcall(command, key, unpack(ARGV, first, last))
+    if type(reply) == 'table' then
+      refused = reply.err
+      return 0
+    end
+    return reply
+  end
   local total = 0
   local i = first
   while i <= last do
     local j = math.min(i + CHUNK - 1, last)
     local reply = redis.pcall(command, key, unpack(ARGV, i, j))
-    if type(reply) == 'table' and reply.err then
+    if type(reply) == 'table' then
       refused = reply.err
       return 0
     end
@@ -148,16 +165,17 @@ local function chunked_list(command, key, list)
 end
 
 local replies = { 1 }
-local set_keys = {}
-local model_ttls = {}
+local set_keys = nil -- set key -> owner, and the set keys in order; only if a set was written
+local model_ttls = nil
 
 for i = 1, nops do
-  local code, key = codes[i], keys[i]
+  local base = i * 5 - 5
+  local code, key, first, last = ops[base + 1], ops[base + 2], ops[base + 4], ops[base + 5]
   local reply = false
   if code == 'A' then
-    reply = chunked('SADD', key, firsts[i], lasts[i])
+    reply = chunked('SADD', key, first, last)
   elseif code == 'R' then
-    reply = chunked('SREM', key, firsts[i], lasts[i])
+    reply = chunked('SREM', key, first, last)
   elseif code == 'P' then
     reply = redis.pcall('SPOP', key)
     if type(reply) == 'table' and reply.err then
@@ -167,7 +185,7 @@ for i = 1, nops do
     reply = redis.call('DEL', key)
   elseif code == 'T' then
     local keep = {}
-    for j = firsts[i], lasts[i] do
+    for j = first, last do
       keep[ARGV[j]] = true
     end
     local members = redis.pcall('SMEMBERS', key)
@@ -185,7 +203,7 @@ for i = 1, nops do
     end
   elseif code == 'X' then
     local arriving, leaving = {}, {}
-    for j = firsts[i], lasts[i] do
+    for j = first, last do
       local member = ARGV[j]
       local present = redis.pcall('SISMEMBER', key, member)
       if type(present) == 'table' then
@@ -204,19 +222,20 @@ for i = 1, nops do
     end
   elseif code == 'Z' then
     redis.call('DEL', key)
-    reply = chunked('SADD', key, firsts[i], lasts[i])
+    reply = chunked('SADD', key, first, last)
   elseif code == 'S' then
     redis.call('DEL', key)
-    if lasts[i] > firsts[i] then
-      chunked('HSET', key, firsts[i] + 1, lasts[i])
+    if last > first then
+      chunked('HSET', key, first + 1, last)
     end
-    local kind, when = string.match(ARGV[firsts[i]], '^(%a+):(%d+)$')
+    local kind, when = string.match(ARGV[first], '^(%a+):(%d+)$')
     if kind then
+      model_ttls = model_ttls or {}
       model_ttls[#model_ttls + 1] = { key, kind, when }
     end
     reply = 1
   elseif code == 'U' then
-    chunked('HSET', key, firsts[i], lasts[i])
+    chunked('HSET', key, first, last)
     reply = 1
   elseif code == 'D' then
     reply = redis.call('DEL', key)
@@ -224,37 +243,47 @@ for i = 1, nops do
   if refused then
     return { 0, 'wrong_type', i, key, redis.call('TYPE', key)['ok'] }
   end
-  if owners[i] and set_keys[key] == nil then
-    set_keys[key] = owners[i]
-    set_keys[#set_keys + 1] = key
+  local owner = ops[base + 3]
+  if owner then
+    set_keys = set_keys or {}
+    if set_keys[key] == nil then
+      set_keys[key] = owner
+      set_keys[#set_keys + 1] = key
+    end
   end
   replies[i + 1] = reply
 end
 
 -- 3. TTLs ------------------------------------------------------------------------------------
-for _, ttl in ipairs(model_ttls) do
-  if ttl[2] == 'pxat' then
-    redis.call('PEXPIREAT', ttl[1], ttl[3])
-  else
-    redis.call('PEXPIRE', ttl[1], ttl[3])
+if model_ttls then
+  for _, ttl in ipairs(model_ttls) do
+    if ttl[2] == 'pxat' then
+      redis.call('PEXPIREAT', ttl[1], ttl[3])
+    else
+      redis.call('PEXPIRE', ttl[1], ttl[3])
+    end
   end
 end
 -- A set key never holds a TTL its model lacks: every write that could leave one (a save, which
 -- replaces the set) starts from DEL. So only a model with a TTL needs work here. With a single
 -- write, nothing in this program changed the owner's TTL since the checks read it.
-for _, key in ipairs(set_keys) do
-  local owner = set_keys[key]
-  local remaining = writes == 1 and owner_ttl[owner] or redis.call('PTTL', owner)
-  if remaining > 0 then
-    redis.call('PEXPIRE', key, remaining)
+if set_keys then
+  for _, key in ipairs(set_keys) do
+    local owner = set_keys[key]
+    local remaining = writes == 1 and state[owner] or redis.call('PTTL', owner)
+    if type(remaining) == 'number' and remaining > 0 then
+      redis.call('PEXPIRE', key, remaining)
+    end
   end
 end
 
 -- 4. journal ---------------------------------------------------------------------------------
 for i = 1, nops do
-  if codes[i] == 'J' then
-    local first = firsts[i]
-    local entry = { keys[i] }
+  local base = i * 5 - 5
+  local code = ops[base + 1]
+  if code == 'J' then
+    local first = ops[base + 4]
+    local entry = { ops[base + 2] }
     local maxlen = tonumber(ARGV[first])
     if maxlen > 0 then
       entry[#entry + 1] = 'MAXLEN'
@@ -271,8 +300,8 @@ for i = 1, nops do
       entry[#entry + 1] = '{"member":' .. (replies[popped + 1] or 'null') .. '}'
     end
     replies[i + 1] = redis.call('XADD', unpack(entry))
-  elseif codes[i] == 'K' then
-    redis.call('SET', keys[i], ARGV[firsts[i] + 1])
+  elseif code == 'K' then
+    redis.call('SET', ops[base + 2], ARGV[ops[base + 4] + 1])
     replies[i + 1] = 1
   end
 end
