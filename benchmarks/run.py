@@ -299,16 +299,18 @@ async def row_replay(redis: Redis, target: Redis, sizes: Sizes) -> Row:
 
 
 async def row_logging_off(redis: Redis, sizes: Sizes) -> Row:
-    values = members(sizes.calls)
+    values = members(sizes.calls * 5)
     real_enabled = dispatcher.enabled
 
     async def run_calls() -> float:
+        # Process CPU time, not wall time: both sides do the same server work, and what differs
+        # (the level checks) is this process's CPU; wall time here mostly measures the VM's noise.
         model = await fresh_model(redis)
         aadd = model.tags.aadd
-        start = time.perf_counter()
+        start = time.process_time()
         for value in values:
             await aadd(value)
-        return time.perf_counter() - start
+        return time.process_time() - start
 
     async def filtered() -> float:
         structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
@@ -329,11 +331,12 @@ async def row_logging_off(redis: Redis, sizes: Sizes) -> Row:
     await ledgerset.init(redis=redis)
     return await interleave(
         "logging off",
-        f"{sizes.calls:,} aadd with events filtered out (WARNING) vs the path without them",
+        f"{len(values):,} aadd with events filtered out (WARNING) vs the path without them"
+        " (client CPU time)",
         Bar(1.02),
         filtered,
         without,
-        sizes.rounds * 2,
+        sizes.rounds,
     )
 
 

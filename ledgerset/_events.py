@@ -55,10 +55,7 @@ def enabled(level: int) -> bool:
     structlog = sys.modules.get("structlog")
     if structlog is None or not structlog.is_configured():
         return _stdlib.isEnabledFor(level)
-    bound = _bound
-    if bound is None or bound.key != _configuration(structlog):
-        bound = _rebind(structlog)
-    return bound.levels[level]
+    return _bound_logger(structlog).levels[level]
 
 
 def emit(level: int, event: str, **fields: Any) -> None:
