@@ -136,7 +136,12 @@ class SetCommand(Command[R]):
 class MembersCommand(SetCommand[R]):
     """A set command with members (already encoded), recorded as ``{"members": [...]}``."""
 
+    #: The command's operation in the server program (see ``program.lua``).
+    code: ClassVar[bytes]
     members: tuple[bytes, ...]
+
+    def compile(self, program: Program) -> None:
+        program.op(self.code, self.key, self.owner, self.members)
 
     def record_args(self) -> bytes:
         # Members are canonical JSON already: joined, not encoded again.
@@ -153,9 +158,7 @@ class AddMembers(MembersCommand[int]):
     """Add members (``aadd``, ``aadd_many``, ``add``, ``update``, ``|=``)."""
 
     name: ClassVar[str] = "set.add"
-
-    def compile(self, program: Program) -> None:
-        program.op(b"A", self.key, self.owner, self.members)
+    code: ClassVar[bytes] = b"A"
 
     def result(self, replies: list[object]) -> int:
         return _count(replies[0])
@@ -166,9 +169,7 @@ class RemoveMembers(MembersCommand[int]):
     """Remove members (``aremove``, ``remove``/``discard`` in a transaction, ``-=``)."""
 
     name: ClassVar[str] = "set.remove"
-
-    def compile(self, program: Program) -> None:
-        program.op(b"R", self.key, self.owner, self.members)
+    code: ClassVar[bytes] = b"R"
 
     def result(self, replies: list[object]) -> int:
         return _count(replies[0])
@@ -224,9 +225,7 @@ class RetainMembers(MembersCommand[tuple[bytes, ...]]):
     """Keep only the given members, against the server's members (``&=``)."""
 
     name: ClassVar[str] = "set.retain"
-
-    def compile(self, program: Program) -> None:
-        program.op(b"T", self.key, self.owner, self.members)
+    code: ClassVar[bytes] = b"T"
 
     def result(self, replies: list[object]) -> tuple[bytes, ...]:
         return _members(replies[0])
@@ -237,9 +236,7 @@ class ToggleMembers(MembersCommand[tuple[bytes, ...]]):
     """Remove the given members that are present, add the others (``^=``)."""
 
     name: ClassVar[str] = "set.toggle"
-
-    def compile(self, program: Program) -> None:
-        program.op(b"X", self.key, self.owner, self.members)
+    code: ClassVar[bytes] = b"X"
 
     def result(self, replies: list[object]) -> tuple[bytes, ...]:
         return _members(replies[0])
