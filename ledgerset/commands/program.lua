@@ -75,7 +75,8 @@ for i = 1, nops do
     if seen == 'none' then
       return { 0, 'model_not_found', i, owner, 'none' }
     end
-    if writes > 1 and state[key] == nil then
+    -- A single write finds a wrong type itself, before changing anything; DEL (clear) would not.
+    if (writes > 1 or code == 'C') and state[key] == nil then
       local t = redis.call('TYPE', key)['ok']
       if t ~= 'set' and t ~= 'none' then
         return { 0, 'wrong_type', i, key, t }
@@ -87,7 +88,7 @@ for i = 1, nops do
     if t == nil then
       t = redis.call('TYPE', key)['ok']
     elseif type(t) == 'number' then
-      t = 'hash' -- an owner seen through its PTTL: a model
+      t = redis.call('TYPE', key)['ok'] -- an owner seen only through its PTTL: it exists, as what?
     end
     if code == 'J' then
       if t ~= 'stream' and t ~= 'none' then
@@ -241,6 +242,9 @@ for i = 1, nops do
     reply = redis.call('DEL', key)
   end
   if refused then
+    if string.sub(refused, 1, 9) ~= 'WRONGTYPE' then
+      return redis.error_reply(refused) -- e.g. OOM: the server's own error, nothing written
+    end
     return { 0, 'wrong_type', i, key, redis.call('TYPE', key)['ok'] }
   end
   local owner = ops[base + 3]

@@ -73,15 +73,18 @@ async def _fresh(connection: Any) -> None:
 
 async def _once(redis: Redis, packed: bytes) -> Any:
     pool = redis.connection_pool
-    connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+    if pool.connection_kwargs.get("socket_timeout"):  # redis-py bounds every wait itself
+        return await _exchange(pool, packed)
+    async with asyncio.timeout(TIMEOUT_S):  # getting a connection too: it may have to connect
+        return await _exchange(pool, packed)
+
+
+async def _exchange(pool: Any, packed: bytes) -> Any:
+    connection = await pool.get_connection()
     try:
         await _fresh(connection)
-        if connection.socket_timeout:  # redis-py bounds the wait itself
-            await connection.send_packed_command(packed)
-            return await connection.read_response()
-        async with asyncio.timeout(TIMEOUT_S):
-            await connection.send_packed_command(packed)
-            return await connection.read_response()
+        await connection.send_packed_command(packed)
+        return await connection.read_response()
     except ResponseError:
         raise  # the whole reply was read: the connection is fine
     except BaseException:

@@ -20,7 +20,9 @@ from typing import Any, ClassVar, Self, TypeVar, Union, get_args, get_origin
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ledgerset.commands import dispatcher
 from ledgerset.commands.catalog import Command, DeleteModel, SaveModel, SetContents, UpdateModel
@@ -306,6 +308,8 @@ class AtomicRedisModel(BaseModel):
                         field=None if checked == key else checked.rsplit(":", 1)[-1],
                     ) from exc
             raise
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise dispatcher.unavailable(redis, "model.get", exc, "Nothing was changed.") from exc
         stored: dict[bytes, bytes] = replies[0]
         if not stored:
             raise ModelNotFoundError(
@@ -343,7 +347,13 @@ class AtomicRedisModel(BaseModel):
     async def aexists(cls, key: str) -> bool:
         """Whether a model is stored at ``key``."""
         cls._pk_of(key)
-        return bool(await cls._redis_of().exists(key))
+        redis = cls._redis_of()
+        try:
+            return bool(await redis.exists(key))
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise dispatcher.unavailable(
+                redis, "model.exists", exc, "Nothing was changed."
+            ) from exc
 
     # -- connection ----------------------------------------------------------------------------
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from redis.asyncio import Redis
@@ -255,8 +254,3 @@ def _broken(stream: str, entry: JournalEntry) -> JournalEntryError:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def as_datetime(value: str) -> datetime:
-    """Parse an ISO 8601 moment given on a command line (``Z`` allowed)."""
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))

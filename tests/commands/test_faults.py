@@ -111,6 +111,8 @@ class FaultProxy:
     def __init__(self, port: int) -> None:
         self.upstream_port = port
         self.fault = PASS
+        #: The command the fault is for (``evalsha_requests`` counts its requests).
+        self.target = b"EVALSHA"
         self.evalsha_requests = 0
         self.fault_applied = asyncio.Event()
         self.request_forwarded = asyncio.Event()
@@ -160,7 +162,7 @@ class FaultProxy:
     ) -> None:
         request: RequestEnd | None = None
         while chunk := await source.read(65536):
-            if request is None and b"EVALSHA" in chunk:
+            if request is None and self.target in chunk:
                 self.evalsha_requests += 1
                 fault, self.fault = self.fault, PASS
                 if fault == DROP_BEFORE:
@@ -485,3 +487,16 @@ async def test_init_against_a_closed_port_fails_fast_naming_it(redis: Redis) -> 
     # the failed init left the previous configuration in place
     note = await FaultNote(tags={"a"}).asave()
     assert await redis.exists(note.key) == 1
+
+
+@pytest.mark.parametrize("fault", [DROP_BEFORE, DROP_AFTER])
+async def test_a_read_is_repeated_once_after_a_lost_connection(rig: Rig, fault: str) -> None:
+    note = await FaultNote(tags={"a", "b"}).asave()
+    rig.proxy.target, rig.proxy.fault = b"SMEMBERS", fault
+    sent = rig.proxy.evalsha_requests
+
+    members = await asyncio.wait_for(note.tags.amembers(), BOUND_S)
+
+    assert members == {"a", "b"}
+    assert rig.proxy.fault_applied.is_set()
+    assert rig.proxy.evalsha_requests == sent + 2  # the faulted request, then its one repeat

@@ -17,6 +17,7 @@ import pydantic
 import pytest
 from pydantic import Field
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 import ledgerset
 from ledgerset import (
@@ -537,3 +538,51 @@ async def test_aget_of_an_overwritten_key_raises_wrong_type(
 def test_a_model_named_like_a_key_namespace_is_refused(name: str) -> None:
     with pytest.raises(ledgerset.ModelDefinitionError, match="rename the class"):
         type(name, (AtomicRedisModel,), {"__annotations__": {"title": str}, "title": "t"})
+
+
+async def test_a_transaction_writing_to_an_overwritten_hash_applies_nothing(
+    redis: Redis, doc: BadDoc, snapshot: SnapshotFn
+) -> None:
+    await redis.delete(doc.key)
+    await redis.set(doc.key, "a string now")
+    before = await snapshot()
+
+    with pytest.raises(ledgerset.WrongTypeError) as err:
+        async with doc.apipeline():
+            doc.words.add("added first")  # checks only that the model exists...
+            await doc.aupdate(title="then this")  # ...but the update needs a hash
+
+    assert (err.value.key, err.value.command) == (doc.key, "model.update")
+    assert await snapshot() == before
+
+
+async def test_aclear_of_an_overwritten_set_key_is_refused(
+    redis: Redis, doc: BadDoc, snapshot: SnapshotFn
+) -> None:
+    key = set_key(doc, "words")
+    await redis.delete(key)
+    await redis.set(key, "not a set")
+    before = await snapshot()
+
+    with pytest.raises(ledgerset.WrongTypeError) as err:
+        await doc.words.aclear()
+
+    assert (err.value.key, err.value.actual, err.value.command) == (key, "string", "set.clear")
+    assert await snapshot() == before
+
+
+async def test_a_server_out_of_memory_is_its_own_error_not_wrong_type(
+    redis: Redis, doc: BadDoc, snapshot: SnapshotFn
+) -> None:
+    limit = (await redis.config_get("maxmemory"))["maxmemory"]
+    policy = (await redis.config_get("maxmemory-policy"))["maxmemory-policy"]
+    before = await snapshot()
+    await redis.config_set("maxmemory-policy", "noeviction")
+    await redis.config_set("maxmemory", 1)
+    try:
+        with pytest.raises(ResponseError, match="maxmemory"):
+            await doc.words.aadd("no room")
+    finally:
+        await redis.config_set("maxmemory", limit)
+        await redis.config_set("maxmemory-policy", policy)
+    assert await snapshot() == before
