@@ -115,7 +115,8 @@ def _journal(
         fields, effect = entry_fields(command, txn=txn, seq=seq, of=sizes[stream], ts=ts, ctx=ctx)
         # A pop's entry records its effect: the server adds the member its (first) op removed.
         popped = _first_op(program, command) + 1 if effect else 0
-        program.op(b"J", stream, None, [journal.maxlen or 0, popped, fields])
+        index = program.op(b"J", stream, None, [journal.maxlen or 0, popped, fields])
+        program.journaled[index] = command
 
 
 def _first_op(program: Program, command: Command[Any]) -> int:

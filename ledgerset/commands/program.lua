@@ -31,13 +31,61 @@
 -- also says whether it exists, is read once.
 
 local CHUNK = 4096 -- unpack() puts every value on Lua's C stack, which holds about 8000
+
+-- 0. the usual call, fast: one add or remove of fewer than CHUNK members, with or without its
+-- journal entry. Same checks, same writes, same reply as the general path below, without the
+-- tables and functions it sets up (a third of an immediate aadd's cost on the server).
+local header = ARGV[1]
+if #header == 9 or (#header == 18 and string.sub(header, 10, 10) == 'J') then
+  local code, key_index, owner_index, n = struct.unpack('>c1HHI4', header, 1)
+  if (code == 'A' or code == 'R') and n > 0 and n < CHUNK then
+    local key, owner = KEYS[key_index], KEYS[owner_index]
+    local stream, maxlen, entry = nil, nil, nil
+    if #header == 18 then
+      local _, stream_index = struct.unpack('>c1HHI4', header, 10)
+      stream = KEYS[stream_index]
+      local t = redis.call('TYPE', stream)['ok']
+      if t ~= 'stream' and t ~= 'none' then
+        return { 0, 'wrong_type', 2, stream, t }
+      end
+      maxlen, entry = tonumber(ARGV[2 + n]), ARGV[4 + n]
+    end
+    local ttl = redis.call('PTTL', owner)
+    if ttl == -2 then
+      return { 0, 'model_not_found', 1, owner, 'none' }
+    end
+    local reply = redis.pcall(code == 'A' and 'SADD' or 'SREM', key, unpack(ARGV, 2, 1 + n))
+    if type(reply) == 'table' then
+      if string.sub(reply.err, 1, 9) ~= 'WRONGTYPE' then
+        return redis.error_reply(reply.err)
+      end
+      return { 0, 'wrong_type', 1, key, redis.call('TYPE', key)['ok'] }
+    end
+    if ttl > 0 then
+      redis.call('PEXPIRE', key, ttl)
+    end
+    if not stream then
+      return { 1, reply }
+    end
+    local xadd = { stream }
+    if maxlen > 0 then
+      xadd[2], xadd[3], xadd[4] = 'MAXLEN', '~', maxlen
+    end
+    xadd[#xadd + 1] = '*'
+    for _, value in ipairs(cjson.decode(entry)) do
+      xadd[#xadd + 1] = value
+    end
+    return { 1, reply, redis.call('XADD', unpack(xadd)) }
+  end
+end
+
 local SET_CODES = 'ARPCTXZ'
 
 -- The operations, flat: op i is ops[5i-4 .. 5i] = code, key, owner key (or false), first and last
 -- ARGV index of its arguments. (One table, not five: this runs on every command.)
 local ops = {}
 local nops, writes, pos = 0, 0, 2
-local header, at = ARGV[1], 1
+local at = 1
 while at <= #header do
   local code, key, owner, n
   code, key, owner, n, at = struct.unpack('>c1HHI4', header, at)

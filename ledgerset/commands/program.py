@@ -28,7 +28,7 @@ _OP = struct.Struct(">cHHI")
 class Program:
     """The keys and arguments of one run of ``program.lua``, and which operations are whose."""
 
-    __slots__ = ("_header", "_key_index", "_values", "keys", "nops", "spans")
+    __slots__ = ("_header", "_key_index", "_values", "journaled", "keys", "nops", "spans")
 
     def __init__(self) -> None:
         self.keys: list[str] = []
@@ -37,6 +37,8 @@ class Program:
         self._values: list[Arg] = []
         self.nops = 0
         self.spans: list[tuple[Command[Any], int, int]] = []
+        #: op index of a journal entry -> the command it records
+        self.journaled: dict[int, Command[Any]] = {}
 
     @property
     def argv(self) -> list[Arg]:
@@ -49,12 +51,14 @@ class Program:
         command.compile(self)
         self.spans.append((command, start, self.nops))
 
-    def op(self, code: bytes, key: str, owner: str | None, args: Sequence[Arg] = ()) -> None:
-        """Append one primitive operation on ``key`` (a set op names its model's key as owner)."""
+    def op(self, code: bytes, key: str, owner: str | None, args: Sequence[Arg] = ()) -> int:
+        """Append one primitive operation on ``key`` (a set op names its model's key as owner);
+        returns its index."""
         owner_index = self._index(owner) if owner is not None else 0
         self._header.append(_OP.pack(code, self._index(key), owner_index, len(args)))
         self._values.extend(args)
         self.nops += 1
+        return self.nops - 1
 
     def _index(self, key: str) -> int:
         index = self._key_index.get(key)
@@ -67,8 +71,11 @@ class Program:
         """Interpret the ``{0, reason, op, key, type}`` reply of a refused program."""
         _, reason, op_number, key, actual = reply
         op_index = int(op_number) - 1  # type: ignore[call-overload]
-        # None: an op of no command's (a replay checkpoint).
-        command = next((cmd for cmd, start, end in self.spans if start <= op_index < end), None)
+        # A journal entry's refusal is its command's; None: a replay's checkpoint.
+        command = next(
+            (cmd for cmd, start, end in self.spans if start <= op_index < end),
+            self.journaled.get(op_index),
+        )
         return Refusal(
             command=command,
             reason=_text(reason),

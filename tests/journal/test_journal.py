@@ -624,3 +624,27 @@ async def test_a_transaction_over_two_journals_is_complete_in_each(journaled: Re
         (tx.id, 2, 2, {"members": ["c"]}),
     ]
     assert [(e.txn, e.seq, e.of, e.args) for e in other] == [(tx.id, 1, 1, {"members": ["b"]})]
+
+
+@pytest.mark.parametrize("in_transaction", [False, True])
+async def test_a_journal_stream_of_another_type_refuses_the_command(
+    journaled: Redis, in_transaction: bool
+) -> None:
+    article = await JrnArticle().asave()
+    await journaled.delete(STREAM)
+    await journaled.set(STREAM, "not a stream")
+
+    with pytest.raises(ledgerset.WrongTypeError) as caught:
+        if in_transaction:
+            async with article.apipeline():
+                article.tags.add("a")
+        else:
+            await article.tags.aadd("a")
+
+    assert (caught.value.key, caught.value.actual, caught.value.command) == (
+        STREAM,
+        "string",
+        "set.add",
+    )
+    assert await journaled.exists(set_key(article)) == 0
+    assert await journaled.get(STREAM) == b"not a stream"
