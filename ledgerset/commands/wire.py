@@ -11,6 +11,8 @@ says it is a read (``resend=True``), and returns the reply as hiredis parsed it.
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -73,10 +75,30 @@ async def _fresh(connection: Any) -> None:
 
 async def _once(redis: Redis, packed: bytes) -> Any:
     pool = redis.connection_pool
-    if pool.connection_kwargs.get("socket_timeout"):  # redis-py bounds every wait itself
+    if _socket_timeout(pool):  # redis-py bounds every wait itself
         return await _exchange(pool, packed)
     async with asyncio.timeout(TIMEOUT_S):  # getting a connection too: it may have to connect
         return await _exchange(pool, packed)
+
+
+def _socket_timeout(pool: Any) -> float | None:
+    """The ``socket_timeout`` of the pool's connections: given to the pool, or their default."""
+    kwargs = pool.connection_kwargs
+    if "socket_timeout" in kwargs:
+        return kwargs["socket_timeout"]  # type: ignore[no-any-return]
+    return _default_socket_timeout(pool.connection_class)
+
+
+@functools.cache
+def _default_socket_timeout(connection_class: type) -> float | None:
+    # redis-py 8 defaults to 5 s; older ones to None. Ask the classes rather than assume.
+    for cls in connection_class.__mro__:
+        init = cls.__dict__.get("__init__")
+        parameter = inspect.signature(init).parameters.get("socket_timeout") if init else None
+        if parameter is not None:
+            default = parameter.default
+            return default if isinstance(default, (int, float)) else None
+    return None
 
 
 async def _exchange(pool: Any, packed: bytes) -> Any:
