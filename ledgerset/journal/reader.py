@@ -116,24 +116,28 @@ def _utc(moment: datetime) -> datetime:
 def parse_entry(stream: str, entry_id: str, fields: dict[bytes, bytes]) -> JournalEntry:
     """Decode one raw stream entry; ``JournalEntryError`` names it if it is malformed."""
     try:
-        text = {name.decode(): value.decode() for name, value in fields.items()}
+        ctx = fields[b"ctx"]
         return JournalEntry(
             id=entry_id,
-            cmd=text["cmd"],
-            v=int(text["v"]),
-            key=text["key"],
-            args=_object(text["args"]),
-            ts=datetime.fromtimestamp(int(text["ts"]) / 1000, tz=UTC),
-            txn=text["txn"],
-            seq=int(text["seq"]),
-            of=int(text["of"]),
-            model=text["model"],
-            pk=text["pk"],
-            field=text["field"] or None,
-            ctx=_object(text["ctx"]),
+            cmd=fields[b"cmd"].decode(),
+            v=int(fields[b"v"]),
+            key=fields[b"key"].decode(),
+            args=_object(fields[b"args"]),
+            ts=datetime.fromtimestamp(int(fields[b"ts"]) / 1000, tz=UTC),
+            txn=fields[b"txn"].decode(),
+            seq=int(fields[b"seq"]),
+            of=int(fields[b"of"]),
+            model=fields[b"model"].decode(),
+            pk=fields[b"pk"].decode(),
+            field=fields[b"field"].decode() or None,
+            ctx={} if ctx == b"{}" else _object(ctx),
         )
     except (KeyError, ValueError, UnicodeDecodeError) as exc:
-        reason = f"field {exc.args[0]!r} is missing" if isinstance(exc, KeyError) else str(exc)
+        if isinstance(exc, KeyError):
+            name = exc.args[0]
+            reason = f"field {name.decode() if isinstance(name, bytes) else name!r} is missing"
+        else:
+            reason = str(exc)
         raise JournalEntryError(
             f"journal entry {entry_id} of stream {stream!r} is malformed ({reason}); it was not "
             f"written by ledgerset, or was changed. Nothing of its transaction is applied.",
@@ -142,7 +146,7 @@ def parse_entry(stream: str, entry_id: str, fields: dict[bytes, bytes]) -> Journ
         ) from exc
 
 
-def _object(text: str) -> dict[str, Any]:
+def _object(text: bytes) -> dict[str, Any]:
     value = orjson.loads(text)
     if not isinstance(value, dict):
         raise ValueError(f"{text[:40]!r} is not a JSON object")
