@@ -30,6 +30,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 import ledgerset
 from ledgerset import AtomicRedisModel, RedisSet, ServerUnavailableError
+from ledgerset.commands import wire
 from ledgerset.commands.program import SOURCE
 from ledgerset.embedded import EmbeddedServer, find_server_binary
 
@@ -500,3 +501,32 @@ async def test_a_read_is_repeated_once_after_a_lost_connection(rig: Rig, fault: 
     assert members == {"a", "b"}
     assert rig.proxy.fault_applied.is_set()
     assert rig.proxy.evalsha_requests == sent + 2  # the faulted request, then its one repeat
+
+
+async def test_a_write_without_a_client_socket_timeout_is_still_bounded(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ledgerset's own bound (30 s) made short, so the test proves the bound without waiting it.
+    monkeypatch.setattr(wire, "TIMEOUT_S", 0.5)
+    patient = Redis(host="127.0.0.1", port=rig.proxy.port, socket_timeout=None)
+    await ledgerset.init(redis=patient, journal=ledgerset.StreamJournal())
+    try:
+        note = await FaultNote(tags={"a"}).asave()
+        rig.proxy.fault = SWALLOW
+        with pytest.raises(ServerUnavailableError) as caught:
+            await asyncio.wait_for(note.tags.aadd("z"), BOUND_S)
+        assert isinstance(caught.value.__cause__, TimeoutError)
+        assert rig.address in str(caught.value)
+    finally:
+        await ledgerset.init(redis=rig.client)
+        await patient.aclose()
+
+
+async def test_a_client_made_by_init_has_bounded_timeouts_and_retries(redis_url: str) -> None:
+    client = await ledgerset.init(redis=redis_url)
+    try:
+        options = client.connection_pool.connection_kwargs
+        assert (options["socket_connect_timeout"], options["socket_timeout"]) == (5.0, 30.0)
+        assert options["retry"].get_retries() == 2
+    finally:
+        await client.aclose()
