@@ -91,15 +91,15 @@ class SetBinding:
         journal = default_journal(self.config)
         dispatcher.defer(command, self.redis(), on_result, journal=journal)
 
-    async def read(self, what: str, command: tuple[str | bytes, ...]) -> Any:
-        """Send a read (``command``, its keys after the name), with errors as ledgerset's."""
+    async def read(self, what: str, command: tuple[str | bytes, ...], keys: int = 1) -> Any:
+        """Send a read (``command``: its name, then ``keys`` keys), with errors as ledgerset's."""
         try:
             return await wire.call(self.redis(), command, resend=True)
         except ResponseError as exc:
             if not str(exc).startswith("WRONGTYPE"):
                 raise
             redis = self.redis()
-            for key in command[1:]:
+            for key in command[1 : 1 + keys]:
                 kind = await redis.type(key)
                 actual = kind.decode() if isinstance(kind, bytes) else kind
                 if actual not in ("set", "none"):
@@ -275,7 +275,7 @@ class RedisSet(set[T]):
             keys.append(other_binding.key)
             if other_binding.codec.member_type is not codec.member_type:
                 codec = MemberCodec(None, model=binding.model, field=binding.field)
-        raws = await binding.read(f"set.{operation[1:]}", (operation.upper(), *keys))
+        raws = await binding.read(f"set.{operation[1:]}", (operation.upper(), *keys), len(keys))
         return codec.decode_many(raws, key=binding.key)  # type: ignore[return-value]
 
     # -- sync: queued in a transaction, else the local mirror -----------------------------------
