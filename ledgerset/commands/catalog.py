@@ -55,6 +55,7 @@ __all__ = [
 
 R = TypeVar("R")
 S = TypeVar("S", bound="SetCommand[Any]")
+M = TypeVar("M", bound="Command[Any]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +111,11 @@ class Command(Generic[R]):
     def from_record(cls, args: dict[str, Any], target: Target) -> Command[Any] | None:
         """The command a journal record describes (``None``: it had no effect to replay)."""
         raise NotImplementedError
+
+    @classmethod
+    def _on_model(cls: type[M], target: Target, **fields: Any) -> M:
+        """This whole-model command addressed to ``target``'s model key."""
+        return cls(model=target.model, pk=target.pk, key=target.model_key, **fields)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -301,10 +307,8 @@ class SaveModel(Command[None]):
     @classmethod
     def from_record(cls, args: dict[str, Any], target: Target) -> Command[Any]:
         ttl_ms = args["ttl_ms"]
-        return cls(
-            model=target.model,
-            pk=target.pk,
-            key=target.model_key,
+        return cls._on_model(
+            target,
             fields=_encoded_fields(args["fields"]),
             sets=tuple(
                 SetContents(
@@ -344,10 +348,8 @@ class UpdateModel(Command[None]):
 
     @classmethod
     def from_record(cls, args: dict[str, Any], target: Target) -> Command[Any]:
-        return cls(
-            model=target.model,
-            pk=target.pk,
-            key=target.model_key,
+        return cls._on_model(
+            target,
             fields=_encoded_fields(args["fields"]),
         )
 
@@ -373,10 +375,8 @@ class DeleteModel(Command[bool]):
 
     @classmethod
     def from_record(cls, args: dict[str, Any], target: Target) -> Command[Any]:
-        return cls(
-            model=target.model,
-            pk=target.pk,
-            key=target.model_key,
+        return cls._on_model(
+            target,
             sets=tuple((field, target.set_key(field)) for field in args["sets"]),
         )
 

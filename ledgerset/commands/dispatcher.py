@@ -16,7 +16,6 @@ import os
 import time
 from collections.abc import Callable
 from contextvars import ContextVar, Token
-from time import perf_counter
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -82,7 +81,7 @@ async def execute(
     program.add(command)
     if journal is not None:
         _journal(program, [(command, journal)], _new_txn())
-    started = perf_counter() if enabled(INFO) else None
+    started = time.perf_counter() if enabled(INFO) else None
     outcome = await _run(redis, program, command.name)
     if isinstance(outcome, Refusal):
         raise _refused(outcome)
@@ -238,7 +237,7 @@ class Transaction:
         ]
         if journaled:
             _journal(program, journaled, self.id)
-        started = perf_counter()
+        started = time.perf_counter()
         outcome = await _run(self._redis, program, "transaction")
         if isinstance(outcome, Refusal):
             raise _refused(outcome, self)
@@ -389,7 +388,7 @@ def _describe(command: Command[Any]) -> dict[str, Any]:
 
 
 def _ms_since(started: float) -> float:
-    return round((perf_counter() - started) * 1000, 3)
+    return round((time.perf_counter() - started) * 1000, 3)
 
 
 def _refused(

@@ -365,7 +365,7 @@ class AtomicRedisModel(BaseModel):
         self, command: Command[R], on_result: Callable[[R], None] | None = None
     ) -> R | None:
         cls = type(self)
-        redis = default_redis(cls.Meta, cls.__name__)
+        redis = cls._redis_of()
         journal = default_journal(cls.Meta)
         return await dispatcher.execute(command, redis, on_result, journal=journal)
 
