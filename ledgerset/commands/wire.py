@@ -6,6 +6,13 @@ and must not be applied twice), it turns replies into Python types by command na
 100,000 bytes for ``SMEMBERS``, which ledgerset only joins into a list again), and it packs the
 arguments in a general-purpose loop. ``call`` sends a command exactly once, unless the caller
 says it is a read (``resend=True``), and returns the reply as hiredis parsed it.
+
+Taking a connection from redis-py's pool and giving it back costs more than a tenth of a small
+command's round trip (a lock, and the pool's bookkeeping). So a connection that just served a call
+is kept aside, *parked*, for the next call in the same turn of the event loop: back-to-back awaits
+(``await s.aadd(a); await s.aadd(b)``) reuse it without touching the pool. At the loop's next turn
+with no call in flight, it goes back to the pool, so it is never withheld from other users of a
+small ``BlockingConnectionPool`` for longer than that.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,12 +42,17 @@ def pack(args: Sequence[Arg]) -> bytes:
     parts = [b"*%d\r\n" % len(args)]
     append = parts.append
     for arg in args:
-        if isinstance(arg, str):
-            arg = arg.encode()
-        elif isinstance(arg, int):
-            arg = b"%d" % arg
-        append(b"$%d\r\n%s\r\n" % (len(arg), arg))
+        if not isinstance(arg, bytes):
+            arg = arg.encode() if isinstance(arg, str) else b"%d" % arg
+        size = len(arg)
+        append(_HEADERS[size] if size < 256 else b"$%d\r\n" % size)
+        append(arg)
+        append(b"\r\n")
     return b"".join(parts)
+
+
+#: The bulk-string headers of short arguments, formatted once (formatting is most of pack's cost).
+_HEADERS = [b"$%d\r\n" % size for size in range(256)]
 
 
 async def call(redis: Redis, args: Sequence[Arg], *, resend: bool = False) -> Any:
@@ -102,16 +115,53 @@ def _default_socket_timeout(connection_class: type) -> float | None:
 
 
 async def _exchange(pool: Any, packed: bytes) -> Any:
-    connection = await pool.get_connection()
+    connection = _parked.pop(pool, None)
+    if connection is None:
+        connection = await pool.get_connection()
     try:
         await _fresh(connection)
         await connection.send_packed_command(packed)
-        return await connection.read_response()
+        reply = await connection.read_response()
     except ResponseError:
-        raise  # the whole reply was read: the connection is fine
+        _park(pool, connection)  # the whole reply was read: the connection is fine
+        raise
     except BaseException:
         # A reply may still be on its way: this connection must not serve another command.
         await connection.disconnect()
-        raise
-    finally:
         await pool.release(connection)
+        raise
+    _park(pool, connection)
+    return reply
+
+
+#: pool -> the connection its last call used, kept for the next call in the same loop turn.
+_parked: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+_releasing: set[asyncio.Task[None]] = set()
+
+
+def _park(pool: Any, connection: Any) -> None:
+    if pool in _parked or _should_reconnect(connection):
+        _give_back(pool, connection)  # one parked connection per pool is enough
+        return
+    _parked[pool] = connection
+    asyncio.get_running_loop().call_soon(_unpark, pool, connection)
+
+
+def _unpark(pool: Any, connection: Any) -> None:
+    """The loop turned: a connection still parked was not wanted by a back-to-back call."""
+    if _parked.get(pool) is connection:
+        del _parked[pool]
+        _give_back(pool, connection)
+
+
+def _give_back(pool: Any, connection: Any) -> None:
+    task = asyncio.ensure_future(pool.release(connection))
+    _releasing.add(task)  # the loop keeps only a weak reference to a task
+    task.add_done_callback(_releasing.discard)
+
+
+def _should_reconnect(connection: Any) -> bool:
+    # redis-py >= 8 marks connections its maintenance notifications want renewed; its pool's
+    # release() renews them, so such a connection goes back there rather than being parked.
+    should_reconnect = getattr(connection, "should_reconnect", None)
+    return bool(should_reconnect()) if should_reconnect is not None else False
