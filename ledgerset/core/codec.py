@@ -117,7 +117,7 @@ class MemberCodec:
         if member_type is float:
             values = [float(v) if type(v) is int else v for v in values]
         allowed = _ANY_TYPES if member_type is None else frozenset((member_type,))
-        if not set(map(type, values)) <= allowed:
+        if not _all_of(values, member_type, allowed):
             raise self._corrupt(key, _first_not(values, raw_list, allowed))
         return set(values)
 
@@ -160,6 +160,17 @@ def _is_one_json_value(raw: bytes) -> bool:
     except orjson.JSONDecodeError:
         return False
     return True  # orjson refuses trailing data, so "a","b" is not one value
+
+
+def _all_of(values: list[object], member_type: type | None, allowed: frozenset[type]) -> bool:
+    if member_type is str:
+        # str.join refuses anything but str, in C: a quarter of the cost of collecting the types.
+        try:
+            "".join(values)  # type: ignore[arg-type]
+        except TypeError:
+            return False
+        return True
+    return set(map(type, values)) <= allowed
 
 
 def _first_not(values: list[object], raws: list[bytes], types: frozenset[type]) -> bytes:
