@@ -44,6 +44,8 @@ DROP_BEFORE = "drop before"  # close the client's connection; the server never s
 DROP_AFTER = "drop after request"  # forward the request, close before relaying the reply
 SWALLOW = "swallow reply"  # forward the request, never relay the reply, keep the connection open
 
+STALL = "stall"  # stop reading the client's requests, keep the connection open: its writes block
+
 #: What the server must hold after each fault: none of the call, or all of it, exactly once.
 OUTCOME = {DROP_BEFORE: "none", DROP_AFTER: "all", SWALLOW: "all"}
 FAULTS = list(OUTCOME)
@@ -169,6 +171,9 @@ class FaultProxy:
                 if fault == DROP_BEFORE:
                     self.fault_applied.set()
                     return  # ends the connection without forwarding a byte of the request
+                if fault == STALL:
+                    self.fault_applied.set()
+                    await asyncio.Event().wait()  # read nothing more, until the proxy closes
                 pending.append(fault)
                 request = RequestEnd()
             server.write(chunk)
@@ -501,6 +506,20 @@ async def test_a_read_is_repeated_once_after_a_lost_connection(rig: Rig, fault: 
     assert members == {"a", "b"}
     assert rig.proxy.fault_applied.is_set()
     assert rig.proxy.evalsha_requests == sent + 2  # the faulted request, then its one repeat
+
+
+async def test_a_write_the_server_never_takes_is_bounded_and_applies_nothing(rig: Rig) -> None:
+    note = await FaultNote(tags={"a"}).asave()
+    # About 26 MB: more than the kernel's socket buffers between client and proxy hold, so the
+    # write itself must wait for them to drain, and give up at the client's socket timeout.
+    members = [f"{number:08d}" + "x" * 120 for number in range(200_000)]
+    rig.proxy.fault = STALL
+    error = await expect_unavailable(rig, note.tags.aadd_many(members))
+    assert isinstance(error.__cause__, RedisTimeoutError)
+    assert "writing" in str(error.__cause__)
+    assert rig.proxy.fault_applied.is_set()
+    assert await rig.direct.smembers(set_key(note, "tags")) == {b'"a"'}
+    assert await entries(rig.direct, b"set.add") == []
 
 
 async def test_a_write_without_a_client_socket_timeout_is_still_bounded(
