@@ -11,6 +11,7 @@ stops at the first entry written after it.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -92,21 +93,36 @@ async def read_entries(
     high = end if isinstance(end, str) else "+"
     since = _utc(start) if isinstance(start, datetime) else None
     until = _utc(end) if isinstance(end, datetime) else None
-    while True:
-        page: list[tuple[bytes, dict[bytes, bytes]]] = await redis.xrange(  # type: ignore[assignment]
-            stream, min=low, max=high, count=PAGE
-        )
-        for raw_id, fields in page:
-            entry = parse_entry(stream, raw_id.decode(), fields)
-            if until is not None and entry.ts > until:
-                return
-            if since is not None and entry.ts < since:
-                continue
-            if (model is None or entry.model == model) and (key is None or entry.key == key):
-                yield entry
-        if len(page) < PAGE:
-            return
-        low = "(" + page[-1][0].decode()
+    # The next page is asked for before this one is decoded, so the server reads it while the
+    # caller works through this one (replay: decoding, and applying its batches).
+    upcoming: asyncio.Future[Page] | None = asyncio.ensure_future(_page(redis, stream, low, high))
+    try:
+        while upcoming is not None:
+            page = await upcoming
+            upcoming = None
+            if len(page) == PAGE:
+                low = "(" + page[-1][0].decode()
+                upcoming = asyncio.ensure_future(_page(redis, stream, low, high))
+                await asyncio.sleep(0)  # one turn of the loop: the request goes out now
+            for raw_id, fields in page:
+                entry = parse_entry(stream, raw_id.decode(), fields)
+                if until is not None and entry.ts > until:
+                    return
+                if since is not None and entry.ts < since:
+                    continue
+                if (model is None or entry.model == model) and (key is None or entry.key == key):
+                    yield entry
+    finally:
+        if upcoming is not None:  # the caller stopped early: the next page is not wanted
+            upcoming.cancel()
+            await asyncio.gather(upcoming, return_exceptions=True)
+
+
+Page = list[tuple[bytes, dict[bytes, bytes]]]
+
+
+async def _page(redis: Redis, stream: str, low: str, high: str) -> Page:
+    return await redis.xrange(stream, min=low, max=high, count=PAGE)  # type: ignore[return-value]
 
 
 def _utc(moment: datetime) -> datetime:

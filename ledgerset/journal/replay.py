@@ -10,6 +10,7 @@ created, and it and the later entries of that model until its next save count as
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -87,6 +88,8 @@ class _Run:
         self.applied_through: str | None = None
         self.batch: list[tuple[JournalEntry, Command[Any]]] = []
         self.batch_entries = 0
+        #: The batch being applied on the target while the next one is read and decoded.
+        self.in_flight: asyncio.Task[None] | None = None
         self.done = 0
         self.total = 0
 
@@ -111,10 +114,13 @@ class _Run:
                     await self.add(group)
                     group = []
         except JournalEntryError:
-            await self.flush()  # what came before the bad entry's transaction still lands
+            await self.flush(wait=True)  # what came before the bad entry's transaction lands
+            raise
+        except BaseException:
+            await self.abandon()
             raise
         # An unfinished group at the end (``until`` cut a transaction): apply none of it.
-        await self.flush()
+        await self.flush(wait=True)
         if enabled(INFO):
             elapsed = time.perf_counter() - started
             emit(INFO, "replay.finished", stream=self.stream, applied=self.report.applied,
@@ -187,19 +193,47 @@ class _Run:
             return True
         return False
 
-    async def flush(self) -> None:
-        """Apply the queued transactions and the checkpoint in one atomic program."""
+    async def flush(self, *, wait: bool = False) -> None:
+        """Send the queued transactions and the checkpoint's move as one atomic program.
+
+        A batch starts once the one before it has landed (its checkpoint is this one's expected
+        value); it is applied on the target while the caller reads and decodes the next one,
+        unless ``wait``.
+        """
+        await self.landed()
         if self.report.last_id is None or self.report.last_id == self.applied_through:
             return
-        started = time.perf_counter()
         batch, self.batch, self.batch_entries = self.batch, [], 0
+        self.in_flight = asyncio.ensure_future(self.apply(batch, self.report.last_id, self.done))
+        if wait:
+            await self.landed()
+        else:
+            await asyncio.sleep(0)  # a turn of the loop: the batch goes out before the next is read
+
+    async def landed(self) -> None:
+        """Wait for the batch in flight, if any; its failure is raised here."""
+        task, self.in_flight = self.in_flight, None
+        if task is not None:
+            await task
+
+    async def abandon(self) -> None:
+        """Stop the batch in flight: the checkpoint says whether it landed, as after a crash."""
+        task, self.in_flight = self.in_flight, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def apply(
+        self, batch: list[tuple[JournalEntry, Command[Any]]], last_id: str, done: int
+    ) -> None:
+        started = time.perf_counter()
         while not self.report.dry_run:
             refusal = await dispatcher.apply_batch(
                 self.target,
                 [command for _, command in batch],
                 checkpoint=self.checkpoint,
                 expected=self.applied_through,
-                new=self.report.last_id,
+                new=last_id,
             )
             if refusal is None:
                 break
@@ -212,13 +246,12 @@ class _Run:
             self.report.expired_models.add((entry.model, entry.pk))
             self.report.applied -= 1
             self.report.expired += 1
-        self.applied_through = self.report.last_id
+        self.applied_through = last_id
         if enabled(DEBUG):
-            emit(DEBUG, "replay.batch", stream=self.stream, commands=len(batch),
-                 last_id=self.report.last_id,
+            emit(DEBUG, "replay.batch", stream=self.stream, commands=len(batch), last_id=last_id,
                  duration_ms=round((time.perf_counter() - started) * 1000, 3))  # fmt: skip
         if self.on_progress is not None:
-            self.on_progress(self.done, max(self.total, self.done))
+            self.on_progress(done, max(self.total, done))
 
     def conflict(
         self,

@@ -10,6 +10,7 @@ paging; a malformed entry named in the error; and the entry id in the ``command.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -552,6 +553,22 @@ async def test_read_entries_pages_through_a_long_stream_in_order(journaled: Redi
     assert [e.id for e in found] == await raw_ids(journaled)
     assert [e.args["members"][0] for e in found[1:]] == [f"m{n}" for n in range(1200)]
     assert [e.seq for e in found[1:]] == list(range(1, 1201))
+
+
+async def test_stopping_early_leaves_no_page_request_behind(journaled: Redis) -> None:
+    # The next page is requested while the current one is read; a reader that stops early (at
+    # the end bound here, or by closing the iterator) must not leave that request running.
+    article = await saved_article()
+    async with ledgerset.transaction():
+        for n in range(1200):
+            await article.tags.aadd(f"m{n}")
+    ids = await raw_ids(journaled)
+    reading = read_entries(journaled, end=ids[10])
+    assert len([entry async for entry in reading]) == 11
+    partial = read_entries(journaled)
+    assert (await anext(partial)).id == ids[0]
+    await partial.aclose()
+    assert not [task for task in asyncio.all_tasks() if task.get_coro().__qualname__ == "_page"]
 
 
 GOOD_FIELDS = {

@@ -11,6 +11,7 @@ type is a conflict; a target with another key layout gets its sets at its own pr
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -273,6 +274,37 @@ async def test_a_replay_until_an_entry_resumes_after_it(source: Redis, target: R
     assert first.applied + second.applied == len(ids)
     assert second.last_id == ids[-1]
     assert await target.get(CHECKPOINT) == ids[-1].encode()
+    await assert_same_data(source, target)
+
+
+async def test_a_replay_cancelled_between_batches_resumes_to_the_same_data(
+    source: Redis, target: Redis
+) -> None:
+    # Four batches: a save, then three transactions of 500 adds (a transaction is never split).
+    article = await RpArticle(title="many").asave()
+    for start in range(0, 1500, 500):
+        async with article.apipeline():
+            for number in range(start, start + 500):
+                article.tags.add(f"tag-{number}")
+    entries = len(await stream_ids(source))
+
+    def cancel_after_the_first_batch(done: int, total: int) -> None:
+        replaying.cancel()
+
+    replaying = asyncio.ensure_future(
+        replay(source, target, on_progress=cancel_after_the_first_batch)
+    )
+    with pytest.raises(asyncio.CancelledError):
+        await replaying
+    batches = [task for task in asyncio.all_tasks() if task.get_coro().__qualname__ == "_Run.apply"]
+    assert not batches  # no batch left running behind the cancelled replay
+    stopped_at = await target.get(CHECKPOINT)
+    assert stopped_at is not None  # the first batch landed, with its checkpoint
+    landed = await target.scard(set_key("RpArticle", article.pk))
+    assert landed % 500 == 0 and landed < 1500  # whole transactions only, and not all of them
+
+    rest = await replay(source, target)
+    assert rest.applied == entries - 1 - landed  # resumed after the checkpoint, nothing twice
     await assert_same_data(source, target)
 
 
