@@ -459,7 +459,7 @@ def plot(rows: list[Row], references: list[Row], path: Path) -> None:
     for index, row in enumerate(rows):
         ax.hlines(row.bar.limit, index - 0.4, index + 0.4, colors="black", linestyles="dashed")
     ax.set_ylabel("ratio ledgerset / raw redis-py (replay: throughput)")
-    ax.set_title("median ratio per row (bars: min..max); dashed: the target")
+    ax.set_title("median ratio per row (whiskers: min..max); dashed: its bar; grey: a reference")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
