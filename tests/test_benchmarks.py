@@ -32,6 +32,7 @@ def test_benchmarks_run_quick(tmp_path: Path) -> None:
         "logging off",
     ]
     assert all(math.isfinite(row["median"]) and row["median"] > 0 for row in results["rows"])
+    assert [row["name"] for row in results["references"]] == ["decoding by hand"]
     assert results["replay_scale"]["entries"] == 500
     assert results["replay_scale"]["peak_rss_mib"] > 0
     assert set(results["amembers_seconds"]) == {"1,000", "2,000"}

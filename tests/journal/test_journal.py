@@ -543,11 +543,16 @@ async def test_read_entries_start_and_end_datetimes_select_by_entry_time(
     assert [e.cmd for e in naive_until] == ["model.save"]
 
 
-async def test_read_entries_pages_through_a_long_stream_in_order(journaled: Redis) -> None:
+async def three_pages_of_entries() -> None:
+    """A save, then one transaction of 1,200 adds: 1,201 entries, three pages' worth."""
     article = await saved_article()
     async with ledgerset.transaction():
         for n in range(1200):
             await article.tags.aadd(f"m{n}")
+
+
+async def test_read_entries_pages_through_a_long_stream_in_order(journaled: Redis) -> None:
+    await three_pages_of_entries()
     found = await entries(journaled)
     assert len(found) == 1201
     assert [e.id for e in found] == await raw_ids(journaled)
@@ -558,10 +563,7 @@ async def test_read_entries_pages_through_a_long_stream_in_order(journaled: Redi
 async def test_stopping_early_leaves_no_page_request_behind(journaled: Redis) -> None:
     # The next page is requested while the current one is read; a reader that stops early (at
     # the end bound here, or by closing the iterator) must not leave that request running.
-    article = await saved_article()
-    async with ledgerset.transaction():
-        for n in range(1200):
-            await article.tags.aadd(f"m{n}")
+    await three_pages_of_entries()
     ids = await raw_ids(journaled)
     reading = read_entries(journaled, end=ids[10])
     assert len([entry async for entry in reading]) == 11
