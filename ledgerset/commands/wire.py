@@ -195,7 +195,7 @@ def _give_back(pool: Any, connection: Any) -> None:
 
 
 def _should_reconnect(connection: Any) -> bool:
-    # redis-py >= 8 marks connections its maintenance notifications want renewed; its pool's
-    # release() renews them, so such a connection goes back there rather than being parked.
+    # redis-py marks the connections its maintenance notifications want renewed, and its pool's
+    # release() renews them: such a connection goes back there rather than being parked.
     should_reconnect = getattr(connection, "should_reconnect", None)
     return bool(should_reconnect()) if should_reconnect is not None else False
