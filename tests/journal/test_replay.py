@@ -280,7 +280,7 @@ async def test_a_replay_until_an_entry_resumes_after_it(source: Redis, target: R
 async def test_a_replay_cancelled_between_batches_resumes_to_the_same_data(
     source: Redis, target: Redis
 ) -> None:
-    # Four batches: a save, then three transactions of 500 adds (a transaction is never split).
+    # Three batches: a save and a transaction of 500 adds, then two more such transactions.
     article = await RpArticle(title="many").asave()
     for start in range(0, 1500, 500):
         async with article.apipeline():
