@@ -46,6 +46,18 @@ def redis_url() -> Iterator[str]:
 
 
 @pytest.fixture
+def clean_structlog() -> Iterator[None]:
+    """No bound context variables and structlog's default configuration, before and after."""
+    import structlog  # here, not at the top: only the tests that ask for it load structlog
+
+    structlog.contextvars.clear_contextvars()
+    yield
+    structlog.contextvars.clear_contextvars()
+    # capture_logs() leaves structlog "configured" with its default (printing) pipeline.
+    structlog.reset_defaults()
+
+
+@pytest.fixture
 async def redis(redis_url: str) -> AsyncIterator[Redis]:
     client = Redis.from_url(redis_url)
     await client.flushdb()

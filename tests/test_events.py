@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -33,13 +32,7 @@ class DeadArticle(ledgerset.AtomicRedisModel):
     tags: RedisSet[str] = Field(default_factory=RedisSet)
 
 
-@pytest.fixture(autouse=True)
-def _clean_structlog() -> Iterator[None]:
-    structlog.contextvars.clear_contextvars()
-    yield
-    structlog.contextvars.clear_contextvars()
-    # capture_logs() leaves structlog "configured" with its default (printing) pipeline.
-    structlog.reset_defaults()
+pytestmark = pytest.mark.usefixtures("clean_structlog")
 
 
 def named(logs: list[dict[str, Any]], event: str) -> list[dict[str, Any]]:

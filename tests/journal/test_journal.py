@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -66,13 +66,7 @@ async def journaled(redis: Redis) -> AsyncIterator[Redis]:
     yield redis
 
 
-@pytest.fixture(autouse=True)
-def _clean_structlog() -> Iterator[None]:
-    structlog.contextvars.clear_contextvars()
-    yield
-    structlog.contextvars.clear_contextvars()
-    # capture_logs() leaves structlog "configured" with its default (printing) pipeline.
-    structlog.reset_defaults()
+pytestmark = pytest.mark.usefixtures("clean_structlog")
 
 
 async def entries(redis: Redis, stream: str = STREAM, **filters: Any) -> list[JournalEntry]:
