@@ -152,7 +152,16 @@ class WrongTypeError(LedgersetError):
 
 
 class TransactionError(LedgersetError):
-    """An operation that cannot be part of the open transaction (e.g. ``apop``)."""
+    """An operation that cannot be part of the open transaction (e.g. ``apop``).
+
+    Also raised for a command from another task than the one that opened the transaction, while
+    it is open. ``command`` and ``key`` name the refused command, when there is one.
+    """
+
+    def __init__(self, message: str, *, command: str | None = None, key: str | None = None) -> None:
+        super().__init__(message)
+        self.command = command
+        self.key = key
 
 
 class NotInitializedError(LedgersetError):

@@ -382,7 +382,7 @@ class RedisSet(set[T]):
         the members the server computed, which a stale mirror could not.
         """
         binding = self._binding
-        if binding is None or dispatcher.current_transaction() is None:
+        if binding is None or dispatcher.transaction_for(command_type.name, binding.key) is None:
             return False
         if values is None:
             command: SetCommand[Any] = command_type(**binding.target)
