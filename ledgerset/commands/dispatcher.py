@@ -11,6 +11,9 @@ command from another task while the block is open raises ``TransactionError`` (b
 commit it with a block it does not belong to; running it would silently take it out of the
 transaction it was written in), and once the block has closed it runs at once.
 
+When the outcome of a write cannot be known (cancelled, timed out, connection lost after sending),
+the caller's ``on_unknown`` is told, so it can stop trusting its local copy of what it touched.
+
 A refused program (a model that does not exist, a key of the wrong type) raises
 ``ModelNotFoundError`` or ``WrongTypeError`` naming the command and key; nothing was written.
 """
@@ -21,14 +24,15 @@ import asyncio
 import hashlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextvars import ContextVar, Token
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ledgerset._events import DEBUG, ERROR, INFO, WARNING, emit, enabled
@@ -44,6 +48,7 @@ from ledgerset.errors import (
 )
 
 __all__ = [
+    "OnUnknown",
     "Transaction",
     "apply_batch",
     "defer",
@@ -56,6 +61,8 @@ __all__ = [
 
 R = TypeVar("R")
 OnResult = Callable[[Any], None]
+#: Told the command whose outcome cannot be known (it may or may not have been applied).
+OnUnknown = Callable[[Command[Any]], None]
 
 _SHA = hashlib.sha1(SOURCE.encode()).hexdigest()
 
@@ -99,23 +106,25 @@ async def execute(
     on_result: Callable[[R], None] | None = None,
     *,
     journal: StreamJournal | None = None,
+    on_unknown: OnUnknown | None = None,
 ) -> R | None:
     """Run ``command`` now, or buffer it into this task's open transaction and return ``None``.
 
     ``on_result`` is called with the command's result once it is applied (at once, or when the
     transaction commits); callers use it to keep their local state in step with the server.
-    With a ``journal``, the command's entry is appended in the same atomic program.
+    ``on_unknown`` is called with the command when its outcome cannot be known (see
+    ``_send_once``). With a ``journal``, the command's entry is appended in the same atomic program.
     """
     tx = transaction_for(command.name, command.key)
     if tx is not None:
-        tx.buffer(command, redis, on_result, journal)
+        tx.buffer(command, redis, on_result, journal, on_unknown=on_unknown)
         return None
     program = Program()
     program.add(command)
     if journal is not None:
         _journal(program, [(command, journal)], _new_txn())
     started = time.perf_counter() if enabled(INFO) else None
-    outcome = await _run(redis, program, command.name)
+    outcome = await _send_once(redis, program, command.name, [(command, on_unknown)])
     if isinstance(outcome, Refusal):
         raise _refused(outcome)
     result = command.result(outcome)
@@ -166,6 +175,7 @@ def defer(
     on_result: Callable[[R], None] | None = None,
     *,
     journal: StreamJournal | None = None,
+    on_unknown: OnUnknown | None = None,
 ) -> None:
     """Buffer ``command`` into this task's open transaction (for sync callers, which cannot await).
 
@@ -178,7 +188,31 @@ def defer(
             command=command.name,
             key=command.key,
         )
-    tx.buffer(command, redis, on_result, journal)
+    tx.buffer(command, redis, on_result, journal, on_unknown=on_unknown)
+
+
+async def _send_once(
+    redis: Redis,
+    program: Program,
+    what: str,
+    commands: Iterable[tuple[Command[Any], OnUnknown | None]],
+) -> list[object] | Refusal:
+    """``_run(program)``; if it fails without the server's answer, tell each ``on_unknown``.
+
+    Only a reply says what happened: a refusal or an error reply is the server's answer, given
+    before the program's first write (it checks everything first). Anything else (the task
+    cancelled, a timeout, the connection lost, before or after the request went out) leaves the
+    outcome unknown, and callers must not act as if they knew it.
+    """
+    try:
+        return await _run(redis, program, what)
+    except ResponseError:
+        raise
+    except BaseException:
+        for command, on_unknown in commands:
+            if on_unknown is not None:
+                on_unknown(command)
+        raise
 
 
 async def apply_batch(
@@ -203,6 +237,16 @@ async def apply_batch(
     return outcome if isinstance(outcome, Refusal) else None
 
 
+@dataclass(frozen=True, slots=True)
+class _Buffered:
+    """One buffered command and what its caller wants done once its outcome is known, or not."""
+
+    command: Command[Any]
+    on_result: OnResult | None
+    on_unknown: OnUnknown | None
+    journal: StreamJournal | None
+
+
 class Transaction:
     """Commands buffered by one task; sent all-or-nothing, in one round trip, on exit.
 
@@ -212,23 +256,12 @@ class Transaction:
     block exits (``closed``).
     """
 
-    __slots__ = (
-        "_callbacks",
-        "_commands",
-        "_journals",
-        "_owner",
-        "_redis",
-        "closed",
-        "id",
-        "results",
-    )
+    __slots__ = ("_buffered", "_owner", "_redis", "closed", "id", "results")
 
     def __init__(self) -> None:
         #: Names this transaction in log events (and, journaled, in its entries' ``txn``).
         self.id = _new_txn()
-        self._commands: list[Command[Any]] = []
-        self._callbacks: list[OnResult | None] = []
-        self._journals: list[StreamJournal | None] = []
+        self._buffered: list[_Buffered] = []
         self._redis: Redis | None = None
         self._owner = _this_task()
         #: True once the block has exited: nothing joins the transaction any more.
@@ -238,7 +271,7 @@ class Transaction:
     @property
     def commands(self) -> tuple[Command[Any], ...]:
         """The buffered commands, in the order they will be applied."""
-        return tuple(self._commands)
+        return tuple(buffered.command for buffered in self._buffered)
 
     def owned_by(self, task: asyncio.Task[Any] | None) -> bool:
         """Whether ``task`` opened this transaction (and it is still open)."""
@@ -255,6 +288,8 @@ class Transaction:
         redis: Redis,
         on_result: Callable[[R], None] | None,
         journal: StreamJournal | None = None,
+        *,
+        on_unknown: OnUnknown | None = None,
     ) -> None:
         """Add ``command`` to the transaction (called by ``execute`` and ``defer``)."""
         if not command.deferrable:
@@ -275,41 +310,42 @@ class Transaction:
                 command=command.name,
                 key=command.key,
             )
-        self._commands.append(command)
-        self._callbacks.append(on_result)
-        self._journals.append(journal)
+        self._buffered.append(_Buffered(command, on_result, on_unknown, journal))
 
     def discard_from(self, mark: int) -> None:
         """Drop the commands buffered after the first ``mark`` ones (a failed nested block)."""
-        del self._commands[mark:]
-        del self._callbacks[mark:]
-        del self._journals[mark:]
+        del self._buffered[mark:]
 
     async def commit(self) -> None:
-        """Send every buffered command in one atomic program; raise if the server refused it."""
-        if not self._commands or self._redis is None:
+        """Send every buffered command in one atomic program; raise if the server refused it.
+
+        If the outcome cannot be known (cancelled, timed out, connection lost), every command's
+        ``on_unknown`` is told: all of them were applied, or none.
+        """
+        if not self._buffered or self._redis is None:
             self.results = []
             return
         program = Program()
-        for command in self._commands:
-            program.add(command)
+        for buffered in self._buffered:
+            program.add(buffered.command)
         journaled = [
-            (command, journal)
-            for command, journal in zip(self._commands, self._journals, strict=True)
-            if journal is not None
+            (buffered.command, buffered.journal)
+            for buffered in self._buffered
+            if buffered.journal is not None
         ]
         if journaled:
             _journal(program, journaled, self.id)
         started = time.perf_counter()
-        outcome = await _run(self._redis, program, "transaction")
+        unknown = [(buffered.command, buffered.on_unknown) for buffered in self._buffered]
+        outcome = await _send_once(self._redis, program, "transaction", unknown)
         if isinstance(outcome, Refusal):
             raise _refused(outcome, self)
         replies = outcome
         results: list[object] = []
-        for (command, start, end), callback in zip(program.spans, self._callbacks, strict=True):
+        for (command, start, end), buffered in zip(program.spans, self._buffered, strict=True):
             result = command.result(replies[start:end])
-            if callback is not None:
-                callback(result)
+            if buffered.on_result is not None:
+                buffered.on_result(result)
             results.append(result)
         self.results = results
         if enabled(INFO):
@@ -317,7 +353,7 @@ class Transaction:
                 INFO,
                 "transaction.committed",
                 txn=self.id,
-                commands=len(self._commands),
+                commands=len(self._buffered),
                 keys=len(program.keys),
                 duration_ms=_ms_since(started),
             )
