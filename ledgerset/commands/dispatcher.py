@@ -84,9 +84,10 @@ def transaction_for(command: str, key: str) -> Transaction | None:
     raise TransactionError(
         f"{command} on {key!r} comes from another task than the one that opened transaction "
         f"{tx.id}, which is still open (a task started inside its block, e.g. by "
-        f"asyncio.create_task, asyncio.gather or asyncio.to_thread): a transaction belongs to "
-        f"the task that opened it, so the command was neither buffered nor sent. Await it in "
-        f"that task, or open a transaction of its own in the new task.",
+        f"asyncio.create_task, asyncio.gather, asyncio.to_thread, or asyncio.wait_for on Python "
+        f"3.11): a transaction belongs to the task that opened it, so the command was neither "
+        f"buffered nor sent. Await it in that task (asyncio.timeout rather than wait_for), or "
+        f"open a transaction of its own in the new task.",
         command=command,
         key=key,
     )
