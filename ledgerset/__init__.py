@@ -19,6 +19,7 @@ from ledgerset.errors import (
     NotInitializedError,
     ServerUnavailableError,
     TransactionError,
+    UnknownMirrorError,
     UpdateAtomicModelError,
     WrongTypeError,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "StreamJournal",
     "Transaction",
     "TransactionError",
+    "UnknownMirrorError",
     "UpdateAtomicModelError",
     "WrongTypeError",
     "init",

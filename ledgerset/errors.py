@@ -10,6 +10,7 @@
     ├── ModelNotFoundError         the model does not exist in Redis (KeyError)
     ├── WrongTypeError             a key holds another Redis type than ledgerset expects
     ├── TransactionError           an operation that cannot run inside a transaction
+    ├── UnknownMirrorError         asave() of a set whose last write has an unknown outcome
     ├── NotInitializedError        no connection: neither ledgerset.init() nor Meta.redis
     ├── ServerUnavailableError     the server cannot be reached (ConnectionError)
     ├── EmbeddedServerError        ledgerset.embedded found no server binary, or it did not start
@@ -38,6 +39,7 @@ __all__ = [
     "ReplayConflictError",
     "ServerUnavailableError",
     "TransactionError",
+    "UnknownMirrorError",
     "UpdateAtomicModelError",
     "WrongTypeError",
 ]
@@ -152,7 +154,44 @@ class WrongTypeError(LedgersetError):
 
 
 class TransactionError(LedgersetError):
-    """An operation that cannot be part of the open transaction (e.g. ``apop``)."""
+    """An operation that cannot be part of the open transaction (e.g. ``apop``).
+
+    Also raised for a command from another task than the one that opened the transaction, while
+    it is open. ``command`` and ``key`` name the refused command, when there is one.
+    """
+
+    def __init__(self, message: str, *, command: str | None = None, key: str | None = None) -> None:
+        super().__init__(message)
+        self.command = command
+        self.key = key
+
+
+class UnknownMirrorError(LedgersetError):
+    """``asave()`` refused: a set's local copy may be wrong after a write of unknown outcome.
+
+    A write that was cancelled, timed out or lost its connection may have been applied on the
+    server, so the set's local copy (what ``asave()`` writes) may still hold what it removed, or
+    lack what it added; saving it could undo that write. ``command`` names that write. Nothing was
+    written. Reading the set again (``amembers()``, or the model's ``aload()``) clears the mark.
+    """
+
+    reason = "mirror_unknown"
+
+    def __init__(self, *, model: str, pk: str, field: str, key: str, command: str) -> None:
+        instance = model.lower()
+        super().__init__(
+            f"{model}.asave() refused: the local copy of {model}.{field} (pk {pk!r}) is unknown, "
+            f"because an earlier {command} on {key!r} was interrupted (cancelled, timed out or "
+            f"its connection lost) and may have been applied on the server; saving the local "
+            f"copy could undo it. Nothing was written. Read the set again first: "
+            f"await {instance}.{field}.amembers() (or await {instance}.aload()), redo the local "
+            f"changes you want, then asave()."
+        )
+        self.model = model
+        self.pk = pk
+        self.field = field
+        self.key = key
+        self.command = command
 
 
 class NotInitializedError(LedgersetError):

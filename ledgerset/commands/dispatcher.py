@@ -1,9 +1,18 @@
 """The dispatcher: the one place that decides "now or later", and the only module that writes.
 
 ``execute(command, redis)`` sends the command at once, in one round trip (one ``EVALSHA`` of
-``program.lua``), unless a transaction is open in the current context: then the command joins it
-and the call returns ``None``. A transaction's commit compiles all its commands into one program,
-so they are checked, applied and given their TTLs in one atomic step on the server, or not at all.
+``program.lua``), unless this task has a transaction open: then the command joins it and the call
+returns ``None``. A transaction's commit compiles all its commands into one program, so they are
+checked, applied and given their TTLs in one atomic step on the server, or not at all.
+
+A transaction belongs to the task that opened it. asyncio copies the context into every task
+started inside the block, transaction included, so the context alone cannot say whose it is: a
+command from another task while the block is open raises ``TransactionError`` (buffering it would
+commit it with a block it does not belong to; running it would silently take it out of the
+transaction it was written in), and once the block has closed it runs at once.
+
+When the outcome of a write cannot be known (cancelled, timed out, connection lost after sending),
+the caller's ``on_unknown`` is told, so it can stop trusting its local copy of what it touched.
 
 A refused program (a model that does not exist, a key of the wrong type) raises
 ``ModelNotFoundError`` or ``WrongTypeError`` naming the command and key; nothing was written.
@@ -11,17 +20,19 @@ A refused program (a model that does not exist, a key of the wrong type) raises
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextvars import ContextVar, Token
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ledgerset._events import DEBUG, ERROR, INFO, WARNING, emit, enabled
@@ -37,27 +48,57 @@ from ledgerset.errors import (
 )
 
 __all__ = [
+    "OnUnknown",
     "Transaction",
     "apply_batch",
-    "current_transaction",
     "defer",
     "execute",
     "server_address",
     "transaction",
+    "transaction_for",
     "unavailable",
 ]
 
 R = TypeVar("R")
 OnResult = Callable[[Any], None]
+#: Told the command whose outcome cannot be known (it may or may not have been applied).
+OnUnknown = Callable[[Command[Any]], None]
 
 _SHA = hashlib.sha1(SOURCE.encode()).hexdigest()
 
 _current: ContextVar[Transaction | None] = ContextVar("ledgerset_transaction", default=None)
 
 
-def current_transaction() -> Transaction | None:
-    """The transaction open in this context, if any."""
-    return _current.get()
+def transaction_for(command: str, key: str) -> Transaction | None:
+    """The transaction that ``command`` on ``key`` joins: the one this task opened, while open.
+
+    ``None`` when there is none, or when the one in this context has closed (a task started in a
+    transaction block and still running after it). While another task's transaction is open in
+    this context, raises ``TransactionError``: the command is in neither transaction nor outside.
+    """
+    tx = _current.get()
+    if tx is None or tx.closed:
+        return None
+    if tx.owned_by(_this_task()):
+        return tx
+    raise TransactionError(
+        f"{command} on {key!r} comes from another task than the one that opened transaction "
+        f"{tx.id}, which is still open (a task started inside its block, e.g. by "
+        f"asyncio.create_task, asyncio.gather, asyncio.to_thread, or asyncio.wait_for on Python "
+        f"3.11): a transaction belongs to the task that opened it, so the command was neither "
+        f"buffered nor sent. Await it in that task (asyncio.timeout rather than wait_for), or "
+        f"open a transaction of its own in the new task.",
+        command=command,
+        key=key,
+    )
+
+
+def _this_task() -> asyncio.Task[Any] | None:
+    """The running task; ``None`` in a thread with no event loop (``asyncio.to_thread``)."""
+    try:
+        return asyncio.current_task()
+    except RuntimeError:
+        return None
 
 
 async def execute(
@@ -66,23 +107,25 @@ async def execute(
     on_result: Callable[[R], None] | None = None,
     *,
     journal: StreamJournal | None = None,
+    on_unknown: OnUnknown | None = None,
 ) -> R | None:
-    """Run ``command`` now, or buffer it into the open transaction and return ``None``.
+    """Run ``command`` now, or buffer it into this task's open transaction and return ``None``.
 
     ``on_result`` is called with the command's result once it is applied (at once, or when the
     transaction commits); callers use it to keep their local state in step with the server.
-    With a ``journal``, the command's entry is appended in the same atomic program.
+    ``on_unknown`` is called with the command when its outcome cannot be known (see
+    ``_send_once``). With a ``journal``, the command's entry is appended in the same atomic program.
     """
-    tx = _current.get()
+    tx = transaction_for(command.name, command.key)
     if tx is not None:
-        tx.buffer(command, redis, on_result, journal)
+        tx.buffer(command, redis, on_result, journal, on_unknown=on_unknown)
         return None
     program = Program()
     program.add(command)
     if journal is not None:
         _journal(program, [(command, journal)], _new_txn())
     started = time.perf_counter() if enabled(INFO) else None
-    outcome = await _run(redis, program, command.name)
+    outcome = await _send_once(redis, program, command.name, [(command, on_unknown)])
     if isinstance(outcome, Refusal):
         raise _refused(outcome)
     result = command.result(outcome)
@@ -133,15 +176,44 @@ def defer(
     on_result: Callable[[R], None] | None = None,
     *,
     journal: StreamJournal | None = None,
+    on_unknown: OnUnknown | None = None,
 ) -> None:
-    """Buffer ``command`` into the open transaction (for sync callers, which cannot await).
+    """Buffer ``command`` into this task's open transaction (for sync callers, which cannot await).
 
-    Callers check ``current_transaction()`` first; without one this is a programming error.
+    Callers check ``transaction_for()`` first; without a transaction this is a programming error.
     """
-    tx = _current.get()
+    tx = transaction_for(command.name, command.key)
     if tx is None:
-        raise TransactionError(f"{command.name} on {command.key!r}: no transaction is open")
-    tx.buffer(command, redis, on_result, journal)
+        raise TransactionError(
+            f"{command.name} on {command.key!r}: no transaction is open",
+            command=command.name,
+            key=command.key,
+        )
+    tx.buffer(command, redis, on_result, journal, on_unknown=on_unknown)
+
+
+async def _send_once(
+    redis: Redis,
+    program: Program,
+    what: str,
+    commands: Iterable[tuple[Command[Any], OnUnknown | None]],
+) -> list[object] | Refusal:
+    """``_run(program)``; if it fails without the server's answer, tell each ``on_unknown``.
+
+    Only a reply says what happened: a refusal or an error reply is the server's answer, given
+    before the program's first write (it checks everything first). Anything else (the task
+    cancelled, a timeout, the connection lost, before or after the request went out) leaves the
+    outcome unknown, and callers must not act as if they knew it.
+    """
+    try:
+        return await _run(redis, program, what)
+    except ResponseError:
+        raise
+    except BaseException:
+        for command, on_unknown in commands:
+            if on_unknown is not None:
+                on_unknown(command)
+        raise
 
 
 async def apply_batch(
@@ -166,29 +238,50 @@ async def apply_batch(
     return outcome if isinstance(outcome, Refusal) else None
 
 
+@dataclass(frozen=True, slots=True)
+class _Buffered:
+    """One buffered command and what its caller wants done once its outcome is known, or not."""
+
+    command: Command[Any]
+    on_result: OnResult | None
+    on_unknown: OnUnknown | None
+    journal: StreamJournal | None
+
+
 class Transaction:
-    """Commands buffered in this context; sent all-or-nothing, in one round trip, on exit.
+    """Commands buffered by one task; sent all-or-nothing, in one round trip, on exit.
 
     Use it through ``ledgerset.transaction()`` or ``model.apipeline()``. An exception inside the
     block sends nothing. ``commands`` lists what is buffered; ``results`` holds each command's
-    result after the commit.
+    result after the commit. Only the task that opened it buffers into it, and only until its
+    block exits (``closed``).
     """
 
-    __slots__ = ("_callbacks", "_commands", "_journals", "_redis", "id", "results")
+    __slots__ = ("_buffered", "_owner", "_redis", "closed", "id", "results")
 
     def __init__(self) -> None:
         #: Names this transaction in log events (and, journaled, in its entries' ``txn``).
         self.id = _new_txn()
-        self._commands: list[Command[Any]] = []
-        self._callbacks: list[OnResult | None] = []
-        self._journals: list[StreamJournal | None] = []
+        self._buffered: list[_Buffered] = []
         self._redis: Redis | None = None
+        self._owner = _this_task()
+        #: True once the block has exited: nothing joins the transaction any more.
+        self.closed = False
         self.results: list[object] | None = None
 
     @property
     def commands(self) -> tuple[Command[Any], ...]:
         """The buffered commands, in the order they will be applied."""
-        return tuple(self._commands)
+        return tuple(buffered.command for buffered in self._buffered)
+
+    def owned_by(self, task: asyncio.Task[Any] | None) -> bool:
+        """Whether ``task`` opened this transaction (and it is still open)."""
+        return not self.closed and task is self._owner
+
+    def close(self) -> None:
+        """Accept no more commands (the block exited); forget the owning task."""
+        self.closed = True
+        self._owner = None
 
     def buffer(
         self,
@@ -196,13 +289,17 @@ class Transaction:
         redis: Redis,
         on_result: Callable[[R], None] | None,
         journal: StreamJournal | None = None,
+        *,
+        on_unknown: OnUnknown | None = None,
     ) -> None:
-        """Add ``command`` to the transaction (called by ``execute``)."""
+        """Add ``command`` to the transaction (called by ``execute`` and ``defer``)."""
         if not command.deferrable:
             raise TransactionError(
                 f"{command.name} on {command.key!r} cannot run inside a transaction: its result "
                 f"is needed at once, and a transaction only applies its commands on exit. "
-                f"Call it before or after the transaction block."
+                f"Call it before or after the transaction block.",
+                command=command.name,
+                key=command.key,
             )
         if self._redis is None:
             self._redis = redis
@@ -210,43 +307,46 @@ class Transaction:
             raise TransactionError(
                 f"{command.name} on {command.key!r} uses another Redis client than the "
                 f"transaction's first command; one transaction runs on one server. "
-                f"Use separate transactions, or give the models the same RedisConfig(redis=...)."
+                f"Use separate transactions, or give the models the same RedisConfig(redis=...).",
+                command=command.name,
+                key=command.key,
             )
-        self._commands.append(command)
-        self._callbacks.append(on_result)
-        self._journals.append(journal)
+        self._buffered.append(_Buffered(command, on_result, on_unknown, journal))
 
     def discard_from(self, mark: int) -> None:
         """Drop the commands buffered after the first ``mark`` ones (a failed nested block)."""
-        del self._commands[mark:]
-        del self._callbacks[mark:]
-        del self._journals[mark:]
+        del self._buffered[mark:]
 
     async def commit(self) -> None:
-        """Send every buffered command in one atomic program; raise if the server refused it."""
-        if not self._commands or self._redis is None:
+        """Send every buffered command in one atomic program; raise if the server refused it.
+
+        If the outcome cannot be known (cancelled, timed out, connection lost), every command's
+        ``on_unknown`` is told: all of them were applied, or none.
+        """
+        if not self._buffered or self._redis is None:
             self.results = []
             return
         program = Program()
-        for command in self._commands:
-            program.add(command)
+        for buffered in self._buffered:
+            program.add(buffered.command)
         journaled = [
-            (command, journal)
-            for command, journal in zip(self._commands, self._journals, strict=True)
-            if journal is not None
+            (buffered.command, buffered.journal)
+            for buffered in self._buffered
+            if buffered.journal is not None
         ]
         if journaled:
             _journal(program, journaled, self.id)
         started = time.perf_counter()
-        outcome = await _run(self._redis, program, "transaction")
+        unknown = [(buffered.command, buffered.on_unknown) for buffered in self._buffered]
+        outcome = await _send_once(self._redis, program, "transaction", unknown)
         if isinstance(outcome, Refusal):
             raise _refused(outcome, self)
         replies = outcome
         results: list[object] = []
-        for (command, start, end), callback in zip(program.spans, self._callbacks, strict=True):
+        for (command, start, end), buffered in zip(program.spans, self._buffered, strict=True):
             result = command.result(replies[start:end])
-            if callback is not None:
-                callback(result)
+            if buffered.on_result is not None:
+                buffered.on_result(result)
             results.append(result)
         self.results = results
         if enabled(INFO):
@@ -254,19 +354,20 @@ class Transaction:
                 INFO,
                 "transaction.committed",
                 txn=self.id,
-                commands=len(self._commands),
+                commands=len(self._buffered),
                 keys=len(program.keys),
                 duration_ms=_ms_since(started),
             )
 
 
 class transaction:
-    """Open a transaction for this context; nested ones join the outermost.
+    """Open a transaction for this task; nested ones in the same task join the outermost.
 
-    ``async with ledgerset.transaction() as tx:`` buffers every command executed in the block and
-    commits them together on exit; an exception in the block discards them and propagates. A
-    nested block that raises discards only what it buffered, like a savepoint, so an outer block
-    that catches the exception commits the rest.
+    ``async with ledgerset.transaction() as tx:`` buffers every command this task executes in the
+    block and commits them together on exit; an exception in the block discards them and
+    propagates. A nested block that raises discards only what it buffered, like a savepoint, so an
+    outer block that catches the exception commits the rest. A block in a task started inside
+    another task's block opens a transaction of its own.
     """
 
     __slots__ = ("_mark", "_token", "_tx")
@@ -278,7 +379,7 @@ class transaction:
 
     async def __aenter__(self) -> Transaction:
         outer = _current.get()
-        if outer is not None:
+        if outer is not None and outer.owned_by(_this_task()):
             self._tx = outer
             self._mark = len(outer.commands)
             return outer
@@ -299,6 +400,8 @@ class transaction:
         _current.reset(self._token)
         self._token = None
         assert self._tx is not None
+        # Before the commit awaits: tasks started in the block that run on now are outside it.
+        self._tx.close()
         if exc_type is None:
             await self._tx.commit()
         elif enabled(WARNING):

@@ -180,7 +180,9 @@ class AtomicRedisModel(BaseModel):
     async def asave(self) -> Self:
         """Write the whole model: scalar fields, every set's local members, and the TTL.
 
-        Inside a transaction the save is buffered and applied on commit.
+        Inside a transaction the save is buffered and applied on commit. Refused with
+        ``UnknownMirrorError``, writing nothing, while a set's local members are unknown (a write
+        to it was interrupted); read the set again first.
         """
         cls = type(self)
         sets = self.__ledgerset_sets__
@@ -194,6 +196,7 @@ class AtomicRedisModel(BaseModel):
                 fields.append((name, b"null"))
                 contents.append(SetContents(field=name, key=key, members=None))
             else:
+                value._require_known()  # a write of unknown outcome: saving could undo it
                 fields.append((name, _SET_MARKER))
                 contents.append(
                     SetContents(field=name, key=key, members=spec.codec.pairs(value)[1])

@@ -7,6 +7,11 @@ mirror, with Python's own semantics: the mirror is what ``asave()`` writes.
 
 Every mutation is built as a command (``ledgerset.commands.catalog``) and handed to the
 dispatcher, which runs it at once or buffers it into the open transaction.
+
+When a write's outcome cannot be known (cancelled, timed out, connection lost), the mirror is
+marked unknown, and ``asave()`` refuses to write it until ``amembers()`` (or the model's
+``aload()``) has read the set again: the write may have been applied, and saving a mirror that
+still holds what it removed would undo it.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from ledgerset.commands import dispatcher, wire
 from ledgerset.commands.catalog import (
     AddMembers,
     ClearSet,
+    Command,
     PopMember,
     RemoveMembers,
     RetainMembers,
@@ -36,7 +42,12 @@ from ledgerset.commands.catalog import (
 )
 from ledgerset.core.codec import Member, MemberCodec
 from ledgerset.core.config import RedisConfig, default_journal, default_redis
-from ledgerset.errors import InvalidMemberError, LedgersetError, WrongTypeError
+from ledgerset.errors import (
+    InvalidMemberError,
+    LedgersetError,
+    UnknownMirrorError,
+    WrongTypeError,
+)
 
 __all__ = ["RedisSet", "SetBinding", "validate_members"]
 
@@ -80,16 +91,26 @@ class SetBinding:
         return default_redis(self.config, self.model)
 
     async def run(
-        self, command: SetCommand[R], on_result: Callable[[R], None] | None = None
+        self,
+        command: SetCommand[R],
+        on_result: Callable[[R], None] | None,
+        on_unknown: dispatcher.OnUnknown,
     ) -> R | None:
         """Hand ``command`` to the dispatcher, with this model's connection and journal."""
         journal = default_journal(self.config)
-        return await dispatcher.execute(command, self.redis(), on_result, journal=journal)
+        return await dispatcher.execute(
+            command, self.redis(), on_result, journal=journal, on_unknown=on_unknown
+        )
 
-    def defer(self, command: SetCommand[Any], on_result: Callable[[Any], None]) -> None:
+    def defer(
+        self,
+        command: SetCommand[Any],
+        on_result: Callable[[Any], None],
+        on_unknown: dispatcher.OnUnknown,
+    ) -> None:
         """Buffer ``command`` into the open transaction (for the sync mutators)."""
         journal = default_journal(self.config)
-        dispatcher.defer(command, self.redis(), on_result, journal=journal)
+        dispatcher.defer(command, self.redis(), on_result, journal=journal, on_unknown=on_unknown)
 
     async def read(self, what: str, command: tuple[str | bytes, ...], keys: int = 1) -> Any:
         """Send a read (``command``: its name, then ``keys`` keys), with errors as ledgerset's."""
@@ -154,13 +175,16 @@ class SetBinding:
 class RedisSet(set[T]):
     """A set field backed by a Redis SET; see the module docstring and ``docs/redis-set.md``."""
 
-    __slots__ = ("_binding",)
+    __slots__ = ("_binding", "_unknown_after")
 
     _binding: SetBinding | None
+    #: The write whose outcome is unknown since the mirror was last read (``None``: known).
+    _unknown_after: str | None
 
     def __init__(self, iterable: Iterable[T] = ()) -> None:
         super().__init__(iterable)
         self._binding = None
+        self._unknown_after = None
 
     # -- binding to a model -------------------------------------------------------------------
 
@@ -175,6 +199,38 @@ class RedisSet(set[T]):
         target._mirror_replace(members)
         target._binding = binding
         return target
+
+    def _require_known(self) -> None:
+        """Raise ``UnknownMirrorError`` if a write of unknown outcome left the mirror unknown.
+
+        ``asave()`` asks before writing the mirror; the refusal is logged as ``command.refused``.
+        """
+        binding = self._binding
+        if binding is None or self._unknown_after is None:
+            return
+        error = UnknownMirrorError(
+            model=binding.model,
+            pk=binding.pk,
+            field=binding.field,
+            key=binding.key,
+            command=self._unknown_after,
+        )
+        if _events.enabled(_events.WARNING):
+            _events.emit(
+                _events.WARNING,
+                "command.refused",
+                command="model.save",
+                model=binding.model,
+                pk=binding.pk,
+                field=binding.field,
+                key=binding.key,
+                reason=error.reason,
+            )
+        raise error
+
+    def _outcome_unknown(self, command: Command[Any]) -> None:
+        """The dispatcher could not learn whether ``command`` was applied: distrust the mirror."""
+        self._unknown_after = command.name
 
     def _require_binding(self) -> SetBinding:
         binding = self._binding
@@ -192,31 +248,35 @@ class RedisSet(set[T]):
         binding = self._require_binding()
         normal, encoded = binding.encode("set.add", value)
         command = AddMembers(**binding.target, members=(encoded,))
-        await binding.run(command, lambda _: self._mirror_add((normal,)))
+        await binding.run(command, lambda _: self._mirror_add((normal,)), self._outcome_unknown)
 
     async def aadd_many(self, values: Iterable[T]) -> None:
         """Add many members in one command; nothing is sent if any of them is invalid."""
         binding = self._require_binding()
         normals, encoded = binding.encode_many("set.add", values)
         command = AddMembers(**binding.target, members=encoded)
-        await binding.run(command, lambda _: self._mirror_add(normals))
+        await binding.run(command, lambda _: self._mirror_add(normals), self._outcome_unknown)
 
     async def aremove(self, value: T) -> bool | None:
         """Remove one member; ``True`` if it was there (``None`` inside a transaction)."""
         binding = self._require_binding()
         normal, encoded = binding.encode("set.remove", value)
         command = RemoveMembers(**binding.target, members=(encoded,))
-        removed = await binding.run(command, lambda _: set.discard(self, normal))
+        removed = await binding.run(
+            command, lambda _: set.discard(self, normal), self._outcome_unknown
+        )
         return None if removed is None else removed > 0
 
     async def apop(self) -> T | None:
         """Remove and return a random member (``SPOP``), or ``None`` when the set is empty.
 
-        Refused inside a transaction: its result could not be returned before the commit.
+        Refused inside a transaction: its result could not be returned before the commit. If
+        the call is interrupted (cancelled, timed out), a member may have been removed that the
+        caller never learns of, and the mirror is marked unknown.
         """
         binding = self._require_binding()
         command = PopMember(**binding.target)
-        raw = await binding.run(command)
+        raw = await binding.run(command, None, self._outcome_unknown)
         if raw is None:
             return None
         member: T = binding.codec.decode(raw, key=binding.key)  # type: ignore[assignment]
@@ -227,7 +287,7 @@ class RedisSet(set[T]):
         """Remove every member (the set's key is deleted)."""
         binding = self._require_binding()
         command = ClearSet(**binding.target)
-        await binding.run(command, lambda _: set.clear(self))
+        await binding.run(command, lambda _: set.clear(self), self._outcome_unknown)
 
     async def acontains(self, value: T) -> bool:
         """Whether ``value`` is a member, on the server (``SISMEMBER``)."""
@@ -237,11 +297,12 @@ class RedisSet(set[T]):
         return bool(found)
 
     async def amembers(self) -> set[T]:
-        """Every member, decoded, as a Python ``set``; the local mirror is refreshed too."""
+        """Every member, decoded, as a Python ``set``; the local mirror is refreshed (and known)."""
         binding = self._require_binding()
         raws = await binding.read("set.members", ("SMEMBERS", binding.key))
         members = binding.codec.decode_many(raws, key=binding.key)
         self._mirror_replace(members)
+        self._unknown_after = None
         return cast("set[T]", members)
 
     async def asize(self) -> int:
@@ -382,7 +443,7 @@ class RedisSet(set[T]):
         the members the server computed, which a stale mirror could not.
         """
         binding = self._binding
-        if binding is None or dispatcher.current_transaction() is None:
+        if binding is None or dispatcher.transaction_for(command_type.name, binding.key) is None:
             return False
         if values is None:
             command: SetCommand[Any] = command_type(**binding.target)
@@ -398,7 +459,7 @@ class RedisSet(set[T]):
             )
         else:
             callback = lambda _: apply(normals)  # noqa: E731
-        binding.defer(command, callback)
+        binding.defer(command, callback, self._outcome_unknown)
         return True
 
     def _mutate(
