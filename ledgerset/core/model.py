@@ -235,8 +235,9 @@ class AtomicRedisModel(BaseModel):
             inner = inner.model_copy()  # its sets are copied as they are bound, below
         for sub, binding in bindings.items():
             value = inner.__dict__[sub]
-            if value is not None:
-                inner.__dict__[sub] = validate_members(value)._bound_to(binding, move=not elsewhere)
+            if value is None or (isinstance(value, RedisSet) and value._binding == binding):
+                continue  # bound already (asave rebinds only what was assigned since)
+            inner.__dict__[sub] = validate_members(value)._bound_to(binding, move=not elsewhere)
         if isinstance(inner, AtomicRedisModel):
             inner._ledgerset_outer = (cls, self.pk, name)
         return inner

@@ -190,7 +190,9 @@ class RedisSet(set[T]):
         if binding is None:
             raise LedgersetError(
                 "this RedisSet is not a field of a model: assign it to one "
-                "(e.g. article.tags = RedisSet()) before calling its async methods"
+                "(e.g. article.tags = RedisSet()) before calling its async methods; a set "
+                "assigned inside a plain nested BaseModel is bound by the outer model's next "
+                "asave(), or when the nested model is assigned to it again"
             )
         return binding
 

@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 import ledgerset
 from ledgerset import (
     AtomicRedisModel,
+    LedgersetError,
     RedisConfig,
     RedisSet,
     StreamJournal,
@@ -176,6 +177,8 @@ async def test_a_nested_set_assigned_later_is_bound_to_the_outer_key(redis: Redi
     assert member.address is not None
     member.address.zones = {9}  # type: ignore[assignment]
     member.profile.scores = RedisSet({1})  # a plain model: bound by the next save
+    with pytest.raises(LedgersetError, match="bound by the outer model's next"):
+        await member.profile.scores.aadd(2)
     await member.asave()
     await member.address.zones.aadd(10)
     await member.profile.scores.aadd(2)
