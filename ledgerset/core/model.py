@@ -318,7 +318,7 @@ class AtomicRedisModel(BaseModel):
                 contents.append(
                     SetContents(field=path, key=key, members=spec.codec.pairs(value)[1])
                 )
-        for path in await cls._removed_sets(self.key):
+        for path in await cls._removed_sets(self.key, SaveModel.name):
             contents.append(SetContents(field=path, key=cls._set_key(self.pk, path), members=None))
         ttl = cls.Meta.ttl if cls.Meta is not None else None
         command = SaveModel(
@@ -341,7 +341,7 @@ class AtomicRedisModel(BaseModel):
         return exclude
 
     @classmethod
-    async def _removed_sets(cls, key: str) -> list[str]:
+    async def _removed_sets(cls, key: str, what: str) -> list[str]:
         """The set fields the hash at ``key`` records that this class no longer has, with a key.
 
         The hash names every field it was saved with, set fields too (as ``true`` or ``null``).
@@ -366,7 +366,7 @@ class AtomicRedisModel(BaseModel):
                 return []  # not a hash: the write itself refuses it, naming the key
             raise
         except (RedisConnectionError, RedisTimeoutError, TimeoutError) as exc:
-            raise dispatcher.unavailable(redis, "model.get", exc, "Nothing was changed.") from exc
+            raise dispatcher.unavailable(redis, what, exc, "Nothing was changed.") from exc
         return [name for name, found in zip(unknown, exists, strict=True) if found]
 
     async def aupdate(self, **fields: Any) -> None:
@@ -431,7 +431,7 @@ class AtomicRedisModel(BaseModel):
         Returns ``None`` inside a transaction, where the delete is applied on commit.
         """
         cls = type(self)
-        paths = [*cls.__ledgerset_paths__, *await cls._removed_sets(self.key)]
+        paths = [*cls.__ledgerset_paths__, *await cls._removed_sets(self.key, DeleteModel.name)]
         command = DeleteModel(
             model=cls.__name__,
             pk=self.pk,
@@ -510,20 +510,26 @@ class AtomicRedisModel(BaseModel):
                 ) from None
         for (path, spec), members in zip(paths.items(), replies[1:], strict=True):
             outer, _, name = path.rpartition(".")
-            holder: Any = data
-            info = fields.get(name)
             if outer:
                 holder = data.get(outer)
                 if not isinstance(holder, dict):  # its nested model is None, or not recorded
                     continue
                 info = cls.__ledgerset_nested__[outer].model.model_fields[name]
+                earlier = holder.get(name)
+            else:
+                holder, info = data, fields[name]
+                earlier = _json_or_none(stored.get(path.encode()))
             marker = stored.get(path.encode())
             if members:  # members exist: a set, even if assigned after the last save
                 holder[name] = spec.codec.decode_many(members, key=set_keys[path])
-            elif marker is not None:  # Redis keeps no empty SET: the marker tells empty from None
-                holder[name] = set() if marker == _SET_MARKER else None
-            elif info is None or info.is_required():  # recorded before the field existed
+            elif marker in (_SET_MARKER, _NONE_MARKER):  # Redis keeps no empty SET: the marker
+                holder[name] = set() if marker == _SET_MARKER else None  # tells empty from None
+            elif isinstance(earlier, list):  # saved when the field was a list or plain set
+                holder[name] = earlier
+            elif info.is_required():  # saved before the field existed: as if just created
                 holder[name] = None if spec.optional else set()
+            else:
+                holder.pop(name, None)  # saved before the field existed: its default
         data["pk"] = pk
         # By field name, as stored: the fields' aliases are for the application's own I/O.
         return cls.model_validate(data, by_alias=False, by_name=True)
@@ -563,6 +569,13 @@ class AtomicRedisModel(BaseModel):
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _json_or_none(raw: bytes | None) -> Any:
+    try:
+        return None if raw is None else orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
 
 
 def _field_name(raw: bytes) -> str:

@@ -144,6 +144,40 @@ async def test_a_nested_model_added_since_the_save_loads_as_its_default(redis: R
     assert await redis.smembers(set_key("Account", old.pk, "profile.badges")) == {b'"early"'}
 
 
+async def test_a_list_field_that_becomes_a_set_field_keeps_its_values(redis: Redis) -> None:
+    class Listed(AtomicRedisModel):
+        tags: list[str] = Field(default_factory=list)
+
+    old = Listed(tags=["a", "b", "a"])
+    await old.asave()
+    assert await redis.hget(old.key, "tags") == b'["a","b","a"]'
+
+    class Listed(AtomicRedisModel):  # type: ignore[no-redef]
+        tags: RedisSet[str] = Field(default_factory=RedisSet)
+
+    loaded = await Listed.aget(old.key)
+    assert loaded.tags == {"a", "b"}
+    await loaded.asave()
+    assert await redis.hget(old.key, "tags") == b"true"
+    assert await redis.smembers(set_key("Listed", old.pk, "tags")) == {b'"a"', b'"b"'}
+
+
+async def test_a_nested_set_saved_inline_loads_and_moves_to_its_key(redis: Redis) -> None:
+    Account = account(with_profile=True)
+    # As a save wrote it before nested sets had keys of their own: inline in the JSON.
+    await redis.hset(
+        "Account:old",
+        mapping={"pk": '"old"', "name": '""', "profile": ('{"bio":"b","badges":["x"]}')},
+    )
+
+    loaded: Any = await Account.aget("Account:old")
+    assert (loaded.profile.bio, loaded.profile.badges) == ("b", {"x"})
+    await loaded.asave()
+
+    assert await redis.hget("Account:old", "profile") == b'{"bio":"b"}'
+    assert await redis.smembers(set_key("Account", "old", "profile.badges")) == {b'"x"'}
+
+
 # -- a set field removed --------------------------------------------------------------------------
 
 
