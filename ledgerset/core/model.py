@@ -199,11 +199,18 @@ class AtomicRedisModel(BaseModel):
                 )
             if value is not None:
                 value = self._bind(name, value)
+        if name not in self.__ledgerset_nested__:
+            super().__setattr__(name, value)
+            return
+        previous = self.__dict__.get(name)
         super().__setattr__(name, value)
-        if name in self.__ledgerset_nested__:
-            inner = self.__dict__[name]  # as validate_assignment left it, if the model has it
-            if isinstance(inner, BaseModel):
+        inner = self.__dict__[name]  # as validate_assignment left it, if the model has it
+        if isinstance(inner, BaseModel):
+            try:
                 self.__dict__[name] = self._nest(name, inner)
+            except InvalidMemberError:
+                self.__dict__[name] = previous  # a refused assignment changes nothing
+                raise
 
     def _bind(self, name: str, value: Any) -> RedisSet[Any]:
         outer = self._ledgerset_outer

@@ -437,13 +437,14 @@ class RedisSet(set[T]):
         """
         del handler
         args = get_args(source)
-        member_types = args if args and args[0] in _MEMBER_SCHEMAS else tuple(_MEMBER_SCHEMAS)
-        items: list[core_schema.CoreSchema | tuple[core_schema.CoreSchema, str]] = [
-            _MEMBER_SCHEMAS[member_type]() for member_type in member_types
-        ]
-        members = core_schema.set_schema(
-            core_schema.union_schema(items) if len(items) > 1 else _MEMBER_SCHEMAS[args[0]]()
-        )
+        if args and args[0] in _MEMBER_SCHEMAS:
+            item = _MEMBER_SCHEMAS[args[0]]()
+        else:  # a bare RedisSet: any of the four
+            choices: list[core_schema.CoreSchema | tuple[core_schema.CoreSchema, str]] = [
+                schema() for schema in _MEMBER_SCHEMAS.values()
+            ]
+            item = core_schema.union_schema(choices)
+        members = core_schema.set_schema(item)
         return core_schema.no_info_plain_validator_function(
             validate_members,
             json_schema_input_schema=members,

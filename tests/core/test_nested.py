@@ -188,6 +188,17 @@ async def test_a_nested_set_assigned_later_is_bound_to_the_outer_key(redis: Redi
     assert sorted(await redis.keys("__rapyer_special__:Address:*")) == []
 
 
+def test_a_refused_assignment_of_a_nested_model_changes_nothing() -> None:
+    member = Member(profile=Profile(badges={"kept"}))
+    before = member.profile
+
+    with pytest.raises(ledgerset.InvalidMemberError) as err:
+        member.profile = Profile(badges={1})  # type: ignore[arg-type]
+
+    assert (err.value.model, err.value.field) == ("Member", "profile.badges")
+    assert member.profile is before and member.profile.badges == {"kept"}
+
+
 async def test_a_nested_model_given_to_a_second_outer_model_is_copied(redis: Redis) -> None:
     first = Member(profile=Profile(badges={"shared"}))
     second = Member(profile=first.profile)
