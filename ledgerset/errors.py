@@ -57,6 +57,40 @@ class ModelDefinitionError(LedgersetError, TypeError):
         self.model = model
         self.field = field
 
+    @classmethod
+    def bad_meta(cls, model: str, meta: object) -> ModelDefinitionError:
+        """``Meta`` is not a ``RedisConfig`` (e.g. a Django-style ``class Meta:``)."""
+        shown = f"class {meta.__name__}" if isinstance(meta, type) else type(meta).__name__
+        return cls(
+            f"{model}.Meta is a {shown}, not a RedisConfig; ledgerset reads its settings from "
+            f"Meta = RedisConfig(...), e.g. Meta = RedisConfig(ttl=60)",
+            model=model,
+            field="Meta",
+        )
+
+    @classmethod
+    def name_taken(cls, model: str, field: str, owner: str) -> ModelDefinitionError:
+        """A field would hide an attribute or method the model itself uses (``key``, ``asave``)."""
+        return cls(
+            f"{model}.{field}: a field cannot be named {field!r}, which {owner} uses for itself "
+            f"(model.{field} would no longer be it); rename the field, and give it "
+            f"Field(alias={field!r}) if its JSON name must stay {field!r}",
+            model=model,
+            field=field,
+        )
+
+    @classmethod
+    def set_not_storable(cls, model: str, field: str, why: str) -> ModelDefinitionError:
+        """A ``RedisSet`` where ledgerset cannot give it a key of its own."""
+        return cls(
+            f"{model}.{field}: {why}. Each RedisSet lives in a Redis key named after its field, "
+            f"so only a RedisSet field of the model, or of a model held directly by one of its "
+            f"fields (one level of nesting), can be stored; make it one of those, or use a plain "
+            f"set[...] inside a plain BaseModel (stored as JSON in the hash)",
+            model=model,
+            field=field,
+        )
+
 
 class InvalidMemberError(LedgersetError, ValueError):
     """A set member is not a ``str``, ``int``, ``float`` or ``bool`` of the field's type.

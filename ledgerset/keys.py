@@ -3,6 +3,8 @@
 - a model's HASH:            ``{ClassName}:{pk}``
 - a ``RedisSet`` field's SET: ``{prefix}:{ClassName}:{pk}:{field}``, prefix ``__rapyer_special__``
   by default (the specification's layout), configurable per model through ``RedisConfig``
+- a ``RedisSet`` field of a nested model: the same, with the field path as the field,
+  ``{prefix}:{ClassName}:{pk}:{outer field}.{inner field}`` (see ``field_path``)
 - the library's own bookkeeping (replay checkpoints): ``ledgerset:...``
 
 A ``KeyLayout`` is one database's layout. Journal entries name their target logically (model, pk,
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["DEFAULT_SPECIAL_PREFIX", "KeyLayout", "checkpoint_key", "pk_from_key"]
+__all__ = ["DEFAULT_SPECIAL_PREFIX", "KeyLayout", "checkpoint_key", "field_path", "pk_from_key"]
 
 DEFAULT_SPECIAL_PREFIX = "__rapyer_special__"
 
@@ -32,6 +34,15 @@ class KeyLayout:
     def set_key(self, model: str, pk: str, field: str) -> str:
         """The key of the SET that holds one ``RedisSet`` field's members."""
         return f"{self.special_prefix}:{model}:{pk}:{field}"
+
+
+def field_path(outer: str, inner: str) -> str:
+    """The field name of set field ``inner`` of the model held by field ``outer``: ``outer.inner``.
+
+    A Python field name has no dot, so a path never collides with a field of the outer model;
+    the model hash records the set under this name too, and the journal names it as the field.
+    """
+    return f"{outer}.{inner}"
 
 
 def pk_from_key(model: str, key: str) -> str | None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
-from typing import Any, NoReturn, TypedDict, TypeVar, cast
+from typing import Any, NoReturn, TypedDict, TypeVar, cast, get_args
 
 from pydantic import GetCoreSchemaHandler
 from pydantic_core import core_schema
@@ -188,14 +188,15 @@ class RedisSet(set[T]):
 
     # -- binding to a model -------------------------------------------------------------------
 
-    def _bound_to(self, binding: SetBinding) -> RedisSet[T]:
+    def _bound_to(self, binding: SetBinding, *, move: bool = False) -> RedisSet[T]:
         """This set bound to ``binding``, its members checked by the field's codec.
 
-        A set already bound to another field is copied: one RedisSet belongs to one field.
+        A set already bound to another field is copied: one RedisSet belongs to one field. With
+        ``move``, it is rebound itself instead: its model is moving under another one (nesting).
         """
         normalize = binding.codec.normalize
         members = [normalize(member) for member in self]
-        target: RedisSet[T] = self if self._binding in (None, binding) else RedisSet()
+        target: RedisSet[T] = self if move or self._binding in (None, binding) else RedisSet()
         target._mirror_replace(members)
         target._binding = binding
         return target
@@ -232,12 +233,22 @@ class RedisSet(set[T]):
         """The dispatcher could not learn whether ``command`` was applied: distrust the mirror."""
         self._unknown_after = command.name
 
+    @property
+    def special_key(self) -> str:
+        """The Redis key of this set's SET, as rapyer names it (read-only).
+
+        The set must be a field of a model: an unbound ``RedisSet`` has no key yet.
+        """
+        return self._require_binding().key
+
     def _require_binding(self) -> SetBinding:
         binding = self._binding
         if binding is None:
             raise LedgersetError(
                 "this RedisSet is not a field of a model: assign it to one "
-                "(e.g. article.tags = RedisSet()) before calling its async methods"
+                "(e.g. article.tags = RedisSet()) before calling its async methods; a set "
+                "assigned inside a plain nested BaseModel is bound by the outer model's next "
+                "asave(), or when the nested model is assigned to it again"
             )
         return binding
 
@@ -312,31 +323,33 @@ class RedisSet(set[T]):
 
     async def aunion(self, *others: RedisSet[T]) -> set[T]:
         """Members of this set or any of ``others``, computed by Redis (``SUNION``)."""
-        return await self._algebra("sunion", others)
+        return await self._algebra("aunion", "SUNION", "set.union", others)
 
     async def aintersect(self, *others: RedisSet[T]) -> set[T]:
         """Members of this set and every one of ``others``, computed by Redis (``SINTER``)."""
-        return await self._algebra("sinter", others)
+        return await self._algebra("aintersect", "SINTER", "set.inter", others)
 
     async def adifference(self, *others: RedisSet[T]) -> set[T]:
         """Members of this set in none of ``others``, computed by Redis (``SDIFF``)."""
-        return await self._algebra("sdiff", others)
+        return await self._algebra("adifference", "SDIFF", "set.diff", others)
 
-    async def _algebra(self, operation: str, others: tuple[RedisSet[T], ...]) -> set[T]:
+    async def _algebra(
+        self, method: str, redis_command: str, what: str, others: tuple[RedisSet[T], ...]
+    ) -> set[T]:
         binding = self._require_binding()
         keys = [binding.key]
         codec = binding.codec
         for other in others:
             if not isinstance(other, RedisSet):
                 raise TypeError(
-                    f"{binding.model}.{binding.field}.a{operation[1:]}() takes RedisSet fields "
+                    f"{binding.model}.{binding.field}.{method}() takes RedisSet fields "
                     f"of saved models, got {type(other).__name__}"
                 )
             other_binding = other._require_binding()
             keys.append(other_binding.key)
             if other_binding.codec.member_type is not codec.member_type:
                 codec = MemberCodec(None, model=binding.model, field=binding.field)
-        raws = await binding.read(f"set.{operation[1:]}", (operation.upper(), *keys), len(keys))
+        raws = await binding.read(what, (redis_command, *keys), len(keys))
         return codec.decode_many(raws, key=binding.key)  # type: ignore[return-value]
 
     # -- sync: queued in a transaction, else the local mirror -----------------------------------
@@ -479,14 +492,36 @@ class RedisSet(set[T]):
     def __get_pydantic_core_schema__(
         cls, source: Any, handler: GetCoreSchemaHandler
     ) -> core_schema.CoreSchema:
-        """Accept any collection of members; the model checks them against the field's type."""
-        del source, handler
+        """Accept any collection of members; the model checks them against the field's type.
+
+        For JSON Schema (and so OpenAPI) the field is an array of unique members of its type.
+        """
+        del handler
+        args = get_args(source)
+        if args and args[0] in _MEMBER_SCHEMAS:
+            item = _MEMBER_SCHEMAS[args[0]]()
+        else:  # a bare RedisSet: any of the four
+            choices: list[core_schema.CoreSchema | tuple[core_schema.CoreSchema, str]] = [
+                schema() for schema in _MEMBER_SCHEMAS.values()
+            ]
+            item = core_schema.union_schema(choices)
+        members = core_schema.set_schema(item)
         return core_schema.no_info_plain_validator_function(
             validate_members,
+            json_schema_input_schema=members,
             serialization=core_schema.plain_serializer_function_ser_schema(
-                set, return_schema=core_schema.set_schema()
+                set, return_schema=members
             ),
         )
+
+
+#: The Pydantic schema of each member type, for the field's JSON Schema.
+_MEMBER_SCHEMAS: dict[Any, Callable[[], core_schema.CoreSchema]] = {
+    str: core_schema.str_schema,
+    int: core_schema.int_schema,
+    float: core_schema.float_schema,
+    bool: core_schema.bool_schema,
+}
 
 
 def validate_members(value: Any) -> RedisSet[Any]:
