@@ -103,15 +103,19 @@ def _journal(
     leaves in each stream a complete transaction of its own commands.
     """
     ts = int(time.time() * 1000)
-    ctx = bound_context()
+    ctxs: dict[StreamJournal, str] = {}  # each journal records the context its policy lets through
     sizes: dict[str, int] = {}
     for _, journal in journaled:
         sizes[journal.stream] = sizes.get(journal.stream, 0) + 1
+        if journal not in ctxs:
+            ctxs[journal] = bound_context(journal)
     seqs = dict.fromkeys(sizes, 0)
     for command, journal in journaled:
         stream = journal.stream
         seq = seqs[stream] = seqs[stream] + 1
-        fields, effect = entry_fields(command, txn=txn, seq=seq, of=sizes[stream], ts=ts, ctx=ctx)
+        fields, effect = entry_fields(
+            command, txn=txn, seq=seq, of=sizes[stream], ts=ts, ctx=ctxs[journal]
+        )
         # A pop's entry records its effect: the server adds the member its (first) op removed.
         popped = _first_op(program, command) + 1 if effect else 0
         index = program.op(b"J", stream, None, [journal.maxlen or 0, popped, fields])
