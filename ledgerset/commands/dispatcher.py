@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+import weakref
 from collections.abc import Callable
 from contextvars import ContextVar, Token
 from types import TracebackType
@@ -53,6 +54,10 @@ OnResult = Callable[[Any], None]
 _SHA = hashlib.sha1(SOURCE.encode()).hexdigest()
 
 _current: ContextVar[Transaction | None] = ContextVar("ledgerset_transaction", default=None)
+
+#: The pools (one per server) on which this process has run the program: a NOSCRIPT from one of
+#: them means the server lost it; from any other, it is only the program's first load.
+_ran: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def current_transaction() -> Transaction | None:
@@ -319,16 +324,22 @@ class transaction:
 async def _run(redis: Redis, program: Program, what: str) -> list[object] | Refusal:
     """Send ``program`` in one EVALSHA; its replies, or why the server refused it."""
     command = ("EVALSHA", _SHA, len(program.keys), *program.keys, *program.argv)
+    pool = redis.connection_pool
     try:
         try:
             reply = await wire.call(redis, command)
         except NoScriptError:
-            # The server lost its scripts (SCRIPT FLUSH, restart, failover): load, retry once.
-            # Safe: NOSCRIPT means nothing of the program ran.
+            # The server does not have the program (never loaded; SCRIPT FLUSH, restart,
+            # failover): load, retry once. Safe: NOSCRIPT means nothing of the program ran.
             await redis.script_load(SOURCE)
-            if enabled(INFO):
-                emit(INFO, "script.reloaded", sha=_SHA)
+            if pool in _ran:  # it ran there before: the server lost it, worth an INFO
+                if enabled(INFO):
+                    emit(INFO, "script.reloaded", sha=_SHA)
+            elif enabled(DEBUG):
+                emit(DEBUG, "script.loaded", sha=_SHA)
             reply = await wire.call(redis, command)
+        if pool not in _ran:
+            _ran.add(pool)
     except (RedisConnectionError, RedisTimeoutError, TimeoutError) as exc:
         raise unavailable(
             redis,
