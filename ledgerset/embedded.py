@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
+from urllib.parse import quote
 
 from ledgerset.errors import EmbeddedServerError
 
@@ -61,8 +62,9 @@ class EmbeddedServer:
     (default: a free one), so a test can stop the server and start another at the same address;
     ``directory`` keeps the server's files in a directory of yours, which outlives it (default: a
     temporary one, removed on stop); ``options`` are more server arguments, e.g.
-    ``["--appendonly", "yes"]``. ``url`` is valid between start and stop. Use it as a context
-    manager (sync or async), or call ``start``/``stop``.
+    ``["--appendonly", "yes"]``; with ``["--requirepass", password]`` the server is still ready
+    as soon as it answers, and ``url`` carries the password. ``url`` is valid between start and
+    stop. Use it as a context manager (sync or async), or call ``start``/``stop``.
     """
 
     def __init__(
@@ -82,10 +84,21 @@ class EmbeddedServer:
 
     @property
     def url(self) -> str:
-        """``redis://127.0.0.1:<port>/0`` of the running server."""
+        """``redis://127.0.0.1:<port>/0`` of the running server, with the password of a
+        ``--requirepass`` option (``redis://:<password>@127.0.0.1:<port>/0``)."""
         if self.port is None or self._server is None:
             raise EmbeddedServerError("the embedded server is not running: call start() first")
-        return f"redis://127.0.0.1:{self.port}/0"
+        password = self.password
+        credentials = "" if password is None else f":{quote(password, safe='')}@"
+        return f"redis://{credentials}127.0.0.1:{self.port}/0"
+
+    @property
+    def password(self) -> str | None:
+        """The password the ``options`` set with ``--requirepass``, if any (the last one wins,
+        as for the server)."""
+        options = self.options
+        given = [options[i + 1] for i in range(len(options) - 1) if options[i] == "--requirepass"]
+        return given[-1] if given else None
 
     def start(self) -> Self:
         """Start the server and wait until it answers PING."""
@@ -174,7 +187,7 @@ class EmbeddedServer:
                     f"{self.binary or 'the server'} exited with code {self._server.returncode} "
                     f"while starting:\n{_tail(log)}"
                 )
-            if _answers_ping(self.port):
+            if _answers_ping(self.port, self.password):
                 return
             time.sleep(0.01)
         raise EmbeddedServerError(
@@ -212,13 +225,30 @@ def _free_port() -> int:
         return port
 
 
-def _answers_ping(port: int) -> bool:
+def _answers_ping(port: int, password: str | None) -> bool:
+    """Whether the server answers ``PING`` (after ``AUTH`` with ``password``, if there is one).
+
+    ``-NOAUTH`` counts as an answer: the server is serving, and a password set by other means
+    (an ACL file) is the caller's to give.
+    """
+    request = b"PING\r\n"
+    if password is not None:
+        secret = password.encode()
+        request = b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n" % (len(secret), secret) + request
+    replies = 1 if password is None else 2
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
+            sock.sendall(request)
+            received = b""
+            while received.count(b"\r\n") < replies:
+                chunk = sock.recv(256)
+                if not chunk:
+                    return False
+                received += chunk
     except OSError:
         return False
+    last = received.split(b"\r\n")[replies - 1]
+    return last.startswith(b"+PONG") or last.startswith(b"-NOAUTH")
 
 
 def _tail(log: Path, lines: int = 20) -> str:

@@ -14,12 +14,17 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import AuthenticationError
 
-from ledgerset.embedded import EmbeddedServer, find_server_binary
+from ledgerset.embedded import START_TIMEOUT_S, EmbeddedServer, find_server_binary
 from ledgerset.errors import EmbeddedServerError
 
 CHILD = textwrap.dedent(
@@ -102,3 +107,22 @@ def test_missing_binary_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.Mon
     with pytest.raises(EmbeddedServerError, match="cannot run"):
         EmbeddedServer(binary=str(tmp_path / "no-such-server")).start()
     assert list(scratch.iterdir()) == []
+
+
+@pytest.mark.parametrize("password", ["s3cret", "p@ss:w/rd %"])
+async def test_a_server_with_a_password_is_ready_promptly_and_its_url_carries_it(
+    password: str,
+) -> None:
+    started = time.monotonic()
+    binary = os.environ.get("LEDGERSET_TEST_SERVER") or None  # the server the suite runs on
+    async with EmbeddedServer(binary=binary, options=["--requirepass", password]) as server:
+        assert time.monotonic() - started < START_TIMEOUT_S / 2  # ready when it answered
+        assert server.password == password
+        assert server.url == f"redis://:{quote(password, safe='')}@127.0.0.1:{server.port}/0"
+        client = Redis.from_url(server.url)
+        assert await client.ping() is True
+        await client.aclose()
+        anonymous = Redis(host="127.0.0.1", port=server.port, retry=Retry(NoBackoff(), 0))
+        with pytest.raises(AuthenticationError):
+            await anonymous.ping()
+        await anonymous.aclose()

@@ -33,6 +33,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 import orjson
 
+from ledgerset import _member_json
 from ledgerset.commands.program import Program
 from ledgerset.keys import KeyLayout
 
@@ -155,7 +156,7 @@ class MembersCommand(SetCommand[R]):
 
     @classmethod
     def from_record(cls, args: dict[str, Any], target: Target) -> Command[Any]:
-        members = tuple(orjson.dumps(member) for member in args["members"])
+        members = tuple(_member_json.dumps(member) for member in args["members"])
         return cls._at(target, members=members)
 
 
@@ -203,7 +204,7 @@ class PopMember(SetCommand[bytes | None]):
         member = args["member"]
         if member is None:  # the set was empty: nothing happened
             return None
-        return RemoveMembers._at(target, members=(orjson.dumps(member),))
+        return RemoveMembers._at(target, members=(_member_json.dumps(member),))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -316,7 +317,7 @@ class SaveModel(Command[None]):
                     key=target.set_key(field),
                     members=None
                     if members is None
-                    else tuple(orjson.dumps(member) for member in members),
+                    else tuple(_member_json.dumps(member) for member in members),
                 )
                 for field, members in args["sets"].items()
             ),

@@ -24,6 +24,7 @@ import asyncio
 import hashlib
 import os
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
@@ -67,6 +68,10 @@ OnUnknown = Callable[[Command[Any]], None]
 _SHA = hashlib.sha1(SOURCE.encode()).hexdigest()
 
 _current: ContextVar[Transaction | None] = ContextVar("ledgerset_transaction", default=None)
+
+#: The pools (one per server) on which this process has run the program: a NOSCRIPT from one of
+#: them means the server lost it; from any other, it is only the program's first load.
+_ran: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def transaction_for(command: str, key: str) -> Transaction | None:
@@ -146,15 +151,19 @@ def _journal(
     leaves in each stream a complete transaction of its own commands.
     """
     ts = int(time.time() * 1000)
-    ctx = bound_context()
+    ctxs: dict[StreamJournal, str] = {}  # each journal records the context its policy lets through
     sizes: dict[str, int] = {}
     for _, journal in journaled:
         sizes[journal.stream] = sizes.get(journal.stream, 0) + 1
+        if journal not in ctxs:
+            ctxs[journal] = bound_context(journal)
     seqs = dict.fromkeys(sizes, 0)
     for command, journal in journaled:
         stream = journal.stream
         seq = seqs[stream] = seqs[stream] + 1
-        fields, effect = entry_fields(command, txn=txn, seq=seq, of=sizes[stream], ts=ts, ctx=ctx)
+        fields, effect = entry_fields(
+            command, txn=txn, seq=seq, of=sizes[stream], ts=ts, ctx=ctxs[journal]
+        )
         # A pop's entry records its effect: the server adds the member its (first) op removed.
         popped = _first_op(program, command) + 1 if effect else 0
         index = program.op(b"J", stream, None, [journal.maxlen or 0, popped, fields])
@@ -418,16 +427,22 @@ class transaction:
 async def _run(redis: Redis, program: Program, what: str) -> list[object] | Refusal:
     """Send ``program`` in one EVALSHA; its replies, or why the server refused it."""
     command = ("EVALSHA", _SHA, len(program.keys), *program.keys, *program.argv)
+    pool = redis.connection_pool
     try:
         try:
             reply = await wire.call(redis, command)
         except NoScriptError:
-            # The server lost its scripts (SCRIPT FLUSH, restart, failover): load, retry once.
-            # Safe: NOSCRIPT means nothing of the program ran.
+            # The server does not have the program (never loaded; SCRIPT FLUSH, restart,
+            # failover): load, retry once. Safe: NOSCRIPT means nothing of the program ran.
             await redis.script_load(SOURCE)
-            if enabled(INFO):
-                emit(INFO, "script.reloaded", sha=_SHA)
+            if pool in _ran:  # it ran there before: the server lost it, worth an INFO
+                if enabled(INFO):
+                    emit(INFO, "script.reloaded", sha=_SHA)
+            elif enabled(DEBUG):
+                emit(DEBUG, "script.loaded", sha=_SHA)
             reply = await wire.call(redis, command)
+        if pool not in _ran:
+            _ran.add(pool)
     except (RedisConnectionError, RedisTimeoutError, TimeoutError) as exc:
         raise unavailable(
             redis,

@@ -12,7 +12,8 @@ command's writes. Schema version 1, every field a string:
 ``txn``    id shared by the entries of one transaction (a lone command has its own)
 ``seq``    1-based position in the transaction; ``of``: the transaction's size
 ``model``  model class name; ``pk``: its pk; ``field``: the set field, or ``""``
-``ctx``    the caller's bound structlog context variables, as a JSON object
+``ctx``    the caller's bound structlog context variables the journal's redaction policy
+           lets through, as a JSON object
 =========  =================================================================================
 
 Reading a record back goes through ``REGISTRY`` (``(cmd, v)`` -> class) after ``UPCASTERS``
@@ -21,7 +22,7 @@ have brought an old version's args up to date; an unknown ``(cmd, v)`` is an err
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +44,7 @@ from ledgerset.commands.catalog import (
 )
 
 __all__ = [
+    "DEFAULT_CTX_REDACT",
     "DEFAULT_STREAM",
     "REGISTRY",
     "UPCASTERS",
@@ -76,19 +78,75 @@ REGISTRY: dict[tuple[str, int], type[Command[Any]]] = {
 UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
 
+#: The context keys ``StreamJournal`` drops by default: a key whose name contains one of these,
+#: whatever its case (and with ``-`` read as ``_``), never reaches the journal.
+DEFAULT_CTX_REDACT: tuple[str, ...] = (
+    "password",
+    "passwd",
+    "pwd",
+    "secret",
+    "token",
+    "authorization",
+    "cookie",
+    "api_key",
+    "apikey",
+    "private_key",
+    "credential",
+    "session",
+)
+
+
 @dataclass(frozen=True, slots=True)
 class StreamJournal:
     """Record every command in the Redis Stream ``stream``, atomically with its writes.
 
     ``maxlen`` trims the stream to about that many entries (``XADD MAXLEN ~``); ``None`` keeps all.
+    ``ctx_keys`` and ``ctx_redact`` are the redaction policy of the bound context recorded in
+    each entry's ``ctx``, applied before anything is sent: with ``ctx_keys`` (an allow-list) only
+    the keys named there are recorded; a key whose name contains one of ``ctx_redact`` (a
+    deny-list, matched case-insensitively, ``-`` as ``_``; by default ``DEFAULT_CTX_REDACT``:
+    password, token, authorization, cookie, api_key, ...) is never recorded. ``ctx_redact=()``
+    records every key ``ctx_keys`` lets through.
     """
 
     stream: str = DEFAULT_STREAM
     maxlen: int | None = None
+    ctx_keys: Collection[str] | None = None
+    ctx_redact: Collection[str] = DEFAULT_CTX_REDACT
 
     def __post_init__(self) -> None:
         if self.maxlen is not None and (isinstance(self.maxlen, bool) or self.maxlen <= 0):
             raise ValueError(f"StreamJournal(maxlen={self.maxlen!r}): a positive entry count")
+        # Frozen, and so hashable: the dispatcher encodes the context once per journal.
+        if self.ctx_keys is not None:
+            object.__setattr__(self, "ctx_keys", frozenset(_names("ctx_keys", self.ctx_keys)))
+        redact = tuple(
+            name.lower().replace("-", "_") for name in _names("ctx_redact", self.ctx_redact)
+        )
+        object.__setattr__(self, "ctx_redact", redact)
+
+    def records(self, name: str) -> bool:
+        """Whether the context key ``name`` is recorded in this journal's entries."""
+        if self.ctx_keys is not None and name not in self.ctx_keys:
+            return False
+        folded = name.lower().replace("-", "_")
+        return not any(word in folded for word in self.ctx_redact)
+
+
+def _names(option: str, names: object) -> list[str]:
+    """``names`` as a list of str, or a ``TypeError`` saying what ``option`` must be."""
+    if isinstance(names, str) or not isinstance(names, Collection):
+        raise TypeError(
+            f"StreamJournal({option}={names!r}): a collection of context key names, "
+            f"e.g. {option}=({names!r},)"
+        )
+    listed = list(names)
+    for name in listed:
+        if not isinstance(name, str):
+            raise TypeError(
+                f"StreamJournal({option}=...): {name!r} is not a context key name (str)"
+            )
+    return listed
 
 
 def entry_fields(
@@ -116,10 +174,42 @@ def entry_fields(
     return orjson.dumps(fields), args is None
 
 
-def bound_context() -> str:
-    """The caller's structlog context variables as JSON (``ctx``), e.g. a request id."""
+def bound_context(journal: StreamJournal) -> str:
+    """The caller's structlog context variables as ``journal`` records them (``ctx``): JSON.
+
+    Only the keys the journal's redaction policy lets through are encoded. A value JSON cannot
+    hold (an int beyond 64 bits, a dict with int keys, a string with a lone surrogate, any other
+    object) is recorded as its ``str()``, so a bound value never blocks a write.
+    """
     context = _events.bound_context()
-    return orjson.dumps(context, default=str).decode() if context else "{}"
+    if not context:
+        return "{}"
+    kept = {name: value for name, value in context.items() if journal.records(str(name))}
+    if not kept:
+        return "{}"
+    try:
+        return orjson.dumps(kept, default=str).decode()
+    except (orjson.JSONEncodeError, TypeError):
+        # Rare: find the values orjson refused, one by one.
+        return orjson.dumps(
+            {_text(name): _json_value(value) for name, value in kept.items()}
+        ).decode()
+
+
+def _json_value(value: object) -> object:
+    try:
+        return orjson.Fragment(orjson.dumps(value, default=str))
+    except (orjson.JSONEncodeError, TypeError):
+        return _text(value)
+
+
+def _text(value: object) -> str:
+    """``str(value)``, with what UTF-8 cannot hold (lone surrogates) as backslash escapes."""
+    try:
+        text = str(value)
+    except Exception:  # a __str__ that raises must not block the write either
+        text = f"<{type(value).__name__} whose str() failed>"
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def upcast(name: str, version: int, args: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:

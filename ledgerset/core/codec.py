@@ -1,9 +1,11 @@
 """The member codec: how a set member becomes the bytes stored in Redis, and back.
 
-A member is stored as its canonical JSON text (orjson, UTF-8). Canonical means one Python value has
-exactly one stored form, so Redis's own set semantics agree with Python's:
+A member is stored as its canonical JSON text: the exact bytes Python's ``json.dumps`` writes for
+it (ASCII only, floats in Python's ``repr``; see ``ledgerset._member_json``), which is what rapyer
+writes, so set keys are interchangeable with rapyer's. Canonical means one Python value has exactly
+one stored form, so Redis's own set semantics agree with Python's:
 
-- ``RedisSet[str]``   ``"python"``  -> ``b'"python"'``
+- ``RedisSet[str]``   ``"python"``  -> ``b'"python"'``; ``"café"`` -> ``b'"caf\\u00e9"'``
 - ``RedisSet[int]``   ``7``         -> ``b'7'`` (64-bit range; ``True`` is not an int here)
 - ``RedisSet[float]`` ``1`` / ``1.0`` -> ``b'1.0'``; ``-0.0`` -> ``b'0.0'``; NaN and ±inf refused
 - ``RedisSet[bool]``  ``True``      -> ``b'true'``
@@ -13,16 +15,19 @@ exactly one stored form, so Redis's own set semantics agree with Python's:
   keep bools as bools.
 
 Everything else (``None``, bytes, dict, list, ...) is refused with an ``InvalidMemberError`` naming
-the model, field and value, before any I/O. Decoding a whole set is one ``orjson.loads`` call.
+the model, field and value, before any I/O. Decoding a whole set is one ``orjson.loads`` call,
+which reads escaped and raw UTF-8 strings alike.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import orjson
 
+from ledgerset import _member_json
 from ledgerset.errors import InvalidMemberError
 
 __all__ = ["MEMBER_TYPES", "Member", "MemberCodec"]
@@ -70,8 +75,8 @@ class MemberCodec:
         """Return ``value``'s canonical Python value and its stored form (canonical JSON)."""
         normal = self.normalize(value)
         try:
-            return normal, orjson.dumps(normal)
-        except orjson.JSONEncodeError as exc:  # e.g. a lone surrogate in a str
+            return normal, _member_json.dumps(normal)
+        except UnicodeEncodeError as exc:  # a lone surrogate in a str
             raise self._error(value, f"it cannot be encoded as UTF-8 JSON ({exc})") from None
 
     def pairs(self, values: Iterable[object]) -> tuple[list[Member], tuple[bytes, ...]]:
@@ -86,9 +91,12 @@ class MemberCodec:
         fast = self._fast_type
         if fast is not None and set(map(type, values)) <= {fast}:
             # Already canonical (every member exactly str, int or bool): encode in bulk.
+            encode: Callable[[list[Any]], list[bytes]] = (
+                _member_json.dumps_strs if fast is str else _dumps_all
+            )
             try:
-                stored = dict(zip(map(orjson.dumps, values), values, strict=True))
-            except (orjson.JSONEncodeError, TypeError):
+                stored = dict(zip(encode(values), values, strict=True))
+            except (orjson.JSONEncodeError, UnicodeEncodeError, TypeError):
                 stored = {}  # an int beyond 64 bits or a lone surrogate: the slow path names it
             else:
                 if fast is not int or all(_INT_MIN <= v <= _INT_MAX for v in stored.values()):
@@ -144,6 +152,11 @@ class MemberCodec:
             field=self.field,
             value=raw,
         )
+
+
+def _dumps_all(values: list[object]) -> list[bytes]:
+    # ints and bools: orjson writes exactly json.dumps's bytes (ints beyond 64 bits it refuses).
+    return list(map(orjson.dumps, values))
 
 
 class _Refused(Exception):

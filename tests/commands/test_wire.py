@@ -80,13 +80,24 @@ async def test_the_connection_goes_back_to_a_blocking_pool_at_the_next_loop_turn
     await client.aclose()
 
 
-async def test_a_connection_that_read_an_error_reply_serves_the_next_call(redis: Redis) -> None:
-    await redis.set("text", "not a set")
-    with pytest.raises(ResponseError, match="WRONGTYPE"):
-        await wire.call(redis, ("SADD", "text", "member"))
+async def test_a_connection_that_read_an_error_reply_serves_the_next_call(
+    redis: Redis, redis_url: str
+) -> None:
+    pool = CountingPool.from_url(redis_url)
+    client = Redis(connection_pool=pool)
+    await client.set("text", "not a set")
+    pool.taken = 0
 
-    assert await wire.call(redis, ("SADD", "set", "member")) == 1
-    assert await wire.call(redis, ("SMEMBERS", "set")) == [b"member"]
+    connection_id = await wire.call(client, ("CLIENT", "ID"))
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        await wire.call(client, ("SADD", "text", "member"))
+    assert await wire.call(client, ("SADD", "set", "member")) == 1
+    assert await wire.call(client, ("SMEMBERS", "set")) == [b"member"]
+
+    # Back to back, on the one connection: not discarded after the error, nor reconnected.
+    assert await wire.call(client, ("CLIENT", "ID")) == connection_id
+    assert pool.taken == 1
+    await client.aclose()
 
 
 def test_pack_writes_every_argument_kind_as_a_bulk_string() -> None:

@@ -15,10 +15,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-import orjson
 import pydantic
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -73,8 +73,8 @@ class HostileAny(AtomicRedisModel):
 
 
 def stored(*members: object) -> set[bytes]:
-    """The raw SET members ledgerset stores for ``members`` (canonical JSON)."""
-    return {orjson.dumps(member) for member in members}
+    """The raw SET members ledgerset stores for ``members``: what ``json.dumps`` writes."""
+    return {json.dumps(member).encode() for member in members}
 
 
 def keys_of(model: AtomicRedisModel) -> set[bytes]:

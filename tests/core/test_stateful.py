@@ -16,6 +16,7 @@ Hypothesis rules are sync, so each machine runs its own event loop, client and `
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -63,7 +64,7 @@ pytestmark = pytest.mark.timeout(420)
 
 # Each member's stored form (canonical JSON); a float model member like 1 or -0.0 finds its entry
 # because it equals 1.0 / 0.0 in Python.
-STR_STORED = {s: f'"{s}"'.encode() for s in ("", "a", "b", "python", "Redis", "ü")}
+STR_STORED = {s: json.dumps(s).encode() for s in ("", "a", "b", "python", "Redis", "ü")}
 INT_STORED = {n: str(n).encode() for n in range(-3, 4)}
 FLOAT_STORED = {0.0: b"0.0", 1.0: b"1.0", 2.5: b"2.5"}
 
