@@ -149,17 +149,37 @@ def parse_entry(stream: str, entry_id: str, fields: dict[bytes, bytes]) -> Journ
             ctx={} if ctx == b"{}" else _object(ctx),
         )
     except (KeyError, ValueError, UnicodeDecodeError) as exc:
-        if isinstance(exc, KeyError):
-            name = exc.args[0]
-            reason = f"field {name.decode() if isinstance(name, bytes) else name!r} is missing"
-        else:
-            reason = str(exc)
+        field, reason = _fault(fields, exc)
         raise JournalEntryError(
             f"journal entry {entry_id} of stream {stream!r} is malformed ({reason}); it was not "
             f"written by ledgerset, or was changed. Nothing of its transaction is applied.",
             stream=stream,
             entry_id=entry_id,
+            field=field,
         ) from exc
+
+
+#: The schema's fields, in the order a reader would miss them (``cmd`` first: a foreign entry).
+_FIELDS = ("cmd", "v", "key", "args", "ts", "txn", "seq", "of", "model", "pk", "field", "ctx")
+
+
+def _fault(fields: dict[bytes, bytes], exc: Exception) -> tuple[str | None, str]:
+    """The field an entry that did not parse is wrong in, and how (only on that error path)."""
+    missing = next((name for name in _FIELDS if name.encode() not in fields), None)
+    if missing is not None:
+        return missing, f"field {missing!r} is missing"
+    for name in _FIELDS:
+        value = fields[name.encode()]
+        try:
+            if name in ("args", "ctx"):
+                _object(value)
+            elif name in ("v", "ts", "seq", "of"):
+                int(value)
+            else:
+                value.decode()
+        except (ValueError, UnicodeDecodeError) as error:
+            return name, f"field {name!r}: {error}"
+    return None, str(exc)
 
 
 def _object(text: bytes) -> dict[str, Any]:
