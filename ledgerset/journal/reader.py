@@ -50,6 +50,11 @@ class JournalEntry:
     ctx: dict[str, Any]
 
     @property
+    def target(self) -> str:
+        """What the entry wrote, as the tool shows it: ``Model:pk``, or ``Model:pk.field``."""
+        return f"{self.model}:{self.pk}" + (f".{self.field}" if self.field else "")
+
+    @property
     def ts_ms(self) -> int:
         """``ts`` as Unix milliseconds, as stored."""
         return int(self.ts.timestamp() * 1000)
@@ -87,7 +92,8 @@ async def read_entries(
 
     ``start``/``end`` are entry ids (a bare millisecond covers all its entries) or datetimes (a
     naive datetime is taken as UTC); ``after`` starts just after an entry id instead. ``model``
-    and ``key`` keep only the entries of that model class or that physical key.
+    keeps only the entries of that model class, ``key`` those that wrote that key: its physical
+    name, or its ``target`` as the tool shows it (``Model:pk.field``).
     """
     low = f"({after}" if after is not None else start if isinstance(start, str) else "-"
     high = end if isinstance(end, str) else "+"
@@ -110,7 +116,9 @@ async def read_entries(
                     return
                 if since is not None and entry.ts < since:
                     continue
-                if (model is None or entry.model == model) and (key is None or entry.key == key):
+                if (model is None or entry.model == model) and (
+                    key is None or key in (entry.key, entry.target)
+                ):
                     yield entry
     finally:
         if upcoming is not None:  # the caller stopped early: the next page is not wanted
