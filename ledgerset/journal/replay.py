@@ -39,7 +39,7 @@ from ledgerset.errors import JournalEntryError, ReplayConflictError, ReplayTarge
 from ledgerset.journal.reader import JournalEntry, Position, read_entries
 from ledgerset.keys import KeyLayout, checkpoint_key, unwritable
 
-__all__ = ["ReplayReport", "read_skipping", "replay"]
+__all__ = ["ReplayReport", "check_target", "read_skipping", "replay"]
 
 #: Entries per atomic batch on the target.
 BATCH = 500
@@ -102,6 +102,32 @@ async def replay(
     return await run.execute(until, into_existing)
 
 
+async def check_target(
+    source: Redis,
+    target: Redis,
+    stream: str = DEFAULT_STREAM,
+    model: str | None = None,
+    *,
+    into_existing: bool = False,
+) -> str | None:
+    """Raise ``ReplayTargetError`` if a replay of ``stream`` (limited to ``model``) must not write
+    into ``target``: it is the source (same server ``run_id``, same database), or it holds keys
+    but no checkpoint of this replay, unless ``into_existing``. Returns that checkpoint, if any:
+    the entry a replay there resumes after."""
+    checkpoint = checkpoint_key(stream, model)
+    raw = await target.get(checkpoint)
+    resume_at = raw.decode() if isinstance(raw, bytes) else raw
+    mine, theirs = await _identity(source), await _identity(target)
+    where = f"{dispatcher.server_address(target)}/{theirs[1]}"
+    if mine == theirs:
+        raise ReplayTargetError.is_source(stream, where)
+    if resume_at is None and not into_existing:
+        keys = int(await target.dbsize())
+        if keys:
+            raise ReplayTargetError.not_empty(stream, where, keys, checkpoint)
+    return resume_at
+
+
 async def read_skipping(
     redis: Redis,
     stream: str,
@@ -160,10 +186,10 @@ class _Run:
 
     async def execute(self, until: Position | None, into_existing: bool) -> ReplayReport:
         started = time.perf_counter()
-        raw = await self.target.get(self.checkpoint)
-        self.applied_through = raw.decode() if isinstance(raw, bytes) else raw
+        self.applied_through = await check_target(
+            self.source, self.target, self.stream, self.model, into_existing=into_existing
+        )
         self.report.last_id = self.report.resumed_after = self.applied_through
-        await self.check_target(into_existing)
         self.total = await _entries_after(self.source, self.stream, self.applied_through)
         if enabled(INFO):
             emit(INFO, "replay.started", stream=self.stream, after=self.applied_through,
@@ -197,17 +223,6 @@ class _Run:
                  last_id=self.report.last_id, duration_ms=round(elapsed * 1000, 3),
                  entries_per_s=round(self.done / elapsed) if elapsed else None)  # fmt: skip
         return self.report
-
-    async def check_target(self, into_existing: bool) -> None:
-        """Refuse a target that is the source, or that holds data this replay did not write."""
-        source, target = await _identity(self.source), await _identity(self.target)
-        where = f"{dispatcher.server_address(self.target)}/{target[1]}"
-        if source == target:
-            raise ReplayTargetError.is_source(self.stream, where)
-        if self.applied_through is None and not into_existing:
-            keys = int(await self.target.dbsize())
-            if keys:
-                raise ReplayTargetError.not_empty(self.stream, where, keys, self.checkpoint)
 
     async def entries(self, until: Position | None) -> AsyncIterator[JournalEntry]:
         """The entries to replay, without those ``skip`` names."""
