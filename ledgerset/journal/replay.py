@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import NoPermissionError
 
 from ledgerset._events import DEBUG, INFO, WARNING, emit, enabled
 from ledgerset.commands import dispatcher
@@ -97,8 +98,9 @@ async def replay(
     ``ReplayTargetError`` (writing nothing) unless ``into_existing``; ``skip`` lists entry ids to
     pass over on purpose (an entry that stopped an earlier run).
     """
-    run = _Run(source, target, stream, model, dry_run, layout or KeyLayout(), on_progress)
-    run.skip = frozenset(skip)
+    # A single id is a Collection[str] too, of its characters: take it as the one id it means.
+    skipped = frozenset([skip] if isinstance(skip, str) else skip)
+    run = _Run(source, target, stream, model, dry_run, layout or KeyLayout(), on_progress, skipped)
     return await run.execute(until, into_existing)
 
 
@@ -118,8 +120,8 @@ async def check_target(
     raw = await target.get(checkpoint)
     resume_at = raw.decode() if isinstance(raw, bytes) else raw
     mine, theirs = await _identity(source), await _identity(target)
-    where = f"{dispatcher.server_address(target)}/{theirs[1]}"
-    if mine == theirs:
+    where = f"{dispatcher.server_address(target)}/{theirs.db}"
+    if mine.same_database(theirs):
         raise ReplayTargetError.is_source(stream, where)
     if resume_at is None and not into_existing:
         keys = int(await target.dbsize())
@@ -170,9 +172,10 @@ class _Run:
         dry_run: bool,
         layout: KeyLayout,
         on_progress: Progress | None,
+        skip: frozenset[str],
     ) -> None:
         self.source, self.target, self.stream, self.model = source, target, stream, model
-        self.layout, self.on_progress = layout, on_progress
+        self.layout, self.on_progress, self.skip = layout, on_progress, skip
         self.report = ReplayReport(dry_run=dry_run)
         self.checkpoint = checkpoint_key(stream, model)
         self.applied_through: str | None = None
@@ -182,7 +185,6 @@ class _Run:
         self.in_flight: asyncio.Task[None] | None = None
         self.done = 0
         self.total = 0
-        self.skip: frozenset[str] = frozenset()
 
     async def execute(self, until: Position | None, into_existing: bool) -> ReplayReport:
         started = time.perf_counter()
@@ -227,8 +229,8 @@ class _Run:
     async def entries(self, until: Position | None) -> AsyncIterator[JournalEntry]:
         """The entries to replay, without those ``skip`` names."""
         read = read_skipping(
-            self.source, self.stream, self.skip, end=until, after=self.applied_through,
-            on_skip=self.pass_over,
+            self.source, self.stream, self.skip,
+            end=until, after=self.applied_through, on_skip=self.pass_over,
         )  # fmt: skip
         async for entry in read:
             self.report.models.add(entry.model)
@@ -454,11 +456,31 @@ def _deleted_types(command: Command[Any]) -> list[tuple[str, str]]:
     return []
 
 
-async def _identity(redis: Redis) -> tuple[str, int]:
-    """The server's ``run_id`` and the client's database: one database, however it is reached."""
-    info = await redis.info("server")
+@dataclass(frozen=True, slots=True)
+class _Database:
+    """Which server and database a client talks to, whatever URL it was made from."""
+
+    #: The server's ``run_id``; ``None`` when this user may not run ``INFO``.
+    run_id: str | None
+    #: The server's own end of the connection (``laddr``): one server, one address.
+    address: str
+    db: int
+
+    def same_database(self, other: _Database) -> bool:
+        if self.db != other.db:
+            return False
+        if self.run_id is not None and other.run_id is not None:
+            return self.run_id == other.run_id
+        return self.address == other.address  # an ACL refused INFO: the next best thing
+
+
+async def _identity(redis: Redis) -> _Database:
     client = await redis.client_info()
-    return str(info["run_id"]), int(client["db"])
+    try:
+        run_id: str | None = str((await redis.info("server"))["run_id"])
+    except NoPermissionError:
+        run_id = None
+    return _Database(run_id, str(client["laddr"]), int(client["db"]))
 
 
 async def _entries_after(redis: Redis, stream: str, after: str | None) -> int:

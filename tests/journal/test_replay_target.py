@@ -10,6 +10,7 @@ left to read.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -114,6 +115,31 @@ async def test_the_same_client_as_target_is_refused(
     with pytest.raises(ReplayTargetError, match="source database itself"):
         await replay(source, source, into_existing=True)
     assert await snapshot() == before
+
+
+async def test_a_user_who_may_not_run_info_is_still_refused_the_source(
+    source: Redis, redis_url: str, snapshot: Callable[[], Awaitable[Snapshot]]
+) -> None:
+    user = f"no-info-{uuid.uuid4().hex[:8]}"
+    await source.acl_setuser(user, enabled=True, passwords=["+pw"], keys=["*"], channels=["*"],
+                             commands=["+@all", "-info"])  # fmt: skip
+    host_port = redis_url.split("//", 1)[1].rsplit("/", 1)[0]
+    try:
+        before = await snapshot()
+        same = Redis.from_url(f"redis://{user}:pw@{host_port}/0")
+        other = Redis.from_url(f"redis://{user}:pw@{host_port}/1")
+        try:
+            await other.flushdb()
+            with pytest.raises(ReplayTargetError, match="source database itself"):
+                await replay(source, same, into_existing=True)
+            assert await snapshot() == before
+            assert (await replay(source, other)).applied == 9  # another database: a target
+            await other.flushdb()
+        finally:
+            await same.aclose()
+            await other.aclose()
+    finally:
+        await source.acl_deluser(user)
 
 
 async def test_another_database_of_the_same_server_is_a_target(

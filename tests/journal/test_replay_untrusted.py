@@ -158,9 +158,12 @@ async def test_a_damaged_entry_names_the_field_at_fault(
     assert good < damaged
 
 
-async def test_a_skip_passes_over_a_well_formed_entry_too(source: Redis, target: Redis) -> None:
+@pytest.mark.parametrize("as_list", [True, False], ids=["list", "one-id"])
+async def test_a_skip_passes_over_a_well_formed_entry_too(
+    source: Redis, target: Redis, as_list: bool
+) -> None:
     (unwanted,) = await append(source, add("UtArticle", "a1", "tags", "unwanted"))
-    report = await replay(source, target, skip=[unwanted])
+    report = await replay(source, target, skip=[unwanted] if as_list else unwanted)
     assert (report.applied, report.skipped_ids) == (2, [unwanted])
     assert not await target.sismember("__rapyer_special__:UtArticle:a1:tags", '"unwanted"')
 
