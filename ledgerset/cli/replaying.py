@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ledgerset.cli import Options, connect, moment, require_stream, run
 from ledgerset.embedded import EmbeddedServer
 from ledgerset.journal.reader import Position
-from ledgerset.journal.replay import ReplayReport
+from ledgerset.journal.replay import ReplayReport, check_target
 from ledgerset.journal.replay import replay as replay_journal
 from ledgerset.journal.verify import compare, journal_models
 
@@ -83,6 +83,8 @@ async def _replay(
     await require_stream(source, options.stream)
     target = await connect(to_url)
     try:
+        # A refused target is one line, before any progress bar is drawn.
+        await check_target(source, target, options.stream, model, into_existing=into_existing)
         with _bar("replaying") as advance:
             return await replay_journal(
                 source,
@@ -162,6 +164,7 @@ async def _replay_and_compare(
 ) -> list[str]:
     target = await connect(url)
     try:
+        await check_target(source, target, stream, into_existing=into_existing)
         with _bar("replaying") as advance:
             report = await replay_journal(
                 source,

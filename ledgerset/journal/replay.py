@@ -25,7 +25,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import NoPermissionError
 
-from ledgerset._events import DEBUG, INFO, WARNING, emit, enabled
+from ledgerset._events import DEBUG, INFO, emit, enabled
 from ledgerset.commands import dispatcher
 from ledgerset.commands.catalog import (
     Command,
@@ -215,9 +215,6 @@ class _Run:
         await self.flush(wait=True)
         if self.model is not None and self.report.resumed_after is None:
             self.report.model_absent = self.model not in self.report.models
-            if self.report.model_absent and enabled(WARNING):
-                emit(WARNING, "replay.model_absent", stream=self.stream, model=self.model,
-                     models=sorted(self.report.models))  # fmt: skip
         if enabled(INFO):
             elapsed = time.perf_counter() - started
             emit(INFO, "replay.finished", stream=self.stream, applied=self.report.applied,

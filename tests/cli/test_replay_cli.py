@@ -47,6 +47,13 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def only_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The one line a refused run wrote on stderr, and nothing else (no progress bar)."""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ledgerset: "), result.stderr
+    return lines[0]
+
+
 def one_line(result: subprocess.CompletedProcess[str]) -> str:
     """The one line a failed run wrote on stderr (after any progress bar)."""
     lines = [line for line in result.stderr.splitlines() if line.startswith("ledgerset:")]
@@ -98,7 +105,7 @@ async def test_the_source_as_target_is_refused_and_the_tampering_stays(
     to_url = redis_url if spelled == "as given" else other_spelling(redis_url)
     result = cli("--url", redis_url, command, "--to-url", to_url, "--into-existing")
     assert result.returncode == 1
-    assert "it is the source database itself" in one_line(result)
+    assert "it is the source database itself" in only_line(result)
     assert "OK" not in result.stdout
     assert await redis.smembers(tags) == {b'"redis"', b'"intruder"'}
     assert not await redis.exists(CHECKPOINT)
@@ -107,7 +114,7 @@ async def test_the_source_as_target_is_refused_and_the_tampering_stays(
 async def test_demo_into_its_own_database_is_refused(redis: Redis, redis_url: str) -> None:
     result = cli("--url", redis_url, "demo", "--to-url", other_spelling(redis_url))
     assert result.returncode == 1
-    assert "it is the source database itself" in one_line(result)
+    assert "it is the source database itself" in only_line(result)
     assert "OK" not in result.stdout
     assert await redis.dbsize() == 0  # refused before its walk-through wrote anything
 
@@ -123,7 +130,7 @@ async def test_a_target_with_keys_needs_into_existing(
     await client.set("unrelated", "keep me")
     refused = cli("--url", redis_url, command, "--to-url", url)
     assert refused.returncode == 1
-    line = one_line(refused)
+    line = only_line(refused)
     assert "holds 1 key(s)" in line and "--into-existing" in line
     assert await client.keys("*") == [b"unrelated"]
 
