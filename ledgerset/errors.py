@@ -204,9 +204,9 @@ class JournalEntryError(JournalError):
     ) -> Self:
         """``problem`` (sentences naming entry ``entry_id``), then how to go on without it."""
         return cls(
-            f"{problem} To go on without entry {entry_id}: skip it on purpose (ledgerset replay "
-            f"--skip {entry_id}, or skip=[{entry_id!r}] in Python) or delete it (XDEL {stream} "
-            f"{entry_id}), then run the replay again.",
+            f"{problem} To go on without entry {entry_id}: skip it on purpose (--skip {entry_id} "
+            f"on ledgerset replay or verify, skip=[{entry_id!r}] in Python) or delete it (XDEL "
+            f"{stream} {entry_id}), then run again.",
             stream=stream,
             entry_id=entry_id,
             field=field,
