@@ -62,9 +62,9 @@ def replay(
     if report.model_absent:
         known = ", ".join(sorted(report.models)) or "none"
         click.echo(
-            f"ledgerset: warning: --model {model!r} matches no entry of {options.stream!r} "
-            f"(its models: {known}); nothing was replayed and no checkpoint written. Model names "
-            f"are class names, case and all",
+            f"ledgerset: warning: --model {model!r} matches no entry of {options.stream!r}"
+            f"{' up to --until' if until else ''} (its models: {known}); nothing was replayed "
+            f"and no checkpoint written. Model names are class names, case and all",
             err=True,
         )
         sys.exit(1)
