@@ -177,7 +177,8 @@ async def _replay_and_compare(
         # A run from the start read every entry; a resumed one did not, so ask the journal.
         models = report.models
         if report.resumed_after is not None:
-            models = await journal_models(source, stream, skip=skip)
+            with _bar("reading models") as advance:
+                models = await journal_models(source, stream, skip=skip, on_progress=advance)
         with _bar("comparing", "keys") as advance:
             differences = await compare(source, target, models, on_progress=advance)
         return [str(difference) for difference in differences]

@@ -39,15 +39,32 @@ class Difference:
         return f"{self.key}: live {self.live}, replayed {self.replayed}"
 
 
-#: Keys compared between two calls of ``compare``'s ``on_progress``.
+#: Entries read, or keys compared, between two calls of an ``on_progress``.
 PROGRESS_EVERY = 500
 
 
 async def journal_models(
-    redis: Redis, stream: str = DEFAULT_STREAM, *, skip: Collection[str] = ()
+    redis: Redis,
+    stream: str = DEFAULT_STREAM,
+    *,
+    skip: Collection[str] = (),
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> set[str]:
-    """The model class names that appear in the journal (but in the entries ``skip`` names)."""
-    return {entry.model async for entry in read_skipping(redis, stream, skip)}
+    """The model class names that appear in the journal (but in the entries ``skip`` names).
+
+    ``on_progress(done, total)`` is called every few hundred entries read, and at the end.
+    """
+    total = int(await redis.xlen(stream)) if on_progress is not None else 0
+    models: set[str] = set()
+    done = 0
+    async for entry in read_skipping(redis, stream, skip):
+        models.add(entry.model)
+        done += 1
+        if on_progress is not None and done % PROGRESS_EVERY == 0:
+            on_progress(done, max(done, total))
+    if on_progress is not None:
+        on_progress(done, done)
+    return models
 
 
 async def compare(

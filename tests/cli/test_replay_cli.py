@@ -154,6 +154,8 @@ async def test_a_target_with_this_replays_checkpoint_is_a_resume(
     verified = cli("--url", redis_url, "verify", "--to-url", url)
     assert verified.returncode == 0, verified.stderr
     assert "OK" in verified.stdout
+    assert "replaying" in verified.stderr and "1/1 entries" in verified.stderr
+    assert "reading models" in verified.stderr and "8/8 entries" in verified.stderr
 
 
 # -- foreign entries ------------------------------------------------------------------------------
