@@ -15,8 +15,9 @@
     ├── ServerUnavailableError     the server cannot be reached (ConnectionError)
     ├── EmbeddedServerError        ledgerset.embedded found no server binary, or it did not start
     └── JournalError               a journal cannot be read or replayed
-        ├── JournalEntryError      one entry is malformed or of an unknown command/version
-        └── ReplayConflictError    the target refused a replay (another replay, foreign keys)
+        ├── JournalEntryError      one entry is malformed, unknown, or not a model's write
+        ├── ReplayConflictError    the target refused a replay (another replay, foreign keys)
+        └── ReplayTargetError      the target is the source, or holds data of its own
 
 Each error names what was attempted and with what (model, field, key, value) and, where there is
 one, the fix; the same facts are attributes, so callers and log processors need not parse text.
@@ -25,6 +26,8 @@ also carry ``command``: the journal name of the refused command.
 """
 
 from __future__ import annotations
+
+from typing import Self
 
 __all__ = [
     "EmbeddedServerError",
@@ -37,6 +40,7 @@ __all__ = [
     "ModelNotFoundError",
     "NotInitializedError",
     "ReplayConflictError",
+    "ReplayTargetError",
     "ServerUnavailableError",
     "TransactionError",
     "UnknownMirrorError",
@@ -254,12 +258,71 @@ class JournalError(LedgersetError):
 
 
 class JournalEntryError(JournalError):
-    """Journal entry ``entry_id`` is malformed, or records a command/version this code cannot read.
+    """Journal entry ``entry_id`` is malformed, records a command/version this code cannot read,
+    or names something no ledgerset model could have written; ``field`` names the entry's field
+    at fault (``cmd``, ``model``, ``args``, ...) when one is.
 
     Replay stops before that entry's transaction: nothing of it is applied.
     """
+
+    def __init__(
+        self, message: str, *, stream: str, entry_id: str | None = None, field: str | None = None
+    ) -> None:
+        super().__init__(message, stream=stream, entry_id=entry_id)
+        self.field = field
+
+    @classmethod
+    def stops_replay(
+        cls, stream: str, entry_id: str, problem: str, *, field: str | None = None
+    ) -> Self:
+        """``problem`` (sentences naming entry ``entry_id``), then how to go on without it."""
+        return cls(
+            f"{problem} To go on without entry {entry_id}: skip it on purpose (--skip {entry_id} "
+            f"on ledgerset replay or verify, skip=[{entry_id!r}] in Python) or delete it (XDEL "
+            f"{stream} {entry_id}), then run again.",
+            stream=stream,
+            entry_id=entry_id,
+            field=field,
+        )
 
 
 class ReplayConflictError(JournalError):
     """The replay target refused a batch: another replay moved the checkpoint, or a key there
     holds another type. ``entry_id`` names the entry whose command was refused, if one was."""
+
+
+class ReplayTargetError(JournalError):
+    """A replay was refused before it wrote anything, because of its target: ``reason`` is
+    ``"target_is_source"`` (the same server and database as the source, however the URL was
+    spelled) or ``"target_not_empty"`` (keys there, and no checkpoint of this replay).
+    ``target`` is the target's address and database, as ``host:port/db``."""
+
+    def __init__(self, message: str, *, stream: str, target: str, reason: str) -> None:
+        super().__init__(message, stream=stream)
+        self.target = target
+        self.reason = reason
+
+    @classmethod
+    def is_source(cls, stream: str, target: str) -> Self:
+        """The target is the database the journal describes: replaying there would rewrite it."""
+        return cls(
+            f"refusing to replay {stream!r} into {target}: it is the source database itself (same "
+            f"server run_id, same database), so the replay would rewrite the live data it reads. "
+            f"Replay into another database or server (--to-url)",
+            stream=stream,
+            target=target,
+            reason="target_is_source",
+        )
+
+    @classmethod
+    def not_empty(cls, stream: str, target: str, keys: int, checkpoint: str) -> Self:
+        """The target holds data, and no checkpoint says this replay wrote it."""
+        return cls(
+            f"refusing to replay {stream!r} into {target}: it holds {keys} key(s) and no "
+            f"checkpoint of this replay ({checkpoint!r}), so the replay would mix the journal's "
+            f"models with data it knows nothing of. Replay into an empty database, or say so on "
+            f"purpose with --into-existing (into_existing=True in Python)",
+            stream=stream,
+            target=target,
+            reason="target_not_empty",
+        )

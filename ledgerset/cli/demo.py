@@ -15,6 +15,7 @@ from ledgerset.cli import Options, connect, run
 from ledgerset.cli.audit import entry_table
 from ledgerset.embedded import EmbeddedServer
 from ledgerset.journal import read_entries, replay
+from ledgerset.journal.replay import check_target
 from ledgerset.journal.verify import compare, journal_models
 from ledgerset.types import RedisSet
 
@@ -51,6 +52,13 @@ def demo(options: Options, to_url: str | None) -> None:
 
 async def _demo(url: str, to_url: str, stream: str, console: Console) -> bool:
     redis = await ledgerset.init(redis=url, journal=StreamJournal(stream))
+    target = await connect(to_url)
+    try:
+        await check_target(redis, target, stream)  # before the walk-through writes anything
+    except BaseException:
+        await target.aclose()
+        await redis.aclose()
+        raise
     info = await redis.info("server")
     server = "valkey" if "valkey_version" in info else "redis"
     version = info.get("valkey_version") or info.get("redis_version")
@@ -61,7 +69,6 @@ async def _demo(url: str, to_url: str, stream: str, console: Console) -> bool:
     console.print()
     console.print(entry_table(entries, stream))
 
-    target = await connect(to_url)
     try:
         report = await replay(redis, target, stream)
         console.print(

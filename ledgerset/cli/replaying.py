@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
 import click
 from redis.asyncio import Redis
 from rich.console import Console
@@ -10,11 +14,25 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ledgerset.cli import Options, connect, moment, require_stream, run
 from ledgerset.embedded import EmbeddedServer
 from ledgerset.journal.reader import Position
-from ledgerset.journal.replay import ReplayReport
+from ledgerset.journal.replay import ReplayReport, check_target
 from ledgerset.journal.replay import replay as replay_journal
 from ledgerset.journal.verify import compare, journal_models
 
 __all__ = ["replay", "verify"]
+
+INTO_EXISTING = click.option(
+    "--into-existing",
+    is_flag=True,
+    help="Replay into a database that already holds keys (refused otherwise, unless it holds "
+    "this replay's checkpoint: a resume).",
+)
+SKIP = click.option(
+    "--skip",
+    "skip",
+    multiple=True,
+    metavar="ID",
+    help="Pass over this entry on purpose (one that stopped an earlier run); repeatable.",
+)
 
 
 @click.command()
@@ -22,76 +40,103 @@ __all__ = ["replay", "verify"]
 @click.option("--until", help="Stop after this entry id or ISO time (UTC): the state as of then.")
 @click.option("--model", help="Replay only this model class.")
 @click.option("--dry-run", is_flag=True, help="Read and check everything, write nothing.")
+@INTO_EXISTING
+@SKIP
 @click.pass_obj
 def replay(
-    options: Options, to_url: str, until: str | None, model: str | None, dry_run: bool
+    options: Options,
+    to_url: str,
+    until: str | None,
+    model: str | None,
+    dry_run: bool,
+    into_existing: bool,
+    skip: tuple[str, ...],
 ) -> None:
     """Replay the journal into another database, resuming where the last run stopped."""
-    report = run(_replay(options, to_url, moment(until), model, dry_run))
+    report = run(_replay(options, to_url, moment(until), model, dry_run, into_existing, skip))
     verb = "would apply" if dry_run else "applied"
     click.echo(
         f"{verb} {report.applied} entries, skipped {report.skipped}, expired {report.expired}; "
         f"last entry {report.last_id or '(none)'}"
     )
+    if report.model_absent:
+        known = ", ".join(sorted(report.models)) or "none"
+        click.echo(
+            f"ledgerset: warning: --model {model!r} matches no entry of {options.stream!r}"
+            f"{' up to --until' if until else ''} (its models: {known}); nothing was replayed "
+            f"and no checkpoint written. Model names are class names, case and all",
+            err=True,
+        )
+        sys.exit(1)
 
 
 async def _replay(
-    options: Options, to_url: str, until: Position | None, model: str | None, dry_run: bool
+    options: Options,
+    to_url: str,
+    until: Position | None,
+    model: str | None,
+    dry_run: bool,
+    into_existing: bool,
+    skip: tuple[str, ...],
 ) -> ReplayReport:
     source = await connect(options.require_url())
     await require_stream(source, options.stream)
     target = await connect(to_url)
     try:
-        return await _with_progress(source, target, options.stream, until, model, dry_run)
+        # A refused target is one line, before any progress bar is drawn.
+        await check_target(source, target, options.stream, model, into_existing=into_existing)
+        with _bar("replaying") as advance:
+            return await replay_journal(
+                source,
+                target,
+                options.stream,
+                until=until,
+                model=model,
+                dry_run=dry_run,
+                on_progress=advance,
+                into_existing=into_existing,
+                skip=skip,
+            )
     finally:
         await source.aclose()
         await target.aclose()
 
 
-async def _with_progress(
-    source: Redis,
-    target: Redis,
-    stream: str,
-    until: Position | None,
-    model: str | None,
-    dry_run: bool,
-) -> ReplayReport:
+@contextmanager
+def _bar(label: str, unit: str = "entries") -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr, and the ``(done, total)`` callback that moves it."""
     columns = (
-        TextColumn("replaying"),
+        TextColumn(label),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("entries"),
+        TextColumn(unit),
         TimeElapsedColumn(),
-        TextColumn("{task.fields[rate]} entries/s"),
+        TextColumn(f"{{task.fields[rate]}} {unit}/s"),
     )
     with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
-        task = progress.add_task("replay", total=None, rate="-")
+        task = progress.add_task(label, total=None, rate="-")
 
         def advance(done: int, total: int) -> None:
             elapsed = progress.tasks[task].elapsed or 0.0
             rate = f"{done / elapsed:,.0f}" if elapsed else "-"
             progress.update(task, completed=done, total=total, rate=rate)
 
-        return await replay_journal(
-            source,
-            target,
-            stream,
-            until=until,
-            model=model,
-            dry_run=dry_run,
-            on_progress=advance,
-        )
+        yield advance
 
 
 @click.command()
 @click.option("--to-url", help="Replay into this database (default: a scratch embedded server).")
+@INTO_EXISTING
+@SKIP
 @click.pass_obj
-def verify(options: Options, to_url: str | None) -> None:
+def verify(
+    options: Options, to_url: str | None, into_existing: bool, skip: tuple[str, ...]
+) -> None:
     """Replay the journal and diff the result against the live data, key by key.
 
     Exits with status 1 and prints each difference if any key differs.
     """
-    differences = run(_verify(options, to_url))
+    differences = run(_verify(options, to_url, into_existing, skip))
     if differences:
         for difference in differences:
             click.echo(f"DIFFERENT {difference}")
@@ -100,23 +145,42 @@ def verify(options: Options, to_url: str | None) -> None:
     click.echo("OK: the live data equals a replay of the journal")
 
 
-async def _verify(options: Options, to_url: str | None) -> list[str]:
+async def _verify(
+    options: Options, to_url: str | None, into_existing: bool, skip: tuple[str, ...]
+) -> list[str]:
     source = await connect(options.require_url())
     try:
         await require_stream(source, options.stream)
         if to_url is not None:
-            return await _replay_and_compare(source, to_url, options.stream)
+            return await _replay_and_compare(source, to_url, options.stream, into_existing, skip)
         async with EmbeddedServer() as scratch:
-            return await _replay_and_compare(source, scratch.url, options.stream)
+            return await _replay_and_compare(source, scratch.url, options.stream, False, skip)
     finally:
         await source.aclose()
 
 
-async def _replay_and_compare(source: Redis, url: str, stream: str) -> list[str]:
+async def _replay_and_compare(
+    source: Redis, url: str, stream: str, into_existing: bool, skip: tuple[str, ...]
+) -> list[str]:
     target = await connect(url)
     try:
-        await replay_journal(source, target, stream)
-        models = await journal_models(source, stream)
-        return [str(difference) for difference in await compare(source, target, models)]
+        await check_target(source, target, stream, into_existing=into_existing)
+        with _bar("replaying") as advance:
+            report = await replay_journal(
+                source,
+                target,
+                stream,
+                on_progress=advance,
+                into_existing=into_existing,
+                skip=skip,
+            )
+        # A run from the start read every entry; a resumed one did not, so ask the journal.
+        models = report.models
+        if report.resumed_after is not None:
+            with _bar("reading models") as advance:
+                models = await journal_models(source, stream, skip=skip, on_progress=advance)
+        with _bar("comparing", "keys") as advance:
+            differences = await compare(source, target, models, on_progress=advance)
+        return [str(difference) for difference in differences]
     finally:
         await target.aclose()

@@ -25,7 +25,7 @@ import hashlib
 import os
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from types import TracebackType
@@ -232,14 +232,19 @@ async def apply_batch(
     checkpoint: str,
     expected: str | None,
     new: str,
+    key_types: Sequence[tuple[str, str]] = (),
 ) -> Refusal | None:
     """Apply ``commands`` and move ``checkpoint`` from ``expected`` to ``new``, atomically.
 
     For replay: the batch and its checkpoint land together or not at all, so a replay stopped at
-    any moment resumes exactly after the last batch applied. Returns why the server refused, if
-    it did (a command's precondition, or ``checkpoint_moved`` by a concurrent replay).
+    any moment resumes exactly after the last batch applied. ``key_types`` are ``(key, type)``
+    pairs checked first: each key must hold that type (``hash``, ``set``) or nothing. Returns why
+    the server refused, if it did (a command's precondition, a key of another type, or
+    ``checkpoint_moved`` by a concurrent replay).
     """
     program = Program()
+    for key, kind in key_types:
+        program.op(b"E", key, None, [kind])
     for command in commands:
         program.add(command)
     program.op(b"K", checkpoint, None, [expected or "", new])

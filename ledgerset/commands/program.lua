@@ -22,7 +22,9 @@
 --          member becomes the entry's args, 0 for none; the entry's field/value pairs as one JSON
 --          array of strings -- one argument, not two dozen, since packing arguments is costly),
 --        K move a replay checkpoint (arguments: the value it must hold now, '' for none; the new
---          value); refused with 'checkpoint_moved' if another replay moved it.
+--          value); refused with 'checkpoint_moved' if another replay moved it,
+--        E expect a type (argument: 'hash' or 'set'): only a check, refused with 'wrong_type' unless
+--          the key holds that type or nothing (a replay's deletes: DEL itself checks nothing).
 -- T and X reply with the set's members afterwards (computed here, so the caller's copy can follow).
 --
 -- This runs on every command, so it avoids work a single write does not need: with one write,
@@ -97,7 +99,7 @@ while at <= #header do
   ops[base + 4] = pos
   pos = pos + n
   ops[base + 5] = pos - 1
-  if code ~= 'J' and code ~= 'K' then
+  if code ~= 'J' and code ~= 'K' and code ~= 'E' then
     writes = writes + 1
   end
 end
@@ -166,6 +168,14 @@ for i = 1, nops do
     state[key] = t
   elseif code == 'D' then
     state[key] = 'none'
+  elseif code == 'E' then
+    local t = state[key]
+    if t == nil or type(t) == 'number' then
+      t = redis.call('TYPE', key)['ok']
+    end
+    if t ~= 'none' and t ~= ARGV[ops[base + 4]] then
+      return { 0, 'wrong_type', i, key, t }
+    end
   else
     return redis.error_reply('ledgerset: unknown operation code ' .. tostring(code))
   end

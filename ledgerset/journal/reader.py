@@ -50,6 +50,11 @@ class JournalEntry:
     ctx: dict[str, Any]
 
     @property
+    def target(self) -> str:
+        """What the entry wrote, as the tool shows it: ``Model:pk``, or ``Model:pk.field``."""
+        return f"{self.model}:{self.pk}" + (f".{self.field}" if self.field else "")
+
+    @property
     def ts_ms(self) -> int:
         """``ts`` as Unix milliseconds, as stored."""
         return int(self.ts.timestamp() * 1000)
@@ -87,7 +92,8 @@ async def read_entries(
 
     ``start``/``end`` are entry ids (a bare millisecond covers all its entries) or datetimes (a
     naive datetime is taken as UTC); ``after`` starts just after an entry id instead. ``model``
-    and ``key`` keep only the entries of that model class or that physical key.
+    keeps only the entries of that model class, ``key`` those that wrote that key: its physical
+    name, or its ``target`` as the tool shows it (``Model:pk.field``).
     """
     low = f"({after}" if after is not None else start if isinstance(start, str) else "-"
     high = end if isinstance(end, str) else "+"
@@ -110,7 +116,9 @@ async def read_entries(
                     return
                 if since is not None and entry.ts < since:
                     continue
-                if (model is None or entry.model == model) and (key is None or entry.key == key):
+                if (model is None or entry.model == model) and (
+                    key is None or key in (entry.key, entry.target)
+                ):
                     yield entry
     finally:
         if upcoming is not None:  # the caller stopped early: the next page is not wanted
@@ -149,17 +157,37 @@ def parse_entry(stream: str, entry_id: str, fields: dict[bytes, bytes]) -> Journ
             ctx={} if ctx == b"{}" else _object(ctx),
         )
     except (KeyError, ValueError, UnicodeDecodeError) as exc:
-        if isinstance(exc, KeyError):
-            name = exc.args[0]
-            reason = f"field {name.decode() if isinstance(name, bytes) else name!r} is missing"
-        else:
-            reason = str(exc)
+        field, reason = _fault(fields, exc)
         raise JournalEntryError(
             f"journal entry {entry_id} of stream {stream!r} is malformed ({reason}); it was not "
             f"written by ledgerset, or was changed. Nothing of its transaction is applied.",
             stream=stream,
             entry_id=entry_id,
+            field=field,
         ) from exc
+
+
+#: The schema's fields, in the order a reader would miss them (``cmd`` first: a foreign entry).
+_FIELDS = ("cmd", "v", "key", "args", "ts", "txn", "seq", "of", "model", "pk", "field", "ctx")
+
+
+def _fault(fields: dict[bytes, bytes], exc: Exception) -> tuple[str | None, str]:
+    """The field an entry that did not parse is wrong in, and how (only on that error path)."""
+    missing = next((name for name in _FIELDS if name.encode() not in fields), None)
+    if missing is not None:
+        return missing, f"field {missing!r} is missing"
+    for name in _FIELDS:
+        value = fields[name.encode()]
+        try:
+            if name in ("args", "ctx"):
+                _object(value)
+            elif name in ("v", "ts", "seq", "of"):
+                int(value)
+            else:
+                value.decode()
+        except (ValueError, UnicodeDecodeError) as error:
+            return name, f"field {name!r}: {error}"
+    return None, str(exc)
 
 
 def _object(text: bytes) -> dict[str, Any]:

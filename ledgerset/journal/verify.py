@@ -7,13 +7,14 @@ behind the journal's back shows up. The library's own keys (``ledgerset:*``) are
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
 
 from ledgerset.commands.record import DEFAULT_STREAM
-from ledgerset.journal.reader import read_entries
+from ledgerset.journal.replay import read_skipping
 from ledgerset.keys import KeyLayout
 
 __all__ = ["Difference", "compare", "journal_models"]
@@ -38,15 +39,46 @@ class Difference:
         return f"{self.key}: live {self.live}, replayed {self.replayed}"
 
 
-async def journal_models(redis: Redis, stream: str = DEFAULT_STREAM) -> set[str]:
-    """The model class names that appear in the journal."""
-    return {entry.model async for entry in read_entries(redis, stream)}
+#: Entries read, or keys compared, between two calls of an ``on_progress``.
+PROGRESS_EVERY = 500
+
+
+async def journal_models(
+    redis: Redis,
+    stream: str = DEFAULT_STREAM,
+    *,
+    skip: Collection[str] = (),
+    on_progress: Callable[[int, int], None] | None = None,
+) -> set[str]:
+    """The model class names that appear in the journal (but in the entries ``skip`` names).
+
+    ``on_progress(done, total)`` is called every few hundred entries read, and at the end.
+    """
+    total = int(await redis.xlen(stream)) if on_progress is not None else 0
+    models: set[str] = set()
+    done = 0
+    async for entry in read_skipping(redis, stream, skip):
+        models.add(entry.model)
+        done += 1
+        if on_progress is not None and done % PROGRESS_EVERY == 0:
+            on_progress(done, max(done, total))
+    if on_progress is not None:
+        on_progress(done, done)
+    return models
 
 
 async def compare(
-    live: Redis, replayed: Redis, models: set[str], layout: KeyLayout | None = None
+    live: Redis,
+    replayed: Redis,
+    models: set[str],
+    layout: KeyLayout | None = None,
+    *,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> list[Difference]:
-    """Every difference between ``live`` and ``replayed`` in the keys of ``models``."""
+    """Every difference between ``live`` and ``replayed`` in the keys of ``models``.
+
+    ``on_progress(done, total)`` is called every few hundred keys compared, and at the end.
+    """
     layout = layout or KeyLayout()
     patterns = [
         pattern
@@ -58,10 +90,14 @@ async def compare(
     ]
     keys = sorted(await _keys(live, patterns) | await _keys(replayed, patterns))
     differences = []
-    for key in keys:
+    for done, key in enumerate(keys, start=1):
         mine, theirs = await _describe(live, key), await _describe(replayed, key)
         if not _same(mine, theirs):
             differences.append(Difference(key, _show(mine), _show(theirs)))
+        if on_progress is not None and (done % PROGRESS_EVERY == 0 or done == len(keys)):
+            on_progress(done, len(keys))
+    if on_progress is not None and not keys:
+        on_progress(0, 0)
     return differences
 
 

@@ -490,7 +490,7 @@ async def test_a_conflict_on_the_first_batch_leaves_no_checkpoint(
     article = await RpArticle(tags={"a"}).asave()
     await target.set(set_key("RpArticle", article.pk), "foreign")
     with pytest.raises(ReplayConflictError) as caught:
-        await replay(source, target)
+        await replay(source, target, into_existing=True)
     assert caught.value.entry_id == (await stream_ids(source))[0]
     assert await target.exists(CHECKPOINT, article.key) == 0
 
