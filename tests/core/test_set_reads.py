@@ -165,6 +165,21 @@ async def test_aiter_of_an_unbound_set_raises_at_the_call() -> None:
         RedisSet().aiter()
 
 
+@pytest.mark.parametrize(
+    "read",
+    [
+        lambda s: s.arandom(),
+        lambda s: s.arandom(2),
+        lambda s: s.acontains_many(["a"]),
+        lambda s: s.aintersect_size(),
+    ],
+    ids=["arandom", "arandom-k", "acontains_many", "aintersect_size"],
+)
+async def test_reads_of_an_unbound_set_raise(read: Callable[[RedisSet[Any]], Any]) -> None:
+    with pytest.raises(LedgersetError, match="not a field of a model"):
+        await read(RedisSet({"a"}))
+
+
 # -- arandom ----------------------------------------------------------------------------------
 
 
