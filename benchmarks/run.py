@@ -87,6 +87,7 @@ class Sizes:
         self.rounds = 3 if quick else 31  # the VM is noisy: many short rounds, not a few long ones
         self.scaling = (1_000, 2_000) if quick else (10_000, 100_000, 1_000_000)
         self.replay_scale = 500 if quick else 1_000_000
+        self.scan_scale = (1_000, 2_000) if quick else (10_000, 1_000_000)
 
 
 async def interleave(name: str, workload: str, bar: Bar, a: Timed, b: Timed, rounds: int) -> Row:
@@ -415,6 +416,58 @@ async def replay_scale(url: str, target_url: str, count: int) -> dict[str, Any]:
     }
 
 
+async def scan_scale(url: str, counts: tuple[int, ...]) -> dict[str, Any]:
+    """Peak RSS of ``aiter()`` over sets of each size: flat, where ``amembers()`` grows with it.
+
+    Each read runs in a child process of its own, on a model instance that was never loaded
+    (loading would fill its mirror), so its peak is the read's alone.
+    """
+    redis = Redis.from_url(url)
+    peaks: dict[str, dict[str, float]] = {"aiter": {}, "amembers": {}}
+    for count in counts:
+        await redis.flushdb()
+        key = BenchArticle(pk="scan").tags.special_key
+        values = encoded(members(count))
+        for start in range(0, count, 10_000):
+            await redis.sadd(key, *values[start : start + 10_000])
+        for read in ("aiter", "amembers"):
+            peaks[read][f"{count:,}"] = await _child_peak_rss_mib(url, read, count)
+    await redis.flushdb()
+    await redis.aclose()
+    return {f"{read}_peak_rss_mib": by_size for read, by_size in peaks.items()}
+
+
+async def _child_peak_rss_mib(url: str, read: str, count: int) -> float:
+    walk = (
+        "    seen = 0\n    async for _ in tags.aiter(count=1000):\n        seen += 1\n"
+        if read == "aiter"
+        else "    seen = len(await tags.amembers())\n"
+    )
+    code = (
+        "import asyncio\n"
+        "from pydantic import Field\n"
+        "import ledgerset\n"
+        "from ledgerset import AtomicRedisModel, RedisSet\n"
+        "class BenchArticle(AtomicRedisModel):\n"
+        "    tags: RedisSet[str] = Field(default_factory=RedisSet)\n"
+        "async def main():\n"
+        f"    await ledgerset.init(redis={url!r})\n"
+        "    tags = BenchArticle(pk='scan').tags\n"
+        f"{walk}"
+        "    rss = next(int(line.split()[1]) for line in open('/proc/self/status')\n"
+        "               if line.startswith('VmHWM:'))\n"
+        "    print(seen, rss)\n"
+        "asyncio.run(main())\n"
+    )
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await child.communicate()
+    seen, rss_kib = out.split()
+    assert int(seen) == count, f"{read} saw {seen} of {count} members"
+    return round(int(rss_kib) / 1024, 1)
+
+
 async def journal_of_pipelined(redis: Redis, count: int) -> None:
     """A large journal, fast: one model save, then transactions of 1,000 adds each."""
     await redis.flushdb()
@@ -481,6 +534,7 @@ async def main_async(
             if full
             else {}
         )
+        big_scan = await scan_scale(server.url, sizes.scan_scale) if full else {}
         await redis.aclose()
         await target.aclose()
     for row in rows + references:
@@ -493,6 +547,7 @@ async def main_async(
         return 0 if all(row.met for row in rows) else 1  # a partial run writes no results
     print("amembers() seconds by size:", {size: round(t, 4) for size, t in scaling.items()})
     print("replay at scale:", big_replay)
+    print("peak RSS (MiB) of aiter() and amembers() by set size:", big_scan)
     results = {
         "machine": {
             "python": platform.python_version(),
@@ -504,6 +559,7 @@ async def main_async(
         "references": [{**asdict(row), "bar": None} for row in references],
         "amembers_seconds": scaling,
         "replay_scale": big_replay,
+        "scan_scale": big_scan,
         "benchmark_peak_rss_mib": round(
             resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
         ),

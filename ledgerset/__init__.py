@@ -11,6 +11,7 @@ from ledgerset.core.config import RedisConfig, init
 from ledgerset.core.model import AtomicRedisModel
 from ledgerset.core.redis_set import RedisSet
 from ledgerset.errors import (
+    InvalidArgumentError,
     InvalidKeyError,
     InvalidMemberError,
     LedgersetError,
@@ -20,12 +21,14 @@ from ledgerset.errors import (
     ServerUnavailableError,
     TransactionError,
     UnknownMirrorError,
+    UnsupportedCommandError,
     UpdateAtomicModelError,
     WrongTypeError,
 )
 
 __all__ = [
     "AtomicRedisModel",
+    "InvalidArgumentError",
     "InvalidKeyError",
     "InvalidMemberError",
     "LedgersetError",
@@ -39,6 +42,7 @@ __all__ = [
     "Transaction",
     "TransactionError",
     "UnknownMirrorError",
+    "UnsupportedCommandError",
     "UpdateAtomicModelError",
     "WrongTypeError",
     "init",

@@ -5,6 +5,7 @@
     LedgersetError
     ├── ModelDefinitionError       a model class cannot be built (TypeError)
     ├── InvalidMemberError         a set member of an unsupported type or value (ValueError)
+    ├── InvalidArgumentError       an operand or count a set method cannot use (Type/ValueError)
     ├── UpdateAtomicModelError     aupdate() of a special or unknown field (ValueError)
     ├── InvalidKeyError            a key that is not one of the model's keys (ValueError)
     ├── ModelNotFoundError         the model does not exist in Redis (KeyError)
@@ -13,6 +14,7 @@
     ├── UnknownMirrorError         asave() of a set whose last write has an unknown outcome
     ├── NotInitializedError        no connection: neither ledgerset.init() nor Meta.redis
     ├── ServerUnavailableError     the server cannot be reached (ConnectionError)
+    ├── UnsupportedCommandError    the server lacks a command a method needs (too old, or renamed)
     ├── EmbeddedServerError        ledgerset.embedded found no server binary, or it did not start
     └── JournalError               a journal cannot be read or replayed
         ├── JournalEntryError      one entry is malformed, unknown, or not a model's write
@@ -31,6 +33,7 @@ from typing import Self
 
 __all__ = [
     "EmbeddedServerError",
+    "InvalidArgumentError",
     "InvalidKeyError",
     "InvalidMemberError",
     "JournalEntryError",
@@ -44,6 +47,7 @@ __all__ = [
     "ServerUnavailableError",
     "TransactionError",
     "UnknownMirrorError",
+    "UnsupportedCommandError",
     "UpdateAtomicModelError",
     "WrongTypeError",
 ]
@@ -112,6 +116,106 @@ class InvalidMemberError(LedgersetError, ValueError):
         self.field = field
         self.value = value
         self.command: str | None = None
+
+
+class InvalidArgumentError(LedgersetError, TypeError, ValueError):
+    """A set method got an operand or a count it cannot use; raised before any I/O.
+
+    An operand of set algebra or of a comparison must be a ``RedisSet`` field of a model on the
+    same Redis client (and, for the counts and comparisons, of the same member type); a count
+    must be an ``int`` in range. ``command`` names the refused read (``set.intersect_size``,
+    ...), ``argument`` the parameter and ``value`` what was passed. A ``TypeError`` and a
+    ``ValueError``, as Python raises one or the other for such arguments.
+    """
+
+    def __init__(
+        self, message: str, *, model: str, field: str, command: str, argument: str, value: object
+    ) -> None:
+        super().__init__(message)
+        self.model = model
+        self.field = field
+        self.command = command
+        self.argument = argument
+        self.value = value
+
+    @classmethod
+    def not_a_set(
+        cls, model: str, field: str, command: str, method: str, value: object
+    ) -> InvalidArgumentError:
+        """An operand that is not a ``RedisSet`` (a plain ``set``, a list, ...)."""
+        return cls(
+            f"{model}.{field}.{method}() takes RedisSet fields of saved models, got "
+            f"{type(value).__name__}; pass another model's field (e.g. other.tags), or use "
+            f"amembers() and Python's own set operations for a plain set",
+            model=model,
+            field=field,
+            command=command,
+            argument="other",
+            value=value,
+        )
+
+    @classmethod
+    def other_client(
+        cls, model: str, field: str, command: str, method: str, operand: str, value: object
+    ) -> InvalidArgumentError:
+        """An operand whose model talks to another Redis client: one command reads one server."""
+        return cls(
+            f"{model}.{field}.{method}(): {operand} uses another Redis client than {model}, and "
+            f"the server computes {method}() in one command on one server; nothing was sent. "
+            f"Give both models the same RedisConfig(redis=...) (or none, for init's), or "
+            f"compare their amembers() in Python",
+            model=model,
+            field=field,
+            command=command,
+            argument="other",
+            value=value,
+        )
+
+    @classmethod
+    def other_member_type(
+        cls,
+        model: str,
+        field: str,
+        command: str,
+        method: str,
+        operand: str,
+        types: tuple[str, str],
+        value: object,
+    ) -> InvalidArgumentError:
+        """An operand of another member type: equal values would be stored as other bytes."""
+        return cls(
+            f"{model}.{field}.{method}(): {model}.{field} is a {types[0]} but {operand} is a "
+            f"{types[1]}; their members are stored in different forms (1 as 1 or as 1.0), so "
+            f"the server's answer could disagree with Python's. Nothing was sent: compare sets "
+            f"of the same member type",
+            model=model,
+            field=field,
+            command=command,
+            argument="other",
+            value=value,
+        )
+
+    @classmethod
+    def bad_count(
+        cls,
+        model: str,
+        field: str,
+        command: str,
+        method: str,
+        argument: str,
+        value: object,
+        allowed: str,
+    ) -> InvalidArgumentError:
+        """A count (``count``, ``k``, ``limit``) that is not an ``int`` in its range."""
+        return cls(
+            f"{model}.{field}.{method}({argument}={value!r}): {argument} must be an int "
+            f"{allowed}, got {type(value).__name__} {value!r}; nothing was sent",
+            model=model,
+            field=field,
+            command=command,
+            argument=argument,
+            value=value,
+        )
 
 
 class UpdateAtomicModelError(LedgersetError, ValueError):
@@ -241,6 +345,32 @@ class ServerUnavailableError(LedgersetError, ConnectionError):
 
     def __init__(self, message: str, *, address: str) -> None:
         super().__init__(message)
+        self.address = address
+
+
+class UnsupportedCommandError(LedgersetError):
+    """The server does not know a command a read needs: it is older than the command, or the
+    command was renamed or disabled (``rename-command``). Nothing was changed.
+
+    ``command`` is the ledgerset read (``set.intersect_size``, ...), ``redis_command`` the
+    missing Redis command (``SINTERCARD``), ``since`` the Redis version that added it, and
+    ``address`` the server's host:port.
+    """
+
+    def __init__(
+        self, *, command: str, model: str, field: str, redis_command: str, since: str, address: str
+    ) -> None:
+        super().__init__(
+            f"{command} on {model}.{field}: the server at {address} has no {redis_command} "
+            f"command, which Redis {since} added (Valkey has it in every release); the server "
+            f"is older, or {redis_command} was renamed or disabled there (rename-command). "
+            f"Nothing was changed. Upgrade the server to Redis {since} or later, or Valkey."
+        )
+        self.command = command
+        self.model = model
+        self.field = field
+        self.redis_command = redis_command
+        self.since = since
         self.address = address
 
 

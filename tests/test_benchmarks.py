@@ -36,3 +36,5 @@ def test_benchmarks_run_quick(tmp_path: Path) -> None:
     assert results["replay_scale"]["entries"] == 500
     assert results["replay_scale"]["peak_rss_mib"] > 0
     assert set(results["amembers_seconds"]) == {"1,000", "2,000"}
+    assert set(results["scan_scale"]["aiter_peak_rss_mib"]) == {"1,000", "2,000"}
+    assert all(rss > 0 for rss in results["scan_scale"]["aiter_peak_rss_mib"].values())

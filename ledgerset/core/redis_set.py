@@ -16,10 +16,11 @@ still holds what it removed would undo it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import re
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
-from typing import Any, NoReturn, TypedDict, TypeVar, cast, get_args
+from typing import Any, NoReturn, TypedDict, TypeVar, cast, get_args, overload
 
 from pydantic import GetCoreSchemaHandler
 from pydantic_core import core_schema
@@ -43,9 +44,11 @@ from ledgerset.commands.catalog import (
 from ledgerset.core.codec import Member, MemberCodec
 from ledgerset.core.config import RedisConfig, default_journal, default_redis
 from ledgerset.errors import (
+    InvalidArgumentError,
     InvalidMemberError,
     LedgersetError,
     UnknownMirrorError,
+    UnsupportedCommandError,
     WrongTypeError,
 )
 
@@ -112,33 +115,61 @@ class SetBinding:
         journal = default_journal(self.config)
         dispatcher.defer(command, self.redis(), on_result, journal=journal, on_unknown=on_unknown)
 
-    async def read(self, what: str, command: tuple[str | bytes, ...], keys: int = 1) -> Any:
-        """Send a read (``command``: its name, then ``keys`` keys), with errors as ledgerset's."""
+    async def read(
+        self,
+        what: str,
+        command: tuple[wire.Arg, ...],
+        keys: int = 1,
+        *,
+        first_key: int = 1,
+        needs: str | None = None,
+    ) -> Any:
+        """Send a read, with errors as ledgerset's.
+
+        ``command`` is the command's name and arguments; its ``keys`` keys start at index
+        ``first_key`` (a key holding another type is named by ``WrongTypeError``). ``needs`` is
+        the Redis command whose absence an unknown-command error means (default: the command
+        itself; for a script, the command the script calls).
+        """
         try:
             return await wire.call(self.redis(), command, resend=True)
         except ResponseError as exc:
-            if not str(exc).startswith("WRONGTYPE"):
-                raise
-            redis = self.redis()
-            for key in command[1 : 1 + keys]:
-                kind = await redis.type(key)
-                actual = kind.decode() if isinstance(kind, bytes) else kind
-                if actual not in ("set", "none"):
-                    key = key.decode() if isinstance(key, bytes) else key
-                    raise WrongTypeError(
-                        f"{what} on {self.model}.{self.field}: key {key!r} holds a Redis "
-                        f"{actual}, not a set; another client overwrote it. Delete or rename "
-                        f"that key.",
-                        key=key,
-                        actual=actual,
-                        command=what,
-                        model=self.model,
-                        pk=self.pk,
-                        field=self.field,
-                    ) from exc
+            message = str(exc)
+            if message.startswith("WRONGTYPE"):
+                await self._wrong_type(what, command[first_key : first_key + keys], exc)
+            missing = _missing_command(message, needs or str(command[0]))
+            if missing is not None:
+                raise UnsupportedCommandError(
+                    command=what,
+                    model=self.model,
+                    field=self.field,
+                    redis_command=missing,
+                    since=_SINCE.get(missing, "a later version"),
+                    address=dispatcher.server_address(self.redis()),
+                ) from exc
             raise
         except (RedisConnectionError, RedisTimeoutError, TimeoutError) as exc:
             raise dispatcher.unavailable(self.redis(), what, exc, "Nothing was changed.") from exc
+
+    async def _wrong_type(self, what: str, keys: tuple[wire.Arg, ...], exc: ResponseError) -> None:
+        """Raise ``WrongTypeError`` for the first of ``keys`` that is not a set (if one is)."""
+        redis = self.redis()
+        for key in keys:
+            kind = await redis.type(key if isinstance(key, (str, bytes)) else str(key))
+            actual = kind.decode() if isinstance(kind, bytes) else kind
+            if actual not in ("set", "none"):
+                key = key.decode() if isinstance(key, bytes) else str(key)
+                raise WrongTypeError(
+                    f"{what} on {self.model}.{self.field}: key {key!r} holds a Redis "
+                    f"{actual}, not a set; another client overwrote it. Delete or rename "
+                    f"that key.",
+                    key=key,
+                    actual=actual,
+                    command=what,
+                    model=self.model,
+                    pk=self.pk,
+                    field=self.field,
+                ) from exc
 
     def encode(self, command: str, value: object) -> tuple[Member, bytes]:
         """``codec.pair(value)``; a refused member is logged as ``command.refused``."""
@@ -170,6 +201,41 @@ class SetBinding:
                 reason=exc.reason,
             )
         return exc
+
+
+#: The Redis version that added each command a read may need, for the error on an older server.
+_SINCE = {"SMISMEMBER": "6.2", "SINTERCARD": "7.0", "EVAL_RO": "7.0"}
+
+#: "unknown command 'SINTERCARD', with args ..." (the server's reply to a command it lacks).
+_UNKNOWN_COMMAND = re.compile(r"unknown command '([^']*)'", re.IGNORECASE)
+
+
+def _missing_command(message: str, needs: str) -> str | None:
+    """The command an unknown-command error reply says the server lacks, else ``None``.
+
+    A script that calls a command the server lacks is told "Unknown (Redis) command called from
+    script", without the name: that is ``needs``, the command the script calls.
+    """
+    named = _UNKNOWN_COMMAND.search(message)
+    if named is not None:
+        return named.group(1).upper()
+    lowered = message.lower()
+    if lowered.startswith("unknown") and "command called from script" in lowered:
+        return needs
+    return None
+
+
+#: ``KEYS[1]`` is a subset of ``KEYS[2]``: their intersection is as large as ``KEYS[1]``.
+#: A script, so both counts are of one moment, read in one round trip (``EVAL_RO``: no writes).
+_IS_SUBSET = """
+local size = redis.call('SCARD', KEYS[1])
+if size == 0 then return 1 end
+if redis.call('SINTERCARD', 2, KEYS[1], KEYS[2], 'LIMIT', size) == size then return 1 end
+return 0
+"""
+
+#: The largest count (``count``, ``k``, ``limit``) Redis takes: a signed 64-bit integer.
+_COUNT_MAX = 2**63 - 1
 
 
 class RedisSet(set[T]):
@@ -337,20 +403,155 @@ class RedisSet(set[T]):
         self, method: str, redis_command: str, what: str, others: tuple[RedisSet[T], ...]
     ) -> set[T]:
         binding = self._require_binding()
-        keys = [binding.key]
+        operands = self._operands(method, what, others, same_type=False)
         codec = binding.codec
-        for other in others:
-            if not isinstance(other, RedisSet):
-                raise TypeError(
-                    f"{binding.model}.{binding.field}.{method}() takes RedisSet fields "
-                    f"of saved models, got {type(other).__name__}"
-                )
-            other_binding = other._require_binding()
-            keys.append(other_binding.key)
-            if other_binding.codec.member_type is not codec.member_type:
-                codec = MemberCodec(None, model=binding.model, field=binding.field)
+        if any(other.codec.member_type is not codec.member_type for other in operands):
+            codec = MemberCodec(None, model=binding.model, field=binding.field)
+        keys = [binding.key, *(other.key for other in operands)]
         raws = await binding.read(what, (redis_command, *keys), len(keys))
         return codec.decode_many(raws, key=binding.key)  # type: ignore[return-value]
+
+    def _operands(
+        self, method: str, what: str, others: Iterable[object], *, same_type: bool
+    ) -> list[SetBinding]:
+        """The bindings of ``others``, each checked before any I/O.
+
+        Each must be a ``RedisSet`` field of a model on this set's Redis client (one command
+        reads one server) and, with ``same_type``, of this set's member type: a count or a
+        comparison of sets whose equal values are stored as different bytes would be wrong.
+        """
+        binding = self._require_binding()
+        redis = binding.redis()
+        bindings: list[SetBinding] = []
+        for other in others:
+            if not isinstance(other, RedisSet):
+                raise InvalidArgumentError.not_a_set(
+                    binding.model, binding.field, what, method, other
+                )
+            other_binding = other._require_binding()
+            operand = f"{other_binding.model}.{other_binding.field}"
+            if other_binding.redis() is not redis:
+                raise InvalidArgumentError.other_client(
+                    binding.model, binding.field, what, method, operand, other
+                )
+            if same_type and other_binding.codec.member_type is not binding.codec.member_type:
+                types = (binding.codec.type_name, other_binding.codec.type_name)
+                raise InvalidArgumentError.other_member_type(
+                    binding.model, binding.field, what, method, operand, types, other
+                )
+            bindings.append(other_binding)
+        return bindings
+
+    # -- async reads added by issue 13 (reads: they run at once, also inside a transaction) ---
+
+    def __aiter__(self) -> AsyncIterator[T]:
+        """``async for member in model.tags``: ``aiter()`` with its default page size."""
+        return self.aiter()
+
+    def aiter(self, count: int = 1000) -> AsyncIterator[T]:
+        """Every member, decoded, read from the server in pages of about ``count`` (``SSCAN``).
+
+        Memory is bounded by the page, not by the set. ``SSCAN`` guarantees that a member present
+        for the whole iteration is yielded; one added or removed meanwhile may be yielded or
+        not, and a member may be yielded twice if the set changes during the iteration. The
+        arguments are checked at the call, before any I/O.
+        """
+        binding = self._require_binding()
+        _check_count(binding, "set.scan", "aiter", "count", count, minimum=1)
+        return self._scan(binding, count)
+
+    async def _scan(self, binding: SetBinding, count: int) -> AsyncIterator[T]:
+        decode = binding.codec.decode_many
+        cursor: bytes = b"0"
+        while True:
+            cursor, raws = await binding.read(
+                "set.scan", ("SSCAN", binding.key, cursor, "COUNT", count)
+            )
+            for member in decode(raws, key=binding.key):
+                yield cast("T", member)
+            if cursor == b"0":
+                return
+
+    @overload
+    async def arandom(self) -> T | None: ...
+
+    @overload
+    async def arandom(self, k: int) -> list[T]: ...
+
+    async def arandom(self, k: int | None = None) -> T | list[T] | None:
+        """A random member (``None`` if the set is empty), or a list of ``k`` (``SRANDMEMBER``).
+
+        With ``k >= 0``: up to ``k`` distinct members (all of them if the set has fewer). With
+        ``k < 0``: exactly ``-k`` members, picked independently, so one may repeat (an empty set
+        gives ``[]``). Nothing is removed.
+        """
+        binding = self._require_binding()
+        if k is None:
+            raw = await binding.read("set.random", ("SRANDMEMBER", binding.key))
+            return None if raw is None else cast("T", binding.codec.decode(raw, key=binding.key))
+        _check_count(binding, "set.random", "arandom", "k", k, minimum=-_COUNT_MAX)
+        raws = await binding.read("set.random", ("SRANDMEMBER", binding.key, k))
+        decoded = {raw: binding.codec.decode(raw, key=binding.key) for raw in set(raws)}
+        return [cast("T", decoded[raw]) for raw in raws]
+
+    async def acontains_many(self, values: Iterable[T]) -> list[bool]:
+        """Whether each of ``values`` is a member, in the order given (``SMISMEMBER``).
+
+        Every value is checked by the field's codec first: if one is invalid, nothing is sent.
+        """
+        binding = self._require_binding()
+        batch = values if isinstance(values, (list, str, bytes, bytearray, Mapping)) else [*values]
+        normals, encoded = binding.encode_many("set.contains_many", batch)
+        if not encoded:
+            return []
+        replies = await binding.read("set.contains_many", ("SMISMEMBER", binding.key, *encoded))
+        # encode_many drops repeats; equal values have one canonical form, so look each one up.
+        found = dict(zip(normals, map(bool, replies), strict=True))
+        normalize = binding.codec.normalize
+        return [found[normalize(value)] for value in cast("list[object]", batch)]
+
+    async def aintersect_size(self, *others: RedisSet[T], limit: int = 0) -> int:
+        """How many members this set shares with all of ``others``, counted by the server.
+
+        ``SINTERCARD`` (Redis 7.0): no member is sent back. With ``limit > 0`` the server stops
+        counting at ``limit``. With no ``others``, the set's own size.
+        """
+        binding = self._require_binding()
+        what = "set.intersect_size"
+        operands = self._operands("aintersect_size", what, others, same_type=True)
+        _check_count(binding, what, "aintersect_size", "limit", limit, minimum=0)
+        keys = [binding.key, *(other.key for other in operands)]
+        command: tuple[wire.Arg, ...] = ("SINTERCARD", len(keys), *keys, "LIMIT", limit)
+        return int(await binding.read(what, command, len(keys), first_key=2))
+
+    async def aissubset(self, other: RedisSet[T]) -> bool:
+        """Whether every member of this set is in ``other``, computed on the server."""
+        return await self._subset("aissubset", "set.issubset", self, other)
+
+    async def aissuperset(self, other: RedisSet[T]) -> bool:
+        """Whether every member of ``other`` is in this set, computed on the server."""
+        return await self._subset("aissuperset", "set.issuperset", other, self)
+
+    async def aisdisjoint(self, other: RedisSet[T]) -> bool:
+        """Whether this set and ``other`` have no member in common, computed on the server."""
+        binding = self._require_binding()
+        what = "set.isdisjoint"
+        (operand,) = self._operands("aisdisjoint", what, (other,), same_type=True)
+        # The server stops at the first common member.
+        command = ("SINTERCARD", 2, binding.key, operand.key, "LIMIT", 1)
+        return int(await binding.read(what, command, 2, first_key=2)) == 0
+
+    async def _subset(
+        self, method: str, what: str, smaller: RedisSet[T], larger: RedisSet[T]
+    ) -> bool:
+        """Whether ``smaller`` is a subset of ``larger`` (one of them is ``self``)."""
+        binding = self._require_binding()
+        other = larger if smaller is self else smaller
+        self._operands(method, what, (other,), same_type=True)
+        keys = (smaller._require_binding().key, larger._require_binding().key)
+        command: tuple[wire.Arg, ...] = ("EVAL_RO", _IS_SUBSET, 2, *keys)
+        found = await binding.read(what, command, 2, first_key=3, needs="SINTERCARD")
+        return bool(found)
 
     # -- sync: queued in a transaction, else the local mirror -----------------------------------
 
@@ -512,6 +713,17 @@ class RedisSet(set[T]):
             serialization=core_schema.plain_serializer_function_ser_schema(
                 set, return_schema=members
             ),
+        )
+
+
+def _check_count(
+    binding: SetBinding, what: str, method: str, argument: str, value: object, *, minimum: int
+) -> None:
+    """Refuse a count that is not an ``int`` (``bool`` is not one here) in ``minimum..2**63-1``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= _COUNT_MAX:
+        allowed = f">= {minimum}" if minimum > -_COUNT_MAX else "that fits in 64 bits"
+        raise InvalidArgumentError.bad_count(
+            binding.model, binding.field, what, method, argument, value, allowed
         )
 
 
