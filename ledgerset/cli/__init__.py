@@ -12,6 +12,7 @@ option's value), 130 for Ctrl-C (after a line saying where the command stopped).
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import sys
 from collections.abc import Coroutine
@@ -236,16 +237,25 @@ async def _replay_position() -> str:
 
 def _explain(exc: BaseException) -> str:
     if isinstance(exc, NoPermissionError):
+        # Redis 7.0 does not name the user in NOPERM, nor does the reply say which client it
+        # reached: name the user of each server this command connected to.
+        named = re.search(r"'([\w|]+)' command", str(exc))
+        command = named.group(1) if named else "<command>"
+        users = [(_user(opened.url), opened.option) for opened in _session.opened]
+        who = " or ".join(f"{user!r} of {option}" for user, option in users) or "of --url"
+        first = users[0][0] if users else "<user>"
         return (
-            f"the server refused a command: {exc} Grant it to that ACL user (ACL SETUSER <user> "
-            f"+<command>), or use a user who may run it, in {_options()}"
+            f"the server refused {command.upper()} to the ACL user {who} ({exc}); grant it "
+            f"(ACL SETUSER {first} +{command}), or give a user who may run it"
         )
     return str(exc)
 
 
-def _options() -> str:
-    names = sorted({opened.option for opened in _session.opened}) or ["--url"]
-    return " / ".join(names)
+def _user(url: str) -> str:
+    try:
+        return urlsplit(url).username or "default"
+    except ValueError:
+        return "default"
 
 
 async def _lost(exc: RedisConnectionError) -> str:
