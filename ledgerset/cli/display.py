@@ -120,13 +120,13 @@ class EntryTable:
         #: Between two columns; narrow, one space, so that the names get the room.
         self.gap = "  " if wide else " "
         fixed = [
-            _Column("entry id", 18 if wide else 15),  # narrow: a long id wraps at its "-"
+            _Column("entry id", 18 if wide else 15),
             _Column("time (UTC)", 23 if wide else 12),  # narrow: the date above the time
             _Column("command", 16 if wide else 12),
         ]
         rest = self.width - sum(column.width for column in fixed) - len(self.gap) * 5
-        target = min(max(rest * 3 // 10, 13), 32)
-        ctx = min(max(rest * 3 // 10, 12), 44)
+        target = min(max(rest * 35 // 100, 13), 32)
+        ctx = min(max(rest * 35 // 100, 12), 44)
         self.columns = [
             *fixed,
             _Column("target", target),
@@ -161,8 +161,11 @@ class EntryTable:
                 summary(entry),
                 _context(entry.ctx),
             ]
-        columns = zip(cells, self.columns, strict=True)
-        return self._join([_wrap(printable(cell), column.width) for cell, column in columns])
+        columns = zip(cells[1:], self.columns[1:], strict=True)
+        return self._join(
+            [_wrap_id(entry.id, self.columns[0].width)]
+            + [_wrap(printable(cell), column.width) for cell, column in columns]
+        )
 
     def _join(self, cells: list[list[str]]) -> list[str]:
         height = max(len(lines) for lines in cells)
@@ -177,7 +180,7 @@ class EntryTable:
 
 
 #: A word's pieces: a line may break after punctuation inside a word, and between words.
-_PIECE = re.compile(r"[^:.,=/\-]*[:.,=/\-]+|[^:.,=/\-]+")
+_PIECE = re.compile(r"[^:.,=/]*[:.,=/]+|[^:.,=/]+")
 
 
 def _wrap(text: str, width: int) -> list[str]:
@@ -207,6 +210,12 @@ def _wrap(text: str, width: int) -> list[str]:
     if line:
         lines.append(line)
     return lines or [""]
+
+
+def _wrap_id(entry_id: str, width: int) -> list[str]:
+    """An entry id, whole if it fits, else broken after its ``-`` (ids are never truncated)."""
+    millisecond, dash, sequence = printable(entry_id).partition("-")
+    return [entry_id] if len(entry_id) <= width else [millisecond + dash, sequence]
 
 
 def _truncate(word: str, width: int) -> str:

@@ -1,7 +1,11 @@
 """Reading a journal: typed entries, page by page, filtered by time, model or key.
 
 ``read_entries`` never loads the stream whole: it walks it with ``XRANGE ... COUNT`` pages. A
-malformed entry raises ``JournalEntryError`` naming its id, never a silent skip.
+malformed entry raises ``JournalEntryError`` naming its id, never a silent skip: replay relies on
+it. A display goes on past such an entry instead: ``read_for_display`` yields it as a
+``MalformedEntry`` saying what is wrong, and ``read_last`` reads the last entries backwards, as
+far as it needs. Each honours a cancellation within a page, even one that redis-py's read
+absorbed.
 
 Positions are entry ids or moments. A moment is compared with each entry's ``ts`` (the writing
 client's clock), not with its id (the server's clock): the stream is in the order the server
