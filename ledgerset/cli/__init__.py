@@ -12,13 +12,14 @@ option's value), 130 for Ctrl-C (after a line saying where the command stopped).
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
 import sys
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from redis.asyncio import Redis
@@ -39,6 +40,7 @@ __all__ = [
     "Interrupted",
     "Options",
     "connect",
+    "fail",
     "main",
     "moment",
     "redact",
@@ -154,8 +156,6 @@ def run(coroutine: Coroutine[Any, Any, T], interrupted: Interrupted | None = Non
         result = asyncio.run(_cancelled_by_ctrl_c(coroutine))
     except BrokenPipeError:
         # The reader went away (``ledgerset log | head``): stop quietly, as a shell tool does.
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(141)
     except (asyncio.CancelledError, KeyboardInterrupt):
@@ -171,13 +171,13 @@ def run(coroutine: Coroutine[Any, Any, T], interrupted: Interrupted | None = Non
     return result
 
 
-def fail(message: str, status: int = 1) -> None:
-    """Print ``message`` as the command's one error line on stderr, and exit with ``status``."""
-    from ledgerset.cli.display import printable
+def fail(message: str) -> NoReturn:
+    """Print ``message`` as the command's one error line on stderr, and exit with status 1."""
+    from ledgerset.cli.display import printable  # here: it needs rich, the cli extra
 
     sys.stdout.flush()
     sys.stderr.write(f"ledgerset: {printable(message)}\n")
-    sys.exit(status)
+    sys.exit(1)
 
 
 async def _cancelled_by_ctrl_c(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -198,7 +198,7 @@ async def _cancelled_by_ctrl_c(coroutine: Coroutine[Any, Any, T]) -> T:
     return await coroutine
 
 
-def _stop_interrupted(interrupted: Interrupted | None) -> None:
+def _stop_interrupted(interrupted: Interrupted | None) -> NoReturn:
     sys.stdout.flush()
     line = interrupted.line() if interrupted is not None else asyncio.run(_replay_position())
     sys.stderr.write(line + "\n")

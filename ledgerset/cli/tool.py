@@ -163,6 +163,9 @@ class _Tool(click.Group):
             status = super().main(*args, **{**kwargs, "standalone_mode": False})
         except click.exceptions.Exit as done:
             sys.exit(done.exit_code)
+        except click.exceptions.NoArgsIsHelpError as exc:  # a bare ``ledgerset``: the help
+            exc.show()
+            sys.exit(exc.exit_code)
         except click.ClickException as exc:
             command = exc.ctx.command_path if isinstance(exc, click.UsageError) and exc.ctx else ""
             hint = f" (see '{command} --help')" if command else ""
