@@ -29,26 +29,21 @@ __all__ = ["EntryTable", "printable", "summary"]
 
 #: Unicode categories a terminal may act on instead of showing: controls, formats, separators.
 _UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
-_UNSAFE = re.compile(
-    "[" + "".join(
-        re.escape(chr(point))
-        for point in range(0x10000)
-        if unicodedata.category(chr(point)) in _UNSAFE_CATEGORIES and chr(point) != " "
-    ) + "]|[\U00010000-\U0010ffff]"
-)  # fmt: skip
+#: Every character but printable ASCII is looked at (most text is ASCII: one regex scan).
+_NOT_ASCII = re.compile(r"[^\x20-\x7e]")
 
 
 def printable(text: str) -> str:
     """``text`` with every character a terminal could act on replaced by a ``\\uXXXX`` escape."""
-    return _UNSAFE.sub(_escape, text)
+    return _NOT_ASCII.sub(_escape, text)
 
 
 def _escape(match: re.Match[str]) -> str:
     char = match.group()
+    if unicodedata.category(char) not in _UNSAFE_CATEGORIES:
+        return char  # é, 日本, an emoji: printable as it is
     point = ord(char)
     if point > 0xFFFF:
-        if unicodedata.category(char) not in _UNSAFE_CATEGORIES:
-            return char  # an emoji, a CJK extension: printable as it is
         high, low = divmod(point - 0x10000, 0x400)
         return f"\\u{0xD800 + high:04x}\\u{0xDC00 + low:04x}"  # as JSON spells it
     return f"\\u{point:04x}"
