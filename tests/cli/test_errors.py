@@ -196,3 +196,10 @@ async def test_demo_never_prints_the_password(
         await second.flushdb()
         await first.aclose()
         await second.aclose()
+
+
+def test_a_bare_ledgerset_prints_its_help(cli: Cli) -> None:
+    result = cli()
+    assert result.returncode == 2
+    assert result.stderr.startswith("Usage: ledgerset [OPTIONS] COMMAND")
+    assert "ledgerset: Usage" not in result.stderr and "Traceback" not in result.stderr
