@@ -11,20 +11,13 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from support import Snapshot, server_binary, take_snapshot
 
 import ledgerset
-from ledgerset.embedded import EmbeddedServer, find_server_binary
-
-Snapshot = dict[bytes, tuple[str, Any, int]]
-
-
-def server_binary() -> str:
-    """The server the suite starts: ``LEDGERSET_TEST_SERVER``, else the embedded default."""
-    return os.environ.get("LEDGERSET_TEST_SERVER") or find_server_binary()
+from ledgerset.embedded import EmbeddedServer
 
 
 def pytest_report_header() -> str:
@@ -64,29 +57,6 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
     await ledgerset.init(redis=client)
     yield client
     await client.aclose()
-
-
-async def take_snapshot(redis: Redis) -> Snapshot:
-    """Every key of the database: its type, its whole value, and whether it has a TTL."""
-    state: Snapshot = {}
-    for key in sorted(await redis.keys("*")):
-        kind = (await redis.type(key)).decode()
-        value: Any
-        if kind == "hash":
-            value = await redis.hgetall(key)
-        elif kind == "set":
-            value = await redis.smembers(key)
-        elif kind == "string":
-            value = await redis.get(key)
-        elif kind == "list":
-            value = await redis.lrange(key, 0, -1)
-        elif kind == "stream":
-            value = await redis.xrange(key)
-        else:
-            value = None
-        has_ttl = 1 if await redis.pttl(key) > 0 else 0
-        state[key] = (kind, value, has_ttl)
-    return state
 
 
 @pytest.fixture

@@ -5,19 +5,24 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import click
 import orjson
-from rich import box
-from rich.console import Console
-from rich.table import Table
 
-from ledgerset.cli import Options, connect, moment, require_stream, run
-from ledgerset.journal.reader import JournalEntry, parse_entry, read_entries
+from ledgerset.cli import Interrupted, Options, connect, moment, require_stream, run
+from ledgerset.cli.display import EntryTable, printable
+from ledgerset.journal.reader import (
+    JournalEntry,
+    MalformedEntry,
+    Position,
+    parse_for_display,
+    read_for_display,
+    read_last,
+)
 
-__all__ = ["entry_table", "log", "summary", "tail"]
+__all__ = ["log", "print_table", "tail"]
 
 FORMAT = click.Choice(["table", "json"])
 
@@ -27,6 +32,8 @@ FORMAT = click.Choice(["table", "json"])
 @click.option("--key", help="Only entries that wrote this key.")
 @click.option("--since", help="From this entry id or ISO time (UTC).")
 @click.option("--until", help="Up to this entry id or ISO time (UTC).")
+@click.option("--limit", type=click.IntRange(min=1), help="At most this many entries: the first.")
+@click.option("--last", type=click.IntRange(min=1), help="Only the last this many entries.")
 @click.option("--format", "output", type=FORMAT, default="table", show_default=True)
 @click.pass_obj
 def log(
@@ -35,40 +42,80 @@ def log(
     key: str | None,
     since: str | None,
     until: str | None,
+    limit: int | None,
+    last: int | None,
     output: str,
 ) -> None:
-    """Print the audit log: who changed what, when (``--format json``: one object per line)."""
+    """Print the audit log: who changed what, when (``--format json``: one object per line).
+
+    Entries are printed as they are read, so the first lines come at once however long the
+    journal. An entry that is not a readable ledgerset entry is shown flagged MALFORMED.
+    """
+    if limit is not None and last is not None:
+        raise click.UsageError("--limit and --last exclude each other: pass one of them")
     start, end = moment(since), moment(until)
-    run(_log(options, model, key, start, end, output))
+    where = Interrupted("log")
+    run(_log(options, model, key, start, end, limit, last, output, where), interrupted=where)
 
 
 async def _log(
-    options: Options, model: str | None, key: str | None, start: object, end: object, output: str
+    options: Options,
+    model: str | None,
+    key: str | None,
+    start: Position | None,
+    end: Position | None,
+    limit: int | None,
+    last: int | None,
+    output: str,
+    where: Interrupted,
 ) -> None:
     redis = await connect(options.require_url())
     try:
         await require_stream(redis, options.stream)
-        entries = read_entries(redis, options.stream, start, end, model, key)  # type: ignore[arg-type]
-        if output == "json":
-            async for entry in entries:
-                _print_json(entry)
+        show = _printer(options.stream, output)
+        entries: AsyncIterator[JournalEntry | MalformedEntry]
+        if last is not None:
+            entries = _each(await read_last(redis, options.stream, last, start, end, model, key))
         else:
-            Console().print(entry_table([entry async for entry in entries], options.stream))
+            entries = read_for_display(redis, options.stream, start, end, model, key)
+        shown = malformed = 0
+        async for entry in entries:
+            show(entry)
+            where.at(entry.id, f"rerun with --since {entry.id} to go on from there")
+            shown += 1
+            malformed += isinstance(entry, MalformedEntry)
+            if shown == limit:
+                break
+        sys.stdout.flush()
+        if malformed:
+            click.echo(
+                f"ledgerset: {malformed} of the entries shown cannot be read as ledgerset "
+                f"entries (flagged MALFORMED); replay and verify stop at such an entry until it "
+                f"is skipped or deleted (XDEL)",
+                err=True,
+            )
     finally:
         await redis.aclose()
+
+
+async def _each(
+    entries: list[JournalEntry | MalformedEntry],
+) -> AsyncIterator[JournalEntry | MalformedEntry]:
+    for entry in entries:
+        yield entry
 
 
 @click.command()
 @click.option("--format", "output", type=FORMAT, default="table", show_default=True)
 @click.pass_obj
 def tail(options: Options, output: str) -> None:
-    """Follow new journal entries as they are written, until Ctrl-C."""
+    """Follow new journal entries as they are written, until Ctrl-C (the columns of ``log``)."""
     run(_tail(options, output))
 
 
 async def _tail(options: Options, output: str) -> None:
     redis = await connect(options.require_url())
-    console = Console()
+    show = _printer(options.stream, output)
     # A concrete id, never "$" again: an entry written between two XREADs must not be missed.
     newest: list[tuple[bytes, Any]] = await redis.xrevrange(options.stream, count=1)  # type: ignore[assignment]
     last = newest[0][0].decode() if newest else "0-0"
@@ -85,77 +132,38 @@ async def _tail(options: Options, output: str) -> None:
             for _, raw_entries in replies:
                 for raw_id, fields in raw_entries:
                     last = raw_id.decode()
-                    entry = parse_entry(options.stream, last, fields)
-                    if output == "json":
-                        _print_json(entry)
-                    else:
-                        console.print(_line(entry), highlight=False)
+                    show(parse_for_display(last, fields))
+            sys.stdout.flush()
     finally:
         await redis.aclose()
 
 
-def entry_table(entries: Iterable[JournalEntry], stream: str) -> Table:
-    """The entries as a rich table, one row each."""
-    rows = list(entries)
-    with_ctx = any(entry.ctx for entry in rows)
-    table = Table(title=f"journal {stream}", title_justify="left", box=box.SIMPLE_HEAD)
-    table.add_column("entry id", no_wrap=True, min_width=15)
-    table.add_column("time (UTC)", no_wrap=True, min_width=12)
-    table.add_column("command", no_wrap=True, min_width=12)
-    table.add_column("target", overflow="fold", min_width=12)
-    table.add_column("args", overflow="fold", min_width=12, ratio=1)
-    if with_ctx:
-        table.add_column("ctx", overflow="fold", min_width=8)
-    for entry in rows:
-        cells = [
-            entry.id,
-            f"{entry.ts:%H:%M:%S}.{entry.ts.microsecond // 1000:03d}",
-            entry.cmd + (f" {entry.seq}/{entry.of}" if entry.of > 1 else ""),
-            _target(entry),
-            summary(entry),
-        ]
-        if with_ctx:
-            cells.append(_compact(entry.ctx) if entry.ctx else "")
-        table.add_row(*cells)
-    return table
+def _printer(stream: str, output: str) -> Callable[[JournalEntry | MalformedEntry], None]:
+    """How each entry is written: a JSON line, or the lines of a table row (header first)."""
+    if output == "json":
+        return _print_json
+    table = EntryTable(stream)
+    started = False
+
+    def print_row(entry: JournalEntry | MalformedEntry) -> None:
+        nonlocal started
+        if not started:
+            sys.stdout.write("\n".join(table.header()) + "\n")
+            started = True
+        sys.stdout.write("\n".join(table.row(entry)) + "\n")
+
+    return print_row
 
 
-def summary(entry: JournalEntry) -> str:
-    """An entry's args for people: the members, or the fields, without JSON punctuation."""
-    args = entry.args
-    if "members" in args:
-        return " ".join(_compact(member) for member in args["members"])
-    if "member" in args:
-        return "(empty)" if args["member"] is None else _compact(args["member"])
-    sets = args.get("sets")
-    sets = sets if isinstance(sets, dict) else {}  # a delete lists its set fields instead
-    parts = [
-        f"{name}={_compact(value)}"
-        for name, value in args.get("fields", {}).items()
-        if name != "pk" and name not in sets
-    ]
-    for field, members in sets.items():
-        parts.append(f"{field}=" + ("None" if members is None else f"{{{len(members)} members}}"))
-    if args.get("ttl_ms"):
-        parts.append(f"ttl={args['ttl_ms'] / 1000:g}s")
-    return ", ".join(parts)
+def print_table(entries: Iterable[JournalEntry | MalformedEntry], stream: str) -> None:
+    """Write ``entries`` as the table ``log`` prints (used by ``demo``)."""
+    table = EntryTable(stream)
+    sys.stdout.write("\n".join(table.header()) + "\n")
+    for entry in entries:
+        sys.stdout.write("\n".join(table.row(entry)) + "\n")
+    sys.stdout.flush()
 
 
-def _target(entry: JournalEntry) -> str:
-    pk = entry.pk if len(entry.pk) <= 10 else entry.pk[:8] + "…"
-    return f"{entry.model}:{pk}" + (f".{entry.field}" if entry.field else "")
-
-
-def _line(entry: JournalEntry) -> str:
-    return (
-        f"{entry.id}  {entry.ts:%H:%M:%S}.{entry.ts.microsecond // 1000:03d}  "
-        f"{entry.cmd:<12} {_target(entry)}  {summary(entry)}"
-    )
-
-
-def _compact(value: object) -> str:
-    return orjson.dumps(value).decode()
-
-
-def _print_json(entry: JournalEntry) -> None:
-    sys.stdout.write(orjson.dumps(entry.as_json()).decode() + "\n")
+def _print_json(entry: JournalEntry | MalformedEntry) -> None:
+    # orjson escapes C0 controls; printable() the rest (C1, bidi overrides, U+2028), as JSON does.
+    sys.stdout.write(printable(orjson.dumps(entry.as_json(), default=str).decode()) + "\n")

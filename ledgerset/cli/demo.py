@@ -8,11 +8,13 @@ from typing import Any
 import click
 from pydantic import Field
 from rich.console import Console
+from rich.markup import escape
 
 import ledgerset
 from ledgerset import AtomicRedisModel, StreamJournal
-from ledgerset.cli import Options, connect, run
-from ledgerset.cli.audit import entry_table
+from ledgerset.cli import Options, connect, redact, run
+from ledgerset.cli.audit import print_table
+from ledgerset.cli.display import printable
 from ledgerset.embedded import EmbeddedServer
 from ledgerset.journal import read_entries, replay
 from ledgerset.journal.replay import check_target
@@ -51,8 +53,8 @@ def demo(options: Options, to_url: str | None) -> None:
 
 
 async def _demo(url: str, to_url: str, stream: str, console: Console) -> bool:
-    redis = await ledgerset.init(redis=url, journal=StreamJournal(stream))
-    target = await connect(to_url)
+    redis = await ledgerset.init(redis=await connect(url, "--url"), journal=StreamJournal(stream))
+    target = await connect(to_url, "--to-url")
     try:
         await check_target(redis, target, stream)  # before the walk-through writes anything
     except BaseException:
@@ -62,17 +64,17 @@ async def _demo(url: str, to_url: str, stream: str, console: Console) -> bool:
     info = await redis.info("server")
     server = "valkey" if "valkey_version" in info else "redis"
     version = info.get("valkey_version") or info.get("redis_version")
-    console.print(f"[bold]ledgerset demo[/] on {server} {version} at {url}\n")
+    console.print(f"[bold]ledgerset demo[/] on {server} {version} at {escape(redact(url))}\n")
     await _walk_through(console)
 
     entries = [entry async for entry in read_entries(redis, stream)]
     console.print()
-    console.print(entry_table(entries, stream))
+    print_table(entries, stream)
 
     try:
         report = await replay(redis, target, stream)
         console.print(
-            f"\nreplayed {report.applied} entries into {to_url} "
+            f"\nreplayed {report.applied} entries into {escape(redact(to_url))} "
             f"(skipped {report.skipped}, expired {report.expired})"
         )
         differences = await compare(redis, target, await journal_models(redis, stream))
@@ -80,7 +82,7 @@ async def _demo(url: str, to_url: str, stream: str, console: Console) -> bool:
         await target.aclose()
         await redis.aclose()
     for difference in differences:
-        console.print(f"[red]DIFFERENT[/] {difference}")
+        console.print(f"[red]DIFFERENT[/] {escape(printable(str(difference)))}")
     if differences:
         console.print(f"[red]{len(differences)} key(s) differ[/]")
         return False

@@ -1,7 +1,11 @@
 """Reading a journal: typed entries, page by page, filtered by time, model or key.
 
 ``read_entries`` never loads the stream whole: it walks it with ``XRANGE ... COUNT`` pages. A
-malformed entry raises ``JournalEntryError`` naming its id, never a silent skip.
+malformed entry raises ``JournalEntryError`` naming its id, never a silent skip: replay relies on
+it. A display goes on past such an entry instead: ``read_for_display`` yields it as a
+``MalformedEntry`` saying what is wrong, and ``read_last`` reads the last entries backwards, as
+far as it needs. Each honours a cancellation within a page, even one that redis-py's read
+absorbed.
 
 Positions are entry ids or moments. A moment is compared with each entry's ``ts`` (the writing
 client's clock), not with its id (the server's clock): the stream is in the order the server
@@ -12,7 +16,8 @@ stops at the first entry written after it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -23,7 +28,16 @@ from redis.asyncio import Redis
 from ledgerset.commands.record import DEFAULT_STREAM
 from ledgerset.errors import JournalEntryError
 
-__all__ = ["JournalEntry", "Position", "parse_entry", "read_entries"]
+__all__ = [
+    "JournalEntry",
+    "MalformedEntry",
+    "Position",
+    "parse_entry",
+    "parse_for_display",
+    "read_entries",
+    "read_for_display",
+    "read_last",
+]
 
 #: Where to start or stop reading: an entry id (``"1700000000000-0"``), or a moment.
 Position = str | datetime
@@ -95,38 +109,67 @@ async def read_entries(
     keeps only the entries of that model class, ``key`` those that wrote that key: its physical
     name, or its ``target`` as the tool shows it (``Model:pk.field``).
     """
-    low = f"({after}" if after is not None else start if isinstance(start, str) else "-"
-    high = end if isinstance(end, str) else "+"
     since = _utc(start) if isinstance(start, datetime) else None
     until = _utc(end) if isinstance(end, datetime) else None
-    # The next page is asked for before this one is decoded, so the server reads it while the
-    # caller works through this one (replay: decoding, and applying its batches).
-    upcoming: asyncio.Future[Page] | None = asyncio.ensure_future(_page(redis, stream, low, high))
-    try:
-        while upcoming is not None:
-            page = await upcoming
-            upcoming = None
-            if len(page) == PAGE:
-                low = "(" + page[-1][0].decode()
-                upcoming = asyncio.ensure_future(_page(redis, stream, low, high))
-                await asyncio.sleep(0)  # one turn of the loop: the request goes out now
+    async with aclosing(_pages(redis, stream, _low(start, after), _high(end))) as pages:
+        async for page in pages:
             for raw_id, fields in page:
                 entry = parse_entry(stream, raw_id.decode(), fields)
                 if until is not None and entry.ts > until:
                     return
                 if since is not None and entry.ts < since:
                     continue
-                if (model is None or entry.model == model) and (
-                    key is None or key in (entry.key, entry.target)
-                ):
+                if _wanted(entry, model, key):
                     yield entry
+
+
+Page = list[tuple[bytes, dict[bytes, bytes]]]
+
+
+def _wanted(entry: JournalEntry | MalformedEntry, model: str | None, key: str | None) -> bool:
+    """Whether ``entry`` passes the ``model`` and ``key`` filters (``key``: physical or shown)."""
+    if model is not None and entry.model != model:
+        return False
+    return key is None or key == entry.key or key == entry.target
+
+
+def _low(start: Position | None, after: str | None) -> str:
+    return f"({after}" if after is not None else start if isinstance(start, str) else "-"
+
+
+def _high(end: Position | None) -> str:
+    return end if isinstance(end, str) else "+"
+
+
+async def _pages(redis: Redis, stream: str, low: str, high: str) -> AsyncGenerator[Page, None]:
+    """The entries from ``low`` to ``high``, ``PAGE`` at a time (close it when stopping early)."""
+    # The next page is asked for before this one is decoded, so the server reads it while the
+    # caller works through this one (replay: decoding, and applying its batches).
+    reader = asyncio.current_task()
+    asked = reader.cancelling() if reader is not None else 0
+    upcoming: asyncio.Future[Page] | None = asyncio.ensure_future(_page(redis, stream, low, high))
+    try:
+        while upcoming is not None:
+            page = await upcoming
+            upcoming = None
+            # Cancelling a task that awaits another cancels that one instead; if the read
+            # absorbed it (redis-py's read path can) and returned its page, the request would
+            # be lost here, and a cancelled reader would read the stream to its end.
+            _raise_if_cancelled(reader, asked)
+            if len(page) == PAGE:
+                low = "(" + page[-1][0].decode()
+                upcoming = asyncio.ensure_future(_page(redis, stream, low, high))
+                await asyncio.sleep(0)  # one turn of the loop: the request goes out now
+            yield page
     finally:
         if upcoming is not None:  # the caller stopped early: the next page is not wanted
             upcoming.cancel()
             await asyncio.gather(upcoming, return_exceptions=True)
 
 
-Page = list[tuple[bytes, dict[bytes, bytes]]]
+def _raise_if_cancelled(reader: asyncio.Task[Any] | None, asked: int) -> None:
+    if reader is not None and reader.cancelling() > asked:
+        raise asyncio.CancelledError
 
 
 async def _page(redis: Redis, stream: str, low: str, high: str) -> Page:
@@ -140,58 +183,196 @@ def _utc(moment: datetime) -> datetime:
 def parse_entry(stream: str, entry_id: str, fields: dict[bytes, bytes]) -> JournalEntry:
     """Decode one raw stream entry; ``JournalEntryError`` names it if it is malformed."""
     try:
-        ctx = fields[b"ctx"]
-        return JournalEntry(
-            id=entry_id,
-            cmd=fields[b"cmd"].decode(),
-            v=int(fields[b"v"]),
-            key=fields[b"key"].decode(),
-            args=_object(fields[b"args"]),
-            ts=datetime.fromtimestamp(int(fields[b"ts"]) / 1000, tz=UTC),
-            txn=fields[b"txn"].decode(),
-            seq=int(fields[b"seq"]),
-            of=int(fields[b"of"]),
-            model=fields[b"model"].decode(),
-            pk=fields[b"pk"].decode(),
-            field=fields[b"field"].decode() or None,
-            ctx={} if ctx == b"{}" else _object(ctx),
-        )
-    except (KeyError, ValueError, UnicodeDecodeError) as exc:
-        field, reason = _fault(fields, exc)
+        return _decode(entry_id, fields)
+    except _Malformed as exc:
         raise JournalEntryError(
-            f"journal entry {entry_id} of stream {stream!r} is malformed ({reason}); it was not "
+            f"journal entry {entry_id} of stream {stream!r} is malformed ({exc}); it was not "
             f"written by ledgerset, or was changed. Nothing of its transaction is applied.",
             stream=stream,
             entry_id=entry_id,
-            field=field,
+            field=exc.field,
         ) from exc
 
 
-#: The schema's fields, in the order a reader would miss them (``cmd`` first: a foreign entry).
-_FIELDS = ("cmd", "v", "key", "args", "ts", "txn", "seq", "of", "model", "pk", "field", "ctx")
+@dataclass(frozen=True, slots=True)
+class MalformedEntry:
+    """A stream entry that is not a readable ledgerset entry, kept so that a display can flag it.
+
+    ``fields`` are the entry's raw fields, decoded for people (undecodable bytes escaped);
+    ``problem`` says what is wrong in an operator's words; ``model`` and ``key`` are the entry's
+    own fields of those names, when it has them, so that filters can tell whose it is.
+    """
+
+    id: str
+    fields: dict[str, str]
+    problem: str
+
+    @property
+    def model(self) -> str | None:
+        """The entry's ``model`` field, if it has one."""
+        return self.fields.get("model")
+
+    @property
+    def key(self) -> str | None:
+        """The entry's ``key`` field, if it has one."""
+        return self.fields.get("key")
+
+    @property
+    def target(self) -> None:
+        """A malformed entry names no target the tool could show."""
+        return None
+
+    @property
+    def ts(self) -> datetime:
+        """The entry's ``ts`` if it is a number, else the server's time in its id."""
+        stamp = self.fields.get("ts", "")
+        millis = int(stamp) if stamp.isdigit() else int(self.id.split("-")[0])
+        return datetime.fromtimestamp(millis / 1000, tz=UTC)
+
+    def as_json(self) -> dict[str, Any]:
+        """The entry as a JSON-ready dict: its id, ``"malformed"`` (the problem) and its fields."""
+        return {"id": self.id, "malformed": self.problem, "fields": self.fields}
 
 
-def _fault(fields: dict[bytes, bytes], exc: Exception) -> tuple[str | None, str]:
-    """The field an entry that did not parse is wrong in, and how (only on that error path)."""
-    missing = next((name for name in _FIELDS if name.encode() not in fields), None)
-    if missing is not None:
-        return missing, f"field {missing!r} is missing"
-    for name in _FIELDS:
-        value = fields[name.encode()]
-        try:
-            if name in ("args", "ctx"):
-                _object(value)
-            elif name in ("v", "ts", "seq", "of"):
-                int(value)
-            else:
-                value.decode()
-        except (ValueError, UnicodeDecodeError) as error:
-            return name, f"field {name!r}: {error}"
-    return None, str(exc)
+async def read_for_display(
+    redis: Redis,
+    stream: str = DEFAULT_STREAM,
+    start: Position | None = None,
+    end: Position | None = None,
+    model: str | None = None,
+    key: str | None = None,
+) -> AsyncIterator[JournalEntry | MalformedEntry]:
+    """Like ``read_entries``, but a malformed entry is yielded as a ``MalformedEntry``, not raised.
+
+    For the audit tool, which shows such an entry flagged and goes on. A ``model`` or ``key``
+    filter keeps a malformed entry only if its own ``model``/``key`` field matches.
+    """
+    since = _utc(start) if isinstance(start, datetime) else None
+    until = _utc(end) if isinstance(end, datetime) else None
+    async for page in _pages(redis, stream, _low(start, None), _high(end)):
+        for raw_id, fields in page:
+            entry = parse_for_display(raw_id.decode(), fields)
+            if until is not None and entry.ts > until:
+                return
+            if since is not None and entry.ts < since:
+                continue
+            if _wanted(entry, model, key):
+                yield entry
 
 
-def _object(text: bytes) -> dict[str, Any]:
-    value = orjson.loads(text)
+async def read_last(
+    redis: Redis,
+    stream: str,
+    count: int,
+    start: Position | None = None,
+    end: Position | None = None,
+    model: str | None = None,
+    key: str | None = None,
+) -> list[JournalEntry | MalformedEntry]:
+    """The last ``count`` entries that ``read_for_display`` would yield, oldest first.
+
+    The stream is read backwards, page by page, until ``count`` entries are found: the cost is
+    that of the entries read, not of the stream. Moments filter each entry by its ``ts``.
+    """
+    since = _utc(start) if isinstance(start, datetime) else None
+    until = _utc(end) if isinstance(end, datetime) else None
+    found: list[JournalEntry | MalformedEntry] = []
+    high, low = _high(end), _low(start, None)
+    reader = asyncio.current_task()
+    asked = reader.cancelling() if reader is not None else 0
+    while len(found) < count:
+        page: Page = await redis.xrevrange(stream, max=high, min=low, count=PAGE)  # type: ignore[assignment]
+        _raise_if_cancelled(reader, asked)  # as in _pages: a read may absorb a cancellation
+        for raw_id, fields in page:
+            entry = parse_for_display(raw_id.decode(), fields)
+            if (until is not None and entry.ts > until) or (since is not None and entry.ts < since):
+                continue
+            if _wanted(entry, model, key):
+                found.append(entry)
+                if len(found) == count:
+                    break
+        if len(page) < PAGE:
+            break
+        high = "(" + page[-1][0].decode()
+    found.reverse()
+    return found
+
+
+def parse_for_display(entry_id: str, fields: dict[bytes, bytes]) -> JournalEntry | MalformedEntry:
+    """Decode one raw stream entry, or describe what is wrong with it (``MalformedEntry``)."""
+    try:
+        return _decode(entry_id, fields)
+    except _Malformed as exc:
+        shown = {
+            name.decode(errors="backslashreplace"): value.decode(errors="backslashreplace")
+            for name, value in fields.items()
+        }
+        return MalformedEntry(id=entry_id, fields=shown, problem=str(exc))
+
+
+#: The fields every ledgerset entry has (see ``ledgerset.commands.record``).
+_FIELDS = (b"cmd", b"v", b"key", b"args", b"ts", b"txn", b"seq", b"of", b"model", b"pk", b"field",
+           b"ctx")  # fmt: skip
+
+
+class _Malformed(ValueError):
+    """What is wrong with an entry, in an operator's words, and the field at fault."""
+
+    def __init__(self, problem: str, field: str) -> None:
+        super().__init__(problem)
+        self.field = field
+
+
+def _decode(entry_id: str, fields: dict[bytes, bytes]) -> JournalEntry:
+    missing = [name.decode() for name in _FIELDS if name not in fields]
+    if len(missing) == len(_FIELDS):
+        raise _Malformed("not a ledgerset entry: field 'cmd' is missing, and so are model, pk "
+                         "and the rest; another program wrote it", "cmd")  # fmt: skip
+    if missing:
+        names = ", ".join(repr(name) for name in missing)
+        raise _Malformed(f"field {names} is missing" if len(missing) == 1 else
+                         f"fields {names} are missing", missing[0])  # fmt: skip
+    ctx = fields[b"ctx"]
+    return JournalEntry(
+        id=entry_id,
+        cmd=_text(fields, b"cmd"),
+        v=_number(fields, b"v"),
+        key=_text(fields, b"key"),
+        args=_object(fields, b"args"),
+        ts=datetime.fromtimestamp(_number(fields, b"ts") / 1000, tz=UTC),
+        txn=_text(fields, b"txn"),
+        seq=_number(fields, b"seq"),
+        of=_number(fields, b"of"),
+        model=_text(fields, b"model"),
+        pk=_text(fields, b"pk"),
+        field=_text(fields, b"field") or None,
+        ctx={} if ctx == b"{}" else _object(fields, b"ctx"),
+    )
+
+
+def _text(fields: dict[bytes, bytes], name: bytes) -> str:
+    try:
+        return fields[name].decode()
+    except UnicodeDecodeError:
+        raise _Malformed(f"field {name.decode()!r} is not UTF-8 text", name.decode()) from None
+
+
+def _number(fields: dict[bytes, bytes], name: bytes) -> int:
+    try:
+        return int(fields[name])
+    except ValueError:
+        shown = fields[name][:40].decode(errors="backslashreplace")
+        raise _Malformed(
+            f"field {name.decode()!r} is {shown!r}, not a whole number", name.decode()
+        ) from None
+
+
+def _object(fields: dict[bytes, bytes], name: bytes) -> dict[str, Any]:
+    try:
+        value = orjson.loads(fields[name])
+    except orjson.JSONDecodeError:
+        value = None
     if not isinstance(value, dict):
-        raise ValueError(f"{text[:40]!r} is not a JSON object")
+        shown = fields[name][:40].decode(errors="backslashreplace")
+        raise _Malformed(f"field {name.decode()!r} is {shown!r}, not a JSON object", name.decode())
     return value

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -27,12 +26,13 @@ from pydantic import Field
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from support import server_binary
 
 import ledgerset
 from ledgerset import AtomicRedisModel, RedisSet, ServerUnavailableError
 from ledgerset.commands import wire
 from ledgerset.commands.program import SOURCE
-from ledgerset.embedded import EmbeddedServer, find_server_binary
+from ledgerset.embedded import EmbeddedServer
 
 JOURNAL = "ledgerset:journal"
 AOF = ["--appendonly", "yes", "--appendfsync", "always"]
@@ -200,11 +200,6 @@ class FaultProxy:
 
 
 # -- a server, a proxy and two clients per test ---------------------------------------------------
-
-
-def server_binary() -> str:
-    """The server binary the suite runs (see tests/conftest.py)."""
-    return os.environ.get("LEDGERSET_TEST_SERVER") or find_server_binary()
 
 
 class Rig:

@@ -15,9 +15,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from conftest import server_binary, take_snapshot
 from pydantic import Field
 from redis.asyncio import Redis
+from support import server_binary, take_snapshot
 
 import ledgerset
 from ledgerset import (

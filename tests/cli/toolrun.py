@@ -1,0 +1,76 @@
+"""Helpers for the tool's tests (``from toolrun import ...``): run the console script, write
+journals fast.
+
+Every test runs the installed ``ledgerset`` script (with this checkout first on the path) against
+the suite's real server, and looks at what an operator sees: stdout, stderr, the exit status,
+and the server's state.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from pydantic import Field
+from redis.asyncio import Redis
+
+import ledgerset
+from ledgerset import AtomicRedisModel, RedisSet
+
+LEDGERSET = Path(sys.executable).with_name("ledgerset")
+STREAM = "ledgerset:journal"
+
+Cli = Callable[..., subprocess.CompletedProcess[str]]
+
+
+class ToolArticle(AtomicRedisModel):
+    title: str = "untitled"
+    tags: RedisSet[str] = Field(default_factory=RedisSet)
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """The environment of the console script: no LEDGERSET_URL, unbuffered, 200 columns."""
+    env = {name: value for name, value in os.environ.items() if name != "LEDGERSET_URL"}
+    env["PYTHONUNBUFFERED"] = "1"
+    env["COLUMNS"] = "200"
+    env.update(extra)
+    return env
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the console script with ``args``; its exit status, stdout and stderr."""
+    assert LEDGERSET.exists(), f"the console script is not installed at {LEDGERSET}"
+    return subprocess.run(
+        [str(LEDGERSET), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env if env is not None else cli_env(),
+    )
+
+
+def one_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The single line on stderr (asserting there is exactly one, and no traceback)."""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+async def write_entries(redis: Redis, count: int) -> list[str]:
+    """Append ``count`` well-formed ``set.add`` entries (one transaction each) to the journal,
+    copied from a real one and sent in pipelines: a long journal in a second or two."""
+    await ledgerset.init(redis=redis, journal=ledgerset.StreamJournal())
+    article = await ToolArticle(pk="long").asave()
+    await article.tags.aadd("first")
+    (_, fields), = await redis.xrevrange(STREAM, count=1)  # fmt: skip
+    for start in range(0, count, 5000):
+        async with redis.pipeline(transaction=False) as pipe:
+            for number in range(start, min(start + 5000, count)):
+                pipe.xadd(STREAM, {**fields, b"txn": f"t{number}".encode(),
+                                   b"args": f'{{"members":["m{number}"]}}'.encode()})  # fmt: skip
+            await pipe.execute()
+    return [raw_id.decode() for raw_id, _ in await redis.xrange(STREAM)]
