@@ -120,12 +120,60 @@ class UpdateAtomicModelError(LedgersetError, ValueError):
 
 
 class InvalidKeyError(LedgersetError, ValueError):
-    """A key passed to ``aget``/``aexists`` that does not name a model of that class."""
+    """A key passed to ``aget``/``aexists`` that does not name a model of that class, or a key
+    that cannot be laid out: on a cluster, a set key that would leave its model's slot.
 
-    def __init__(self, message: str, *, model: str, key: str) -> None:
+    ``pk`` and ``field`` name the model's pk and set field when the refused key is a set's.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        model: str,
+        key: str,
+        pk: str | None = None,
+        field: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.model = model
         self.key = key
+        self.pk = pk
+        self.field = field
+
+    @classmethod
+    def set_leaves_slot(
+        cls,
+        *,
+        model: str,
+        pk: str,
+        field: str,
+        key: str,
+        prefix: str,
+        model_slot: int,
+        set_slot: int,
+    ) -> InvalidKeyError:
+        """On a cluster, braces in the pk (or the prefix) would put set ``key`` in another slot
+        than its model's hash, and no atomic write could reach both."""
+        if "{" in prefix or "}" in prefix:
+            culprit = f"the set key prefix {prefix!r} has a brace"
+            fix = "use a special_prefix without braces (RedisConfig(special_prefix=...))"
+        else:
+            culprit = f"the braces of pk {pk!r} are not one balanced hash tag"
+            fix = (
+                "use a pk without braces, or one that starts its hash tag with a non-empty "
+                "'{...}' pair, e.g. '{acme}:home'"
+            )
+        return cls(
+            f"{model}.{field} (pk {pk!r}) cannot be laid out for a cluster: {culprit}, so its "
+            f"set key {key!r} would hash to slot {set_slot} and the model key "
+            f"{model + ':' + pk!r} to slot {model_slot}, and one atomic write could not reach "
+            f"both. Nothing was written; {fix}",
+            model=model,
+            key=key,
+            pk=pk,
+            field=field,
+        )
 
 
 class ModelNotFoundError(LedgersetError, KeyError):
