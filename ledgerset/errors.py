@@ -14,6 +14,7 @@
     ├── NotInitializedError        no connection: neither ledgerset.init() nor Meta.redis
     ├── ServerUnavailableError     the server cannot be reached (ConnectionError)
     ├── EmbeddedServerError        ledgerset.embedded found no server binary, or it did not start
+    │   └── EmbeddedClusterError   an embedded cluster did not form, or cannot do what was asked
     └── JournalError               a journal cannot be read or replayed
         ├── JournalEntryError      one entry is malformed or of an unknown command/version
         └── ReplayConflictError    the target refused a replay (another replay, foreign keys)
@@ -27,6 +28,7 @@ also carry ``command``: the journal name of the refused command.
 from __future__ import annotations
 
 __all__ = [
+    "EmbeddedClusterError",
     "EmbeddedServerError",
     "InvalidKeyError",
     "InvalidMemberError",
@@ -290,6 +292,50 @@ class ServerUnavailableError(LedgersetError, ConnectionError):
 
 class EmbeddedServerError(LedgersetError):
     """``ledgerset.embedded`` found no server binary, or the server it started did not answer."""
+
+
+class EmbeddedClusterError(EmbeddedServerError):
+    """An ``EmbeddedCluster`` did not agree on its slot map in time, or was asked to do what
+    its nodes cannot (fail over a primary without a replica, move a slot to a replica)."""
+
+    @classmethod
+    def bad_replicas(cls, replicas: object) -> EmbeddedClusterError:
+        """``EmbeddedCluster(replicas=...)`` other than 0 or 1."""
+        return cls(
+            f"EmbeddedCluster(replicas={replicas!r}): replicas is 0 (3 primaries) or 1 (3 "
+            f"primaries with one replica each)"
+        )
+
+    @classmethod
+    def bad_slot(cls, slot: object) -> EmbeddedClusterError:
+        """A slot number outside 0..16383."""
+        return cls(f"slot {slot!r} does not exist: a cluster's slots are the integers 0 to 16383")
+
+    @classmethod
+    def not_a_primary(cls, node: str, action: str) -> EmbeddedClusterError:
+        """``failover``/``migrate_slot`` named a node that is not a primary (any more)."""
+        return cls(
+            f"cannot {action} {node}: it is not a primary of this cluster now; take the node "
+            f"from cluster.nodes (roles change after a failover), one whose role is 'primary'"
+        )
+
+    @classmethod
+    def no_replica(cls, node: str) -> EmbeddedClusterError:
+        """``failover`` of a primary that has no replica to take over."""
+        return cls(
+            f"cannot fail over {node}: it has no replica to take over; start the cluster with "
+            f"EmbeddedCluster(replicas=1)"
+        )
+
+    @classmethod
+    def not_ready(cls, what: str, timeout_s: float, trouble: str) -> EmbeddedClusterError:
+        """The nodes did not reach the expected state within ``timeout_s``."""
+        return cls(f"gave up waiting for {what} after {timeout_s:.0f} s: {trouble}")
+
+    @classmethod
+    def unreachable(cls, failures: list[str]) -> EmbeddedClusterError:
+        """No node of the cluster answered."""
+        return cls("no node of the embedded cluster answers: " + "; ".join(failures))
 
 
 class JournalError(LedgersetError):
