@@ -122,7 +122,8 @@ def test_replicas_follow_one_primary_each(replicated: EmbeddedCluster) -> None:
     assert len({node.id for node in followed}) == 3
 
 
-def test_parent_killed_cleans_up_every_node() -> None:
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT], ids=["killed", "ctrl-c"])
+def test_parent_gone_cleans_up_every_node(how: signal.Signals) -> None:
     child = subprocess.Popen(
         [sys.executable, "-c", CHILD, BINARY],
         stdin=subprocess.PIPE,
@@ -132,8 +133,8 @@ def test_parent_killed_cleans_up_every_node() -> None:
     assert child.stdout is not None
     info = json.loads(child.stdout.readline())
     assert len(info["dirs"]) == 3 and all(Path(d).is_dir() for d in info["dirs"])
-    child.send_signal(signal.SIGKILL)  # no chance to run any cleanup of its own
-    child.wait()
+    child.send_signal(how)  # SIGKILL: no chance to run any cleanup of its own
+    child.wait(timeout=20)
     for pid in info["pids"]:
         wait_for_exit(pid)
     assert not any(Path(d).exists() for d in info["dirs"])
