@@ -279,7 +279,7 @@ class EmbeddedCluster:
 
     @property
     def urls(self) -> tuple[str, ...]:
-        """``redis://127.0.0.1:<port>`` of every node, primaries first, in start order."""
+        """``redis://127.0.0.1:<port>`` of every node, in start order (primaries, then replicas)."""
         return tuple(f"redis://127.0.0.1:{port}" for port in self._ports())
 
     @property
