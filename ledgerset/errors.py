@@ -16,6 +16,7 @@
     ├── ServerUnavailableError     the server cannot be reached (ConnectionError)
     ├── UnsupportedCommandError    the server lacks a command a method needs (too old, or renamed)
     ├── EmbeddedServerError        ledgerset.embedded found no server binary, or it did not start
+    │   └── EmbeddedClusterError   an embedded cluster did not form, or cannot do what was asked
     └── JournalError               a journal cannot be read or replayed
         ├── JournalEntryError      one entry is malformed, unknown, or not a model's write
         ├── ReplayConflictError    the target refused a replay (another replay, foreign keys)
@@ -32,6 +33,7 @@ from __future__ import annotations
 from typing import Self
 
 __all__ = [
+    "EmbeddedClusterError",
     "EmbeddedServerError",
     "InvalidArgumentError",
     "InvalidKeyError",
@@ -228,12 +230,60 @@ class UpdateAtomicModelError(LedgersetError, ValueError):
 
 
 class InvalidKeyError(LedgersetError, ValueError):
-    """A key passed to ``aget``/``aexists`` that does not name a model of that class."""
+    """A key passed to ``aget``/``aexists`` that does not name a model of that class, or a key
+    that cannot be laid out: on a cluster, a set key that would leave its model's slot.
 
-    def __init__(self, message: str, *, model: str, key: str) -> None:
+    ``pk`` and ``field`` name the model's pk and set field when the refused key is a set's.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        model: str,
+        key: str,
+        pk: str | None = None,
+        field: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.model = model
         self.key = key
+        self.pk = pk
+        self.field = field
+
+    @classmethod
+    def set_leaves_slot(
+        cls,
+        *,
+        model: str,
+        pk: str,
+        field: str,
+        key: str,
+        prefix: str,
+        model_slot: int,
+        set_slot: int,
+    ) -> InvalidKeyError:
+        """On a cluster, braces in the pk (or the prefix) would put set ``key`` in another slot
+        than its model's hash, and no atomic write could reach both."""
+        if "{" in prefix or "}" in prefix:
+            culprit = f"the set key prefix {prefix!r} has a brace"
+            fix = "use a special_prefix without braces (RedisConfig(special_prefix=...))"
+        else:
+            culprit = f"the braces of pk {pk!r} are not one balanced hash tag"
+            fix = (
+                "use a pk without braces, or one that starts its hash tag with a non-empty "
+                "'{...}' pair, e.g. '{acme}:home'"
+            )
+        return cls(
+            f"{model}.{field} (pk {pk!r}) cannot be laid out for a cluster: {culprit}, so its "
+            f"set key {key!r} would hash to slot {set_slot} and the model key "
+            f"{model + ':' + pk!r} to slot {model_slot}, and one atomic write could not reach "
+            f"both. Nothing was written; {fix}",
+            model=model,
+            key=key,
+            pk=pk,
+            field=field,
+        )
 
 
 class ModelNotFoundError(LedgersetError, KeyError):
@@ -376,6 +426,50 @@ class UnsupportedCommandError(LedgersetError):
 
 class EmbeddedServerError(LedgersetError):
     """``ledgerset.embedded`` found no server binary, or the server it started did not answer."""
+
+
+class EmbeddedClusterError(EmbeddedServerError):
+    """An ``EmbeddedCluster`` did not agree on its slot map in time, or was asked to do what
+    its nodes cannot (fail over a primary without a replica, move a slot to a replica)."""
+
+    @classmethod
+    def bad_replicas(cls, replicas: object) -> EmbeddedClusterError:
+        """``EmbeddedCluster(replicas=...)`` other than 0 or 1."""
+        return cls(
+            f"EmbeddedCluster(replicas={replicas!r}): replicas is 0 (3 primaries) or 1 (3 "
+            f"primaries with one replica each)"
+        )
+
+    @classmethod
+    def bad_slot(cls, slot: object) -> EmbeddedClusterError:
+        """A slot number outside 0..16383."""
+        return cls(f"slot {slot!r} does not exist: a cluster's slots are the integers 0 to 16383")
+
+    @classmethod
+    def not_a_primary(cls, node: str, action: str) -> EmbeddedClusterError:
+        """``failover``/``migrate_slot`` named a node that is not a primary (any more)."""
+        return cls(
+            f"cannot {action} {node}: it is not a primary of this cluster now; take the node "
+            f"from cluster.nodes (roles change after a failover), one whose role is 'primary'"
+        )
+
+    @classmethod
+    def no_replica(cls, node: str) -> EmbeddedClusterError:
+        """``failover`` of a primary that has no replica to take over."""
+        return cls(
+            f"cannot fail over {node}: it has no replica to take over; start the cluster with "
+            f"EmbeddedCluster(replicas=1)"
+        )
+
+    @classmethod
+    def not_ready(cls, what: str, timeout_s: float, trouble: str) -> EmbeddedClusterError:
+        """The nodes did not reach the expected state within ``timeout_s``."""
+        return cls(f"gave up waiting for {what} after {timeout_s:.0f} s: {trouble}")
+
+    @classmethod
+    def unreachable(cls, failures: list[str]) -> EmbeddedClusterError:
+        """No node of the cluster answered."""
+        return cls("no node of the embedded cluster answers: " + "; ".join(failures))
 
 
 class JournalError(LedgersetError):

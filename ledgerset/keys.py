@@ -10,6 +10,14 @@
 ``unwritable`` tells whether a model, pk and field names are ones a ledgerset model could have
 written, for a replay that must not let an untrusted journal reach any other key.
 
+On a Redis/Valkey Cluster (``KeyLayout(cluster=True)``) a model and all of its sets live in one
+slot, so the one atomic program that writes them is allowed to run: the set key braces the model
+key, ``{prefix}:{{ClassName}:{pk}}:{field}``, which makes the model key its hash tag. A pk that
+already carries a hash tag (``{acme}:home``) keeps the single-server spelling, since that tag
+already puts the model and its sets together; a pk whose braces would break this is refused.
+``key_slot`` is the cluster's slot of a key (CRC16 of its hash tag, per the cluster
+specification).
+
 A ``KeyLayout`` is one database's layout. Journal entries name their target logically (model, pk,
 field), and replay builds the physical keys through the *target's* layout, so it lives here, below
 both the models (``core``) and the journal.
@@ -17,16 +25,21 @@ both the models (``core``) and the journal.
 
 from __future__ import annotations
 
+import binascii
 import keyword
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from ledgerset.errors import InvalidKeyError
+
 __all__ = [
+    "CLUSTER_SLOTS",
     "DEFAULT_SPECIAL_PREFIX",
     "RESERVED_PREFIX",
     "KeyLayout",
     "checkpoint_key",
     "field_path",
+    "key_slot",
     "pk_from_key",
     "unwritable",
 ]
@@ -35,21 +48,73 @@ DEFAULT_SPECIAL_PREFIX = "__rapyer_special__"
 
 #: The library's own keys start with ``ledgerset:``; no model may be named so.
 RESERVED_PREFIX = "ledgerset"
+#: The number of hash slots of a Redis/Valkey Cluster.
+CLUSTER_SLOTS = 16384
 
 
 @dataclass(frozen=True, slots=True)
 class KeyLayout:
-    """How model and set keys are spelled in one database."""
+    """How model and set keys are spelled in one database.
+
+    ``special_prefix`` starts every set key. ``cluster=True`` is the layout for a Redis/Valkey
+    Cluster, where each set key hashes to its model key's slot; ``False`` (the default) is the
+    specification's single-server layout, byte-compatible with rapyer.
+    """
 
     special_prefix: str = DEFAULT_SPECIAL_PREFIX
+    cluster: bool = False
 
     def model_key(self, model: str, pk: str) -> str:
         """The key of the HASH that holds a model's scalar fields."""
         return f"{model}:{pk}"
 
     def set_key(self, model: str, pk: str, field: str) -> str:
-        """The key of the SET that holds one ``RedisSet`` field's members."""
-        return f"{self.special_prefix}:{model}:{pk}:{field}"
+        """The key of the SET that holds one ``RedisSet`` field's members.
+
+        ``field`` is the field's name, or its path (``profile.badges``) for a set of a nested
+        model. On a cluster, raises ``InvalidKeyError`` (naming model, pk and the fix) when the
+        braces of the pk or of the prefix would put the set in another slot than the model.
+        """
+        spec_key = f"{self.special_prefix}:{model}:{pk}:{field}"
+        if not self.cluster:
+            return spec_key
+        model_key = self.model_key(model, pk).encode()
+        tag = _hashed_part(model_key)
+        # A model key with a hash tag of its own already co-locates the spec's set key; one
+        # without is hashed whole, so the set key makes the whole model key its tag.
+        key = spec_key if tag != model_key else f"{self.special_prefix}:{{{model}:{pk}}}:{field}"
+        if _hashed_part(key.encode()) != tag:
+            raise InvalidKeyError.set_leaves_slot(
+                model=model,
+                pk=pk,
+                field=field,
+                key=key,
+                prefix=self.special_prefix,
+                model_slot=key_slot(model_key),
+                set_slot=key_slot(key),
+            )
+        return key
+
+
+def key_slot(key: str | bytes) -> int:
+    """The cluster hash slot of ``key`` (0 to 16383), as ``CLUSTER KEYSLOT`` computes it.
+
+    CRC16 (XMODEM) of the key's hash tag, modulo 16384: the tag is what lies between the first
+    ``{`` and the first ``}`` after it, when that is not empty; otherwise the whole key. A ``str``
+    is hashed as its UTF-8 bytes, the bytes redis-py sends.
+    """
+    data = key.encode() if isinstance(key, str) else key
+    return binascii.crc_hqx(_hashed_part(data), 0) % CLUSTER_SLOTS
+
+
+def _hashed_part(key: bytes) -> bytes:
+    """The part of ``key`` a cluster hashes: its hash tag, or the whole key without one."""
+    start = key.find(b"{")
+    if start != -1:
+        end = key.find(b"}", start + 1)
+        if end > start + 1:
+            return key[start + 1 : end]
+    return key
 
 
 def field_path(outer: str, inner: str) -> str:
