@@ -20,11 +20,13 @@ from typing import Any
 
 import pytest
 from pydantic import Field
+from redis import Redis as BlockingRedis
 from redis.asyncio import Redis
 from structlog.testing import capture_logs
 
 import ledgerset
-from ledgerset import AtomicRedisModel, RedisSet, StreamJournal
+from ledgerset import AtomicRedisModel, RedisSet, ServerUnavailableError, StreamJournal
+from ledgerset.embedded import EmbeddedServer, find_server_binary
 from ledgerset.errors import SubscriptionError
 from ledgerset.journal import (
     Delivery,
@@ -403,6 +405,28 @@ async def test_a_destroyed_group_stops_the_subscription_with_the_way_on(journale
     assert "Subscribe again to create the group anew" in str(gone.value)
 
 
+async def test_a_lost_server_is_reported_with_the_way_on(clean_structlog: None) -> None:
+    binary = os.environ.get("LEDGERSET_TEST_SERVER") or find_server_binary()
+    server = EmbeddedServer(binary=binary).start()
+    client = Redis.from_url(server.url)
+    try:
+        await client.xadd(STREAM, {"hello": "world"})
+        subscription = await subscribe(client, group=GROUP, consumer="c1", block=0.05)
+        await take(subscription, 1)
+        address = f"127.0.0.1:{client.connection_pool.connection_kwargs['port']}"
+        server.stop()
+        with capture_logs() as events, pytest.raises(ServerUnavailableError) as lost:
+            await take(subscription, 1)
+    finally:
+        server.stop()
+        await client.aclose()
+    assert lost.value.address == address
+    assert f"journal.subscribe: cannot reach the Redis server at {address}" in str(lost.value)
+    assert "subscribe again with the same consumer name to get it first" in str(lost.value)
+    (event,) = [event for event in events if event["event"] == "connection.error"]
+    assert (event["command"], event["address"]) == ("journal.subscribe", address)
+
+
 @pytest.mark.parametrize(
     ("options", "option", "says"),
     [
@@ -443,7 +467,7 @@ async def test_bad_options_are_refused_before_anything_is_sent(
     assert await journaled.xinfo_groups(STREAM) == []
 
 
-async def test_a_decoding_client_is_refused(
+async def test_a_decoding_or_sync_client_is_refused(
     journaled: Redis, redis_url: str, snapshot: Callable[[], Awaitable[Any]]
 ) -> None:
     before = await snapshot()
@@ -452,6 +476,10 @@ async def test_a_decoding_client_is_refused(
         await subscribe(decoding, group=GROUP, consumer="c1")
     await decoding.aclose()
     assert refused.value.option == "redis"
+    blocking = BlockingRedis.from_url(redis_url)
+    with pytest.raises(SubscriptionError, match=r"is not a redis\.asyncio\.Redis client"):
+        await subscribe(blocking, group=GROUP, consumer="c1")  # type: ignore[arg-type]
+    blocking.close()
     assert await snapshot() == before
 
 
