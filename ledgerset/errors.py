@@ -356,12 +356,12 @@ class SubscriptionError(JournalError):
 
     @classmethod
     def bad_option(
-        cls, stream: str, group: str, consumer: str, option: str, value: object, expected: str
+        cls, stream: str, group: str, consumer: str, option: str, given: str, expected: str
     ) -> Self:
-        """Argument ``option`` of ``subscribe`` is ``value``, which is not ``expected``."""
+        """Argument ``option`` of ``subscribe`` is ``given`` (as shown), not ``expected``."""
         return cls(
             f"subscribe(journal={stream!r}, group={group!r}, consumer={consumer!r}): "
-            f"{option}={value!r} is not {expected}; nothing was sent to Redis",
+            f"{option}={given} is not {expected}; nothing was sent to Redis",
             stream=stream,
             group=group,
             consumer=consumer,

@@ -7,7 +7,8 @@ in this order of preference:
 1. the entries already pending to this consumer (delivered before, never acknowledged: it
    crashed, or was stopped), oldest first (``XREADGROUP ... 0``), once, when it starts;
 2. the entries other consumers (or this one) left unacknowledged for ``claim_after``, taken over
-   with ``XAUTOCLAIM``: a sweep when it starts, then at least every ``claim_after``;
+   with ``XAUTOCLAIM``: a sweep when it starts, then every ``claim_after`` once it has delivered
+   all it had read;
 3. new entries (``XREADGROUP ... >``), waiting at most ``block`` for them between sweeps.
 
 Nothing is acknowledged before the application has seen it, so an entry is delivered at least
@@ -38,7 +39,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ledgerset._events import INFO, WARNING, emit, enabled
-from ledgerset.commands.dispatcher import unavailable
+from ledgerset.commands.dispatcher import server_address, unavailable
 from ledgerset.commands.record import DEFAULT_STREAM, StreamJournal
 from ledgerset.errors import JournalEntryError, SubscriptionError
 from ledgerset.journal.reader import JournalEntry, parse_entry
@@ -311,9 +312,10 @@ async def subscribe(
     """
     stream = journal.stream if isinstance(journal, StreamJournal) else journal
 
-    def bad(option: str, value: object, expected: str) -> SubscriptionError:
+    def bad(option: str, given: object, expected: str) -> SubscriptionError:
+        shown = given if option == "redis" else repr(given)
         return SubscriptionError.bad_option(
-            str(stream), str(group), str(consumer), option, value, expected
+            str(stream), str(group), str(consumer), option, str(shown), expected
         )
 
     if not isinstance(stream, str) or not stream:
@@ -322,10 +324,12 @@ async def subscribe(
         if not isinstance(name, str) or not name:
             raise bad(option, name, "a non-empty str")
     if not isinstance(redis, Redis):
-        raise bad("redis", redis, "a redis.asyncio.Redis client")
+        shown = f"a {type(redis).__module__}.{type(redis).__qualname__}"
+        raise bad("redis", shown, "a redis.asyncio.Redis client")
     options = redis.connection_pool.connection_kwargs
     if options.get("decode_responses"):
-        raise bad("redis", redis, "a client with decode_responses=False (redis-py's default)")
+        shown = f"a client of {server_address(redis)} with decode_responses=True"
+        raise bad("redis", shown, "a client with decode_responses=False (redis-py's default)")
     if not isinstance(start, str) or not _START.fullmatch(start):
         raise bad("start", start, "'0' (the whole stream), '$' (from now on) or an entry id")
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:

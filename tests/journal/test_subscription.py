@@ -477,8 +477,10 @@ async def test_a_decoding_or_sync_client_is_refused(
         await subscribe(decoding, group=GROUP, consumer="c1")
     await decoding.aclose()
     assert refused.value.option == "redis"
+    address = redis_url.removeprefix("redis://").split("/")[0]
+    assert f"redis=a client of {address} with decode_responses=True is not" in str(refused.value)
     blocking = BlockingRedis.from_url(redis_url)
-    with pytest.raises(SubscriptionError, match=r"is not a redis\.asyncio\.Redis client"):
+    with pytest.raises(SubscriptionError, match=r"client.Redis is not a redis\.asyncio\.Redis"):
         await subscribe(blocking, group=GROUP, consumer="c1")  # type: ignore[arg-type]
     blocking.close()
     assert await snapshot() == before
