@@ -15,6 +15,7 @@ import os
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -229,7 +230,12 @@ async def test_an_entry_not_acknowledged_within_claim_after_is_delivered_again(
 ) -> None:
     ids = await write_entries(journaled, 2)
     subscription = await subscribe(
-        journaled, group=GROUP, consumer="c1", auto_ack=False, claim_after=0.2, block=0.05
+        journaled,
+        group=GROUP,
+        consumer="c1",
+        auto_ack=False,
+        claim_after=timedelta(milliseconds=200),
+        block=timedelta(milliseconds=50),
     )
     first, second = await take(subscription, 2)
     await subscription.ack(second)
