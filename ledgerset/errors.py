@@ -20,7 +20,8 @@
     └── JournalError               a journal cannot be read or replayed
         ├── JournalEntryError      one entry is malformed, unknown, or not a model's write
         ├── ReplayConflictError    the target refused a replay (another replay, foreign keys)
-        └── ReplayTargetError      the target is the source, or holds data of its own
+        ├── ReplayTargetError      the target is the source, or holds data of its own
+        └── SubscriptionError      a subscription cannot start or go on (options, group, stream)
 
 Each error names what was attempted and with what (model, field, key, value) and, where there is
 one, the fix; the same facts are attributes, so callers and log processors need not parse text.
@@ -47,6 +48,7 @@ __all__ = [
     "ReplayConflictError",
     "ReplayTargetError",
     "ServerUnavailableError",
+    "SubscriptionError",
     "TransactionError",
     "UnknownMirrorError",
     "UnsupportedCommandError",
@@ -549,4 +551,71 @@ class ReplayTargetError(JournalError):
             stream=stream,
             target=target,
             reason="target_not_empty",
+        )
+
+
+class SubscriptionError(JournalError):
+    """A journal subscription (``ledgerset.journal.subscribe``) cannot start or go on.
+
+    ``group`` and ``consumer`` name it; ``reason`` says why: ``"bad_option"`` (``option`` names
+    the argument; nothing was sent to Redis), ``"not_a_stream"`` (the journal's key holds another
+    type), ``"group_gone"`` (the consumer group, or the whole stream, was deleted meanwhile).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        stream: str,
+        group: str,
+        consumer: str,
+        reason: str,
+        option: str | None = None,
+    ) -> None:
+        super().__init__(message, stream=stream)
+        self.group = group
+        self.consumer = consumer
+        self.reason = reason
+        self.option = option
+
+    @classmethod
+    def bad_option(
+        cls, stream: str, group: str, consumer: str, option: str, given: str, expected: str
+    ) -> Self:
+        """Argument ``option`` of ``subscribe`` is ``given`` (as shown), not ``expected``."""
+        return cls(
+            f"subscribe(journal={stream!r}, group={group!r}, consumer={consumer!r}): "
+            f"{option}={given} is not {expected}; nothing was sent to Redis",
+            stream=stream,
+            group=group,
+            consumer=consumer,
+            reason="bad_option",
+            option=option,
+        )
+
+    @classmethod
+    def not_a_stream(cls, stream: str, group: str, consumer: str, actual: str) -> Self:
+        """The journal's key exists and is not a stream, so no group can read it."""
+        return cls(
+            f"cannot subscribe group {group!r} (consumer {consumer!r}) to journal {stream!r}: "
+            f"that key holds a {actual}, not a stream. Pass the stream your StreamJournal writes "
+            f"to (journal=StreamJournal(...) or its stream name)",
+            stream=stream,
+            group=group,
+            consumer=consumer,
+            reason="not_a_stream",
+        )
+
+    @classmethod
+    def group_gone(cls, stream: str, group: str, consumer: str) -> Self:
+        """The group was destroyed (or the stream deleted) while the subscription was reading."""
+        return cls(
+            f"consumer group {group!r} of journal {stream!r} no longer exists (XGROUP DESTROY, "
+            f"or the stream was deleted) while consumer {consumer!r} was reading; what it had not "
+            f"acknowledged is lost with the group. Subscribe again to create the group anew, "
+            f"with start='0' to deliver the whole stream again",
+            stream=stream,
+            group=group,
+            consumer=consumer,
+            reason="group_gone",
         )
