@@ -17,7 +17,7 @@ from ledgerset.journal.reader import (
     JournalEntry,
     MalformedEntry,
     Position,
-    parse_for_display,
+    parse_any,
     read_for_display,
     read_last,
 )
@@ -132,7 +132,7 @@ async def _tail(options: Options, output: str) -> None:
             for _, raw_entries in replies:
                 for raw_id, fields in raw_entries:
                     last = raw_id.decode()
-                    show(parse_for_display(last, fields))
+                    show(parse_any(options.stream, last, fields))
             sys.stdout.flush()
     finally:
         await redis.aclose()

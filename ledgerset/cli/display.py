@@ -137,8 +137,9 @@ class EntryTable:
     def row(self, entry: JournalEntry | MalformedEntry) -> list[str]:
         """The lines of ``entry``'s row."""
         if isinstance(entry, MalformedEntry):
-            model, pk = entry.fields.get("model"), entry.fields.get("pk")
-            raw = " ".join(f"{name}={value}" for name, value in entry.fields.items())
+            shown = entry.shown
+            model, pk = shown.get("model"), shown.get("pk")
+            raw = " ".join(f"{name}={value}" for name, value in shown.items())
             cells = [
                 entry.id,
                 _time(entry),

@@ -32,8 +32,8 @@ __all__ = [
     "JournalEntry",
     "MalformedEntry",
     "Position",
+    "parse_any",
     "parse_entry",
-    "parse_for_display",
     "read_entries",
     "read_for_display",
     "read_last",
@@ -182,40 +182,58 @@ def _utc(moment: datetime) -> datetime:
 
 def parse_entry(stream: str, entry_id: str, fields: dict[bytes, bytes]) -> JournalEntry:
     """Decode one raw stream entry; ``JournalEntryError`` names it if it is malformed."""
+    entry = parse_any(stream, entry_id, fields)
+    if isinstance(entry, MalformedEntry):
+        raise entry.error
+    return entry
+
+
+def parse_any(
+    stream: str, entry_id: str, fields: dict[bytes, bytes]
+) -> JournalEntry | MalformedEntry:
+    """Decode one raw stream entry, or say what is wrong with it (``MalformedEntry``), for the
+    readers that show or deliver such an entry flagged instead of stopping at it."""
     try:
         return _decode(entry_id, fields)
     except _Malformed as exc:
-        raise JournalEntryError(
-            f"journal entry {entry_id} of stream {stream!r} is malformed ({exc}); it was not "
-            f"written by ledgerset, or was changed. Nothing of its transaction is applied.",
-            stream=stream,
-            entry_id=entry_id,
-            field=exc.field,
-        ) from exc
+        return MalformedEntry(
+            id=entry_id, stream=stream, fields=fields, problem=str(exc), field=exc.field
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class MalformedEntry:
-    """A stream entry that is not a readable ledgerset entry, kept so that a display can flag it.
+    """A stream entry that is not a readable ledgerset entry: the tool flags it, a subscription
+    delivers it flagged, and replay stops at it (``error``).
 
-    ``fields`` are the entry's raw fields, decoded for people (undecodable bytes escaped);
-    ``problem`` says what is wrong in an operator's words; ``model`` and ``key`` are the entry's
-    own fields of those names, when it has them, so that filters can tell whose it is.
+    ``fields`` is the entry as Redis holds it; ``problem`` says what is wrong in an operator's
+    words, and ``field`` names the field at fault. ``model`` and ``key`` are the entry's own
+    fields of those names, when it has them, so that filters can tell whose it is.
     """
 
     id: str
-    fields: dict[str, str]
+    stream: str
+    fields: dict[bytes, bytes]
     problem: str
+    field: str
+
+    @property
+    def shown(self) -> dict[str, str]:
+        """The fields decoded for people (undecodable bytes escaped)."""
+        return {
+            name.decode(errors="backslashreplace"): value.decode(errors="backslashreplace")
+            for name, value in self.fields.items()
+        }
 
     @property
     def model(self) -> str | None:
         """The entry's ``model`` field, if it has one."""
-        return self.fields.get("model")
+        return self.shown.get("model")
 
     @property
     def key(self) -> str | None:
         """The entry's ``key`` field, if it has one."""
-        return self.fields.get("key")
+        return self.shown.get("key")
 
     @property
     def target(self) -> None:
@@ -225,13 +243,24 @@ class MalformedEntry:
     @property
     def ts(self) -> datetime:
         """The entry's ``ts`` if it is a number, else the server's time in its id."""
-        stamp = self.fields.get("ts", "")
+        stamp = self.shown.get("ts", "")
         millis = int(stamp) if stamp.isdigit() else int(self.id.split("-")[0])
         return datetime.fromtimestamp(millis / 1000, tz=UTC)
 
+    @property
+    def error(self) -> JournalEntryError:
+        """The error a reader that cannot go on raises for this entry."""
+        return JournalEntryError(
+            f"journal entry {self.id} of stream {self.stream!r} is malformed ({self.problem}); it "
+            f"was not written by ledgerset, or was changed. Nothing of its transaction is applied.",
+            stream=self.stream,
+            entry_id=self.id,
+            field=self.field,
+        )
+
     def as_json(self) -> dict[str, Any]:
         """The entry as a JSON-ready dict: its id, ``"malformed"`` (the problem) and its fields."""
-        return {"id": self.id, "malformed": self.problem, "fields": self.fields}
+        return {"id": self.id, "malformed": self.problem, "fields": self.shown}
 
 
 async def read_for_display(
@@ -251,7 +280,7 @@ async def read_for_display(
     until = _utc(end) if isinstance(end, datetime) else None
     async for page in _pages(redis, stream, _low(start, None), _high(end)):
         for raw_id, fields in page:
-            entry = parse_for_display(raw_id.decode(), fields)
+            entry = parse_any(stream, raw_id.decode(), fields)
             if until is not None and entry.ts > until:
                 return
             if since is not None and entry.ts < since:
@@ -284,7 +313,7 @@ async def read_last(
         page: Page = await redis.xrevrange(stream, max=high, min=low, count=PAGE)  # type: ignore[assignment]
         _raise_if_cancelled(reader, asked)  # as in _pages: a read may absorb a cancellation
         for raw_id, fields in page:
-            entry = parse_for_display(raw_id.decode(), fields)
+            entry = parse_any(stream, raw_id.decode(), fields)
             if (until is not None and entry.ts > until) or (since is not None and entry.ts < since):
                 continue
             if _wanted(entry, model, key):
@@ -296,18 +325,6 @@ async def read_last(
         high = "(" + page[-1][0].decode()
     found.reverse()
     return found
-
-
-def parse_for_display(entry_id: str, fields: dict[bytes, bytes]) -> JournalEntry | MalformedEntry:
-    """Decode one raw stream entry, or describe what is wrong with it (``MalformedEntry``)."""
-    try:
-        return _decode(entry_id, fields)
-    except _Malformed as exc:
-        shown = {
-            name.decode(errors="backslashreplace"): value.decode(errors="backslashreplace")
-            for name, value in fields.items()
-        }
-        return MalformedEntry(id=entry_id, fields=shown, problem=str(exc))
 
 
 #: The fields every ledgerset entry has (see ``ledgerset.commands.record``).

@@ -29,7 +29,6 @@ from __future__ import annotations
 import re
 import time
 from collections import deque
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Self
 
@@ -41,8 +40,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ledgerset._events import INFO, WARNING, emit, enabled
 from ledgerset.commands.dispatcher import server_address, unavailable
 from ledgerset.commands.record import DEFAULT_STREAM, StreamJournal
-from ledgerset.errors import JournalEntryError, SubscriptionError
-from ledgerset.journal.reader import JournalEntry, parse_entry
+from ledgerset.errors import SubscriptionError
+from ledgerset.journal.reader import JournalEntry, MalformedEntry, parse_any
 
 __all__ = ["Delivery", "MalformedEntry", "Subscription", "subscribe"]
 
@@ -50,21 +49,6 @@ Raw = tuple[bytes, dict[bytes, bytes]]
 
 #: ``XGROUP CREATE``'s start: ``$``, or an entry id (``0``: the whole stream).
 _START = re.compile(r"\$|\d+(-\d+)?")
-
-
-@dataclass(frozen=True, slots=True)
-class MalformedEntry:
-    """A stream entry that is not a well-formed ledgerset entry, delivered flagged, not raised.
-
-    ``error`` is the ``JournalEntryError`` reading it gave (``error.field`` names the field at
-    fault); ``fields`` the entry as Redis holds it. It is acknowledged like any other delivery:
-    automatically, or with ``ack``; until then it stays pending and is delivered again.
-    """
-
-    id: str
-    stream: str
-    fields: dict[bytes, bytes]
-    error: JournalEntryError
 
 
 #: What a subscription delivers: an entry, or one it could not read.
@@ -235,21 +219,18 @@ class Subscription:
             )
 
     def _decode(self, raw: Raw) -> Delivery:
-        entry_id = raw[0].decode()
-        try:
-            return parse_entry(self.stream, entry_id, raw[1])
-        except JournalEntryError as error:
-            if enabled(WARNING):
-                emit(
-                    WARNING,
-                    "subscription.malformed",
-                    stream=self.stream,
-                    group=self.group,
-                    consumer=self.consumer,
-                    entry_id=entry_id,
-                    field=error.field,
-                )
-            return MalformedEntry(id=entry_id, stream=self.stream, fields=raw[1], error=error)
+        entry = parse_any(self.stream, raw[0].decode(), raw[1])
+        if isinstance(entry, MalformedEntry) and enabled(WARNING):
+            emit(
+                WARNING,
+                "subscription.malformed",
+                stream=self.stream,
+                group=self.group,
+                consumer=self.consumer,
+                entry_id=entry.id,
+                field=entry.field,
+            )
+        return entry
 
     async def _create_group(self, start: str) -> bool:
         """Create the group at ``start`` (and the stream, if needed); ``False`` if it existed."""
