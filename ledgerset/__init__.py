@@ -7,16 +7,18 @@ a ``StreamJournal`` can record atomically with its effect, for audit and replay.
 
 from ledgerset.commands.dispatcher import Transaction, transaction
 from ledgerset.commands.record import StreamJournal
-from ledgerset.core.config import RedisConfig, init
+from ledgerset.core.config import RedisConfig, aclose, init
 from ledgerset.core.model import AtomicRedisModel
 from ledgerset.core.redis_set import RedisSet
 from ledgerset.errors import (
+    ConfigurationError,
     InvalidKeyError,
     InvalidMemberError,
     LedgersetError,
     ModelDefinitionError,
     ModelNotFoundError,
     NotInitializedError,
+    RequestTooLargeError,
     ServerUnavailableError,
     TransactionError,
     UpdateAtomicModelError,
@@ -25,6 +27,7 @@ from ledgerset.errors import (
 
 __all__ = [
     "AtomicRedisModel",
+    "ConfigurationError",
     "InvalidKeyError",
     "InvalidMemberError",
     "LedgersetError",
@@ -33,12 +36,14 @@ __all__ = [
     "NotInitializedError",
     "RedisConfig",
     "RedisSet",
+    "RequestTooLargeError",
     "ServerUnavailableError",
     "StreamJournal",
     "Transaction",
     "TransactionError",
     "UpdateAtomicModelError",
     "WrongTypeError",
+    "aclose",
     "init",
     "transaction",
 ]

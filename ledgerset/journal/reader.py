@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
+from ledgerset.commands import wire
 from ledgerset.commands.record import DEFAULT_STREAM
 from ledgerset.errors import JournalEntryError
 
@@ -89,6 +90,7 @@ async def read_entries(
     naive datetime is taken as UTC); ``after`` starts just after an entry id instead. ``model``
     and ``key`` keep only the entries of that model class or that physical key.
     """
+    wire.check_client(redis, "read_entries")
     low = f"({after}" if after is not None else start if isinstance(start, str) else "-"
     high = end if isinstance(end, str) else "+"
     since = _utc(start) if isinstance(start, datetime) else None

@@ -19,7 +19,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from ledgerset._events import DEBUG, INFO, emit, enabled
-from ledgerset.commands import dispatcher
+from ledgerset.commands import dispatcher, wire
 from ledgerset.commands.catalog import Command, DeleteModel, SaveModel, Target
 from ledgerset.commands.record import DEFAULT_STREAM, decode
 from ledgerset.errors import JournalEntryError, ReplayConflictError
@@ -66,6 +66,8 @@ async def replay(
     ``dry_run`` reads and checks everything and writes nothing. ``layout`` spells the target's
     keys (default: the standard one). ``on_progress(done, total)`` is called after each batch.
     """
+    wire.check_client(source, "replay", "source")
+    wire.check_client(target, "replay", "target")
     run = _Run(source, target, stream, model, dry_run, layout or KeyLayout(), on_progress)
     return await run.execute(until)
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from ledgerset.commands import wire
 from ledgerset.commands.record import DEFAULT_STREAM
 from ledgerset.journal.reader import read_entries
 from ledgerset.keys import KeyLayout
@@ -47,6 +48,8 @@ async def compare(
     live: Redis, replayed: Redis, models: set[str], layout: KeyLayout | None = None
 ) -> list[Difference]:
     """Every difference between ``live`` and ``replayed`` in the keys of ``models``."""
+    wire.check_client(live, "compare", "live")
+    wire.check_client(replayed, "compare", "replayed")
     layout = layout or KeyLayout()
     patterns = [
         pattern
