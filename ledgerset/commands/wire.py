@@ -263,13 +263,17 @@ def _default_socket_timeout(connection_class: type) -> float | None:
 
 
 async def _exchange(pool: Any, packed: bytes) -> Any:
+    task = asyncio.current_task()
+    cancels = task.cancelling() if task is not None else 0
     connection = _take(pool) if _quiet(pool) else None
     if connection is None:
         connection = await pool.get_connection()
     try:
         await _fresh(connection)
+        _raise_if_cancelled(task, cancels)  # before anything is sent: nothing happened
         await _send(connection, packed)
         reply = await connection.read_response()
+        _raise_if_cancelled(task, cancels)
     except ResponseError as exc:
         # The whole reply was read, so the connection is fine, unless the server closes it
         # after this error (a protocol error): then the next call must not find it.
@@ -284,6 +288,17 @@ async def _exchange(pool: Any, packed: bytes) -> Any:
         raise
     await _give_back(pool, connection)
     return reply
+
+
+def _raise_if_cancelled(task: asyncio.Task[Any] | None, cancels: int) -> None:
+    """Raise the cancellation of ``task`` that redis-py's code lost since ``cancels`` was counted.
+
+    Connecting runs redis-py's handshake (``HELLO``, ``SELECT``, ``CLIENT SETINFO``) through its
+    ``asyncio.wait_for``, which on Python 3.11 returns normally to a task cancelled meanwhile.
+    The task still counts the request (``cancelling()``), so it is raised here.
+    """
+    if task is not None and task.cancelling() > cancels:
+        raise asyncio.CancelledError
 
 
 def _closes_connection(error: ResponseError) -> bool:

@@ -97,10 +97,11 @@ class _Run:
 
     async def execute(self, until: Position | None) -> ReplayReport:
         started = time.perf_counter()
-        raw = await self.target.get(self.checkpoint)
+        # Through the wire, as every read of a replay: redis-py's calls can lose a cancellation.
+        raw = await wire.call(self.target, ("GET", self.checkpoint), resend=True)
         self.applied_through = raw.decode() if isinstance(raw, bytes) else raw
         self.report.last_id = self.applied_through
-        self.total = int(await self.source.xlen(self.stream))
+        self.total = int(await wire.call(self.source, ("XLEN", self.stream), resend=True))
         if enabled(INFO):
             emit(INFO, "replay.started", stream=self.stream, after=self.applied_through,
                  model=self.model, dry_run=self.report.dry_run)  # fmt: skip
