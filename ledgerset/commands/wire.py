@@ -129,7 +129,8 @@ async def _check_size(redis: Redis, args: Sequence[Arg], longest: int) -> None:
     # this large costs far more than the question.
     try:
         reply = await _once(redis, pack(("CONFIG", "GET", "proto-max-bulk-len")))
-        limit = int(reply[1]) if len(reply) == 2 else DEFAULT_BULK_LIMIT
+        values = list(reply.values()) if isinstance(reply, dict) else reply[1::2]  # RESP3, RESP2
+        limit = int(values[0]) if values else DEFAULT_BULK_LIMIT
     except ResponseError:  # CONFIG not allowed (ACL, managed services): the server's default
         limit = DEFAULT_BULK_LIMIT
     if longest > limit:
