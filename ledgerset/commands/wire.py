@@ -27,6 +27,7 @@ import contextlib
 import functools
 import inspect
 import socket
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,7 +39,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ledgerset.errors import invalid_client, request_too_large
 
-__all__ = ["TIMEOUT_S", "Arg", "call", "check_client", "drop_connections", "pack"]
+__all__ = ["TIMEOUT_S", "Arg", "call", "check_client", "drop_connections", "for_this_loop", "pack"]
 
 Arg = bytes | str | int
 
@@ -178,6 +179,35 @@ def _abandon(connection: Any) -> None:
         connection._writer.get_extra_info("socket").shutdown(socket.SHUT_RDWR)
     connection._parser.on_disconnect()
     connection._reader = connection._writer = None
+
+
+def for_this_loop(redis: Redis) -> Redis:
+    """``redis``, its pool rid of idle connections that another event loop opened.
+
+    ledgerset's own calls check each connection they take; this is for redis-py's methods that
+    ledgerset calls on the same client (``aget``'s pipeline), which would use such a connection
+    and fail. The pool is swept once per event loop it is used in.
+    """
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return redis
+    pool = redis.connection_pool
+    seen = _loop_of_pool.get(pool)
+    if seen is not None and seen() is loop:
+        return redis
+    _loop_of_pool[pool] = weakref.ref(loop)
+    for connection in getattr(pool, "_available_connections", ()):
+        writer = getattr(connection, "_writer", None)
+        if writer is not None and getattr(writer, "_loop", None) is not loop:
+            _abandon(connection)  # the pool connects it again, in this loop, when it hands it out
+    return redis
+
+
+#: pool -> the event loop it was last swept for.
+_loop_of_pool: weakref.WeakKeyDictionary[Any, weakref.ref[asyncio.AbstractEventLoop]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def drop_connections(redis: Redis) -> None:

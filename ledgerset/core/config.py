@@ -169,10 +169,11 @@ def default_redis(config: RedisConfig | None, model: str) -> Redis:
     """The client ``model`` uses: its own ``RedisConfig.redis``, else ``init``'s.
 
     ``init``'s client made from a URL is replaced by one for this event loop when used in
-    another loop than the one it was made in.
+    another loop than the one it was made in; an application's client has the idle connections
+    another loop opened dropped from its pool.
     """
     if config is not None and config.redis is not None:
-        return config.redis
+        return wire.for_this_loop(config.redis)
     if _defaults.redis is None:
         raise NotInitializedError(
             f"{model} has no Redis connection: call await ledgerset.init(redis=...) first, "
@@ -183,4 +184,4 @@ def default_redis(config: RedisConfig | None, model: str) -> Redis:
         if loop is not None and loop is not _defaults.loop:
             _release_defaults()
             _defaults.redis, _defaults.loop = _from_url(_defaults.url), loop
-    return _defaults.redis
+    return wire.for_this_loop(_defaults.redis)
