@@ -355,7 +355,8 @@ def _quiet(pool: Any) -> bool:
         return False
     if isinstance(pool, BlockingConnectionPool):
         condition = pool._condition
-        return not (condition.locked() or condition._waiters or pool._in_maintenance)
+        busy = condition.locked() or condition._waiters or getattr(pool, "_in_maintenance", False)
+        return not busy
     return True
 
 
@@ -373,6 +374,8 @@ def _put(pool: Any, connection: Any) -> bool:
     """Return ``connection`` to ``pool`` as its ``release`` would, if nothing else is due."""
     if connection.should_reconnect() or getattr(connection, "_re_auth_token", None) is not None:
         return False  # the pool's release() renews or re-authenticates it
-    pool._in_use_connections.remove(connection)
-    pool._available_connections.append(connection)
+    in_use = pool._in_use_connections
+    if connection in in_use:  # else the pool was reset during the call and forgot it
+        in_use.remove(connection)
+        pool._available_connections.append(connection)
     return True

@@ -101,9 +101,10 @@ def test_pack_writes_every_argument_kind_as_a_bulk_string() -> None:
 @pytest.fixture
 async def small_bulk_limit(redis: Redis) -> AsyncIterator[None]:
     """The server's ``proto-max-bulk-len`` at its minimum, 1 MiB, for one test."""
+    previous = (await redis.config_get("proto-max-bulk-len"))["proto-max-bulk-len"]
     await redis.config_set("proto-max-bulk-len", str(wire.SMALLEST_BULK_LIMIT))
     yield
-    await redis.config_set("proto-max-bulk-len", str(wire.DEFAULT_BULK_LIMIT))
+    await redis.config_set("proto-max-bulk-len", previous)
 
 
 async def test_a_journaled_call_over_proto_max_bulk_len_is_refused_before_sending(
