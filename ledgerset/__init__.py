@@ -7,10 +7,11 @@ a ``StreamJournal`` can record atomically with its effect, for audit and replay.
 
 from ledgerset.commands.dispatcher import Transaction, transaction
 from ledgerset.commands.record import StreamJournal
-from ledgerset.core.config import RedisConfig, init
+from ledgerset.core.config import RedisConfig, aclose, init
 from ledgerset.core.model import AtomicRedisModel
 from ledgerset.core.redis_set import RedisSet
 from ledgerset.errors import (
+    ConfigurationError,
     InvalidArgumentError,
     InvalidKeyError,
     InvalidMemberError,
@@ -18,6 +19,7 @@ from ledgerset.errors import (
     ModelDefinitionError,
     ModelNotFoundError,
     NotInitializedError,
+    RequestTooLargeError,
     ServerUnavailableError,
     TransactionError,
     UnknownMirrorError,
@@ -28,6 +30,7 @@ from ledgerset.errors import (
 
 __all__ = [
     "AtomicRedisModel",
+    "ConfigurationError",
     "InvalidArgumentError",
     "InvalidKeyError",
     "InvalidMemberError",
@@ -37,6 +40,7 @@ __all__ = [
     "NotInitializedError",
     "RedisConfig",
     "RedisSet",
+    "RequestTooLargeError",
     "ServerUnavailableError",
     "StreamJournal",
     "Transaction",
@@ -45,6 +49,7 @@ __all__ = [
     "UnsupportedCommandError",
     "UpdateAtomicModelError",
     "WrongTypeError",
+    "aclose",
     "init",
     "transaction",
 ]

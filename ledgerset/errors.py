@@ -13,6 +13,8 @@
     ├── TransactionError           an operation that cannot run inside a transaction
     ├── UnknownMirrorError         asave() of a set whose last write has an unknown outcome
     ├── NotInitializedError        no connection: neither ledgerset.init() nor Meta.redis
+    ├── ConfigurationError         an unusable client or journal given to init, RedisConfig, replay
+    ├── RequestTooLargeError       an argument exceeds the server's proto-max-bulk-len (ValueError)
     ├── ServerUnavailableError     the server cannot be reached (ConnectionError)
     ├── UnsupportedCommandError    the server lacks a command a method needs (too old, or renamed)
     ├── EmbeddedServerError        ledgerset.embedded found no server binary, or it did not start
@@ -34,6 +36,7 @@ from __future__ import annotations
 from typing import Self
 
 __all__ = [
+    "ConfigurationError",
     "EmbeddedClusterError",
     "EmbeddedServerError",
     "InvalidArgumentError",
@@ -47,6 +50,7 @@ __all__ = [
     "NotInitializedError",
     "ReplayConflictError",
     "ReplayTargetError",
+    "RequestTooLargeError",
     "ServerUnavailableError",
     "SubscriptionError",
     "TransactionError",
@@ -390,6 +394,73 @@ class UnknownMirrorError(LedgersetError):
 
 class NotInitializedError(LedgersetError):
     """No Redis connection is configured for a model."""
+
+
+class ConfigurationError(LedgersetError, TypeError):
+    """``where`` (``ledgerset.init``, ``RedisConfig``, ``replay``...) was given an unusable value.
+
+    ``argument`` names the parameter (``redis``, ``journal``, ``source``...); nothing was sent to
+    Redis and the previous configuration is unchanged. Raised by ``invalid_client`` and
+    ``invalid_journal``, so every place a client enters says the same thing.
+    """
+
+    def __init__(self, message: str, *, where: str, argument: str, value: object) -> None:
+        super().__init__(message)
+        self.where = where
+        self.argument = argument
+        self.value = value
+
+
+def invalid_client(where: str, argument: str, value: object, problem: str) -> ConfigurationError:
+    """The error for a client ledgerset cannot use: ``problem`` says why, the fix follows."""
+    return ConfigurationError(
+        f"{where}({argument}=...): {problem}. ledgerset needs a redis.asyncio.Redis client "
+        f"created with decode_responses=False (redis-py's default), e.g. "
+        f"redis.asyncio.Redis.from_url('redis://localhost:6379/0'), or a URL where a URL is "
+        f"accepted.",
+        where=where,
+        argument=argument,
+        value=value,
+    )
+
+
+def invalid_journal(where: str, value: object) -> ConfigurationError:
+    """The error for a ``journal=`` that is not a ``StreamJournal`` (or ``None``)."""
+    hint = f"StreamJournal({value!r})" if isinstance(value, str) else "StreamJournal()"
+    return ConfigurationError(
+        f"{where}(journal={value!r}): journal is a ledgerset.StreamJournal or None, not a "
+        f"{type(value).__name__}. Pass journal={hint}.",
+        where=where,
+        argument="journal",
+        value=value,
+    )
+
+
+class RequestTooLargeError(LedgersetError, ValueError):
+    """A request argument is larger than the server accepts (its ``proto-max-bulk-len``).
+
+    Refused before anything was sent: the server is unchanged and the connection still good.
+    ``size`` is the argument's length in bytes, ``limit`` the server's, ``address`` host:port.
+    """
+
+    def __init__(self, message: str, *, size: int, limit: int, address: str) -> None:
+        super().__init__(message)
+        self.size = size
+        self.limit = limit
+        self.address = address
+
+
+def request_too_large(command: str, size: int, limit: int, address: str) -> RequestTooLargeError:
+    """The error for a ``command`` whose argument of ``size`` bytes exceeds ``limit``."""
+    return RequestTooLargeError(
+        f"{command} to {address} refused before sending: one of its arguments is {size} bytes, "
+        f"more than the server's proto-max-bulk-len of {limit} bytes (the server would close "
+        f"the connection). Nothing was sent. Send fewer or smaller members per call (e.g. split "
+        f"an aadd_many), or raise the limit: CONFIG SET proto-max-bulk-len <bytes>.",
+        size=size,
+        limit=limit,
+        address=address,
+    )
 
 
 class ServerUnavailableError(LedgersetError, ConnectionError):

@@ -5,50 +5,100 @@ it resends a command after a connection error (a write whose reply was lost may 
 and must not be applied twice), it turns replies into Python types by command name (a set of
 100,000 bytes for ``SMEMBERS``, which ledgerset only joins into a list again), and it packs the
 arguments in a general-purpose loop. ``call`` sends a command exactly once, unless the caller
-says it is a read (``resend=True``), and returns the reply as hiredis parsed it.
+says it is a read (``resend=True``), and returns the reply as hiredis parsed it. On Python 3.11
+it also honours cancellation where redis-py's send path may not (its ``asyncio.wait_for`` returns
+a finished write's result to a task that was cancelled meanwhile, so the cancellation is lost).
 
 Taking a connection from redis-py's pool and giving it back costs more than a tenth of a small
-command's round trip (a lock, and the pool's bookkeeping). So a connection that just served a call
-is kept aside, *parked*, for the next call in the same turn of the event loop: back-to-back awaits
-(``await s.aadd(a); await s.aadd(b)``) reuse it without touching the pool. At the loop's next turn
-with no call in flight, it goes back to the pool, so it is never withheld from other users of a
-small ``BlockingConnectionPool`` for longer than that.
+command's round trip (a lock, the pool's bookkeeping, its events). So for redis-py's own pools a
+connection is taken and given back directly, with no await, when nothing else is going on in the
+pool: no lock held, nobody waiting, no re-authentication due. Otherwise, and for any other pool,
+the pool's own ``get_connection``/``release`` are used. Either way a connection is back in the
+pool the moment its call ends: none is ever withheld from another caller, however small the pool.
+
+A connection is used only in the event loop that connected it: one that a closed (or other) loop
+left in the pool is dropped, without awaiting that loop, and a new one is made in this loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
+import socket
 import weakref
 from collections.abc import Sequence
 from typing import Any
 
-from redis.asyncio import Redis
+import redis as sync_redis
+from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-__all__ = ["TIMEOUT_S", "Arg", "call", "pack"]
+from ledgerset.errors import invalid_client, request_too_large
+
+__all__ = ["TIMEOUT_S", "Arg", "call", "check_client", "drop_connections", "for_this_loop", "pack"]
 
 Arg = bytes | str | int
 
 #: How long a command waits for its reply when the client sets no ``socket_timeout`` of its own.
 TIMEOUT_S = 30.0
 
+#: The smallest ``proto-max-bulk-len`` a server accepts (1 MiB): a request whose arguments are all
+#: shorter cannot exceed the limit, so only a larger one makes ledgerset ask the server for it.
+SMALLEST_BULK_LIMIT = 1024 * 1024
+
+#: The server's default ``proto-max-bulk-len``, assumed when ``CONFIG GET`` is not allowed.
+DEFAULT_BULK_LIMIT = 512 * 1024 * 1024
+
+
+def check_client(value: object, where: str, argument: str = "redis") -> Redis:
+    """``value`` if it is a client ledgerset can use, else ``ConfigurationError`` naming ``where``.
+
+    The one check for every place a client enters (``ledgerset.init``, ``RedisConfig(redis=...)``,
+    ``replay``/``verify``): a ``redis.asyncio.Redis`` whose responses are raw bytes. A client that
+    decodes responses would make ledgerset misread members (``apop`` returning ``None`` after it
+    removed one), so it is refused before anything is sent.
+    """
+    if isinstance(value, Redis):
+        if value.connection_pool.connection_kwargs.get("decode_responses"):
+            problem = "the client decodes responses (decode_responses=True); ledgerset needs bytes"
+            raise invalid_client(where, argument, value, problem)
+        return value
+    if value is None:
+        problem = "got None"
+    elif isinstance(value, sync_redis.Redis):
+        problem = ("got a synchronous redis.Redis client; ledgerset is async, so use "
+                   "redis.asyncio.Redis instead")  # fmt: skip
+    else:
+        problem = f"got a {type(value).__name__}, not a redis.asyncio.Redis client"
+    raise invalid_client(where, argument, value, problem)
+
 
 def pack(args: Sequence[Arg]) -> bytes:
     """``args`` in the Redis protocol (RESP): an array of bulk strings."""
+    return _pack(args)[0]
+
+
+def _pack(args: Sequence[Arg]) -> tuple[bytes, int]:
+    """``args`` packed, and the length of the longest argument (0 if all are short)."""
     parts = [b"*%d\r\n" % len(args)]
     append = parts.append
+    longest = 0
     for arg in args:
         if not isinstance(arg, bytes):
             arg = arg.encode() if isinstance(arg, str) else b"%d" % arg
         size = len(arg)
-        append(_HEADERS[size] if size < 256 else b"$%d\r\n" % size)
+        if size < 256:
+            append(_HEADERS[size])
+        else:
+            append(b"$%d\r\n" % size)
+            longest = max(longest, size)
         append(arg)
         append(b"\r\n")
-    return b"".join(parts)
+    return b"".join(parts), longest
 
 
 #: The bulk-string headers of short arguments, formatted once (formatting is most of pack's cost).
@@ -60,9 +110,13 @@ async def call(redis: Redis, args: Sequence[Arg], *, resend: bool = False) -> An
 
     An error reply raises its ``ResponseError`` (e.g. ``NoScriptError``). A connection error or
     timeout raises, after one more attempt on a new connection only when ``resend`` is true: for
-    reads, which are safe to repeat.
+    reads, which are safe to repeat. An argument longer than the server's ``proto-max-bulk-len``
+    raises ``RequestTooLargeError`` before anything is sent (the server would close the
+    connection on it). Cancelling the calling task ends it with ``CancelledError``.
     """
-    packed = pack(args)
+    packed, longest = _pack(args)
+    if longest > SMALLEST_BULK_LIMIT:
+        await _check_size(redis, args, longest)
     try:
         return await _once(redis, packed)
     except (RedisConnectionError, RedisTimeoutError, TimeoutError):
@@ -71,13 +125,38 @@ async def call(redis: Redis, args: Sequence[Arg], *, resend: bool = False) -> An
         return await _once(redis, packed)
 
 
-async def _fresh(connection: Any) -> None:
-    """Reconnect a pooled connection the server closed (e.g. it restarted) before using it.
+async def _check_size(redis: Redis, args: Sequence[Arg], longest: int) -> None:
+    # Asked each time rather than remembered: the limit can change (CONFIG SET), and a request
+    # this large costs far more than the question.
+    try:
+        reply = await _once(redis, pack(("CONFIG", "GET", "proto-max-bulk-len")))
+        values = list(reply.values()) if isinstance(reply, dict) else reply[1::2]  # RESP3, RESP2
+        limit = int(values[0]) if values else DEFAULT_BULK_LIMIT
+    except ResponseError:  # CONFIG not allowed (ACL, managed services): the server's default
+        limit = DEFAULT_BULK_LIMIT
+    if longest > limit:
+        command = args[0].decode() if isinstance(args[0], bytes) else str(args[0])
+        raise request_too_large(command, longest, limit, _pool_address(redis.connection_pool))
 
-    redis-py's pool skips this check while its maintenance notifications are on (the default),
-    and a write must not find out by failing: it could not tell whether the server got it.
+
+def _pool_address(pool: Any) -> str:
+    kwargs = pool.connection_kwargs
+    if "path" in kwargs:
+        return str(kwargs["path"])
+    return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
+
+
+async def _fresh(connection: Any) -> None:
+    """Make ``connection`` ready for a command in this event loop before using it.
+
+    redis-py's pool skips the stale-socket check while its maintenance notifications are on (the
+    default), and a write must not find out by failing: it could not tell whether the server got
+    it. A socket another event loop opened cannot serve this one (and that loop may be closed).
     """
-    if not connection.is_connected:  # e.g. the client was closed while this one was parked
+    writer = getattr(connection, "_writer", None)
+    if writer is not None and getattr(writer, "_loop", None) is not asyncio.get_running_loop():
+        _abandon(connection)
+    if not connection.is_connected:  # e.g. the client was closed, or the socket just abandoned
         await connection.connect()
         return
     try:
@@ -89,13 +168,79 @@ async def _fresh(connection: Any) -> None:
         await connection.connect()
 
 
+def _abandon(connection: Any) -> None:
+    """Forget the socket of ``connection``, which belongs to another event loop.
+
+    Closing it the usual way would schedule a callback on its loop, which may be closed (``Event
+    loop is closed``). Shutting the socket down ends the server's side now; the descriptor is
+    closed with the transport object.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        connection._writer.get_extra_info("socket").shutdown(socket.SHUT_RDWR)
+    connection._parser.on_disconnect()
+    connection._reader = connection._writer = None
+
+
+def for_this_loop(redis: Redis) -> Redis:
+    """``redis``, its pool rid of idle connections that another event loop opened.
+
+    ledgerset's own calls check each connection they take; this is for redis-py's methods that
+    ledgerset calls on the same client (``aget``'s pipeline), which would use such a connection
+    and fail. The pool is swept once per event loop it is used in.
+    """
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return redis
+    pool = redis.connection_pool
+    seen = _loop_of_pool.get(pool)
+    if seen is not None and seen() is loop:
+        return redis
+    _loop_of_pool[pool] = weakref.ref(loop)
+    for connection in getattr(pool, "_available_connections", ()):
+        writer = getattr(connection, "_writer", None)
+        if writer is not None and getattr(writer, "_loop", None) is not loop:
+            _abandon(connection)  # the pool connects it again, in this loop, when it hands it out
+    return redis
+
+
+#: pool -> the event loop it was last swept for.
+_loop_of_pool: weakref.WeakKeyDictionary[Any, weakref.ref[asyncio.AbstractEventLoop]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def drop_connections(redis: Redis) -> None:
+    """Forget every connection of ``redis``, a client whose event loop is gone, without awaiting.
+
+    ``redis.aclose()`` would await that loop's sockets; this shuts them down and empties the
+    pool instead, so the server sees them end and nothing waits on a closed loop.
+    """
+    pool = redis.connection_pool
+    for connection in [*pool._available_connections, *pool._in_use_connections]:
+        if getattr(connection, "_writer", None) is not None:
+            _abandon(connection)
+    pool._available_connections.clear()
+    pool._in_use_connections.clear()
+
+
+async def _discard(connection: Any) -> None:
+    """Close ``connection`` without waiting: a reply may still be on its way to it."""
+    writer = getattr(connection, "_writer", None)
+    if writer is not None and getattr(writer, "_loop", None) is not asyncio.get_running_loop():
+        _abandon(connection)
+    else:
+        await connection.disconnect(nowait=True)
+
+
 async def _send(connection: Any, packed: bytes) -> None:
     """Write ``packed`` on ``connection``, within its ``socket_timeout``.
 
     redis-py's ``send_packed_command`` bounds every write with ``asyncio.wait_for``, which on
     Python 3.11 runs it in a task of its own, one more turn of the event loop: a third of a small
-    command's cost on the client. A write the socket takes at once needs no bound; only a larger
-    one waits for the socket to drain, and that wait is bounded.
+    command's cost on the client (and the turn in which a cancellation can be lost). A write the
+    socket takes at once needs no bound; only a larger one waits for the socket to drain, and
+    that wait is bounded.
     """
     writer = getattr(connection, "_writer", None)
     if writer is None:  # a connection class that is not redis-py's stream-based one
@@ -149,53 +294,88 @@ def _default_socket_timeout(connection_class: type) -> float | None:
 
 
 async def _exchange(pool: Any, packed: bytes) -> Any:
-    connection = _parked.pop(pool, None)
+    task = asyncio.current_task()
+    cancels = task.cancelling() if task is not None else 0
+    connection = _take(pool) if _quiet(pool) else None
     if connection is None:
         connection = await pool.get_connection()
     try:
         await _fresh(connection)
+        _raise_if_cancelled(task, cancels)  # before anything is sent: nothing happened
         await _send(connection, packed)
         reply = await connection.read_response()
-    except ResponseError:
-        _park(pool, connection)  # the whole reply was read: the connection is fine
+        _raise_if_cancelled(task, cancels)
+    except ResponseError as exc:
+        # The whole reply was read, so the connection is fine, unless the server closes it
+        # after this error (a protocol error): then the next call must not find it.
+        if _closes_connection(exc):
+            await _discard(connection)
+        await _give_back(pool, connection)
         raise
     except BaseException:
         # A reply may still be on its way: this connection must not serve another command.
-        await connection.disconnect(nowait=True)
-        await pool.release(connection)
+        await _discard(connection)
+        await _give_back(pool, connection)
         raise
-    _park(pool, connection)
+    await _give_back(pool, connection)
     return reply
 
 
-#: pool -> the connection its last call used, kept for the next call in the same loop turn.
-_parked: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
-_releasing: set[asyncio.Task[None]] = set()
+def _raise_if_cancelled(task: asyncio.Task[Any] | None, cancels: int) -> None:
+    """Raise the cancellation of ``task`` that redis-py's code lost since ``cancels`` was counted.
+
+    Connecting runs redis-py's handshake (``HELLO``, ``SELECT``, ``CLIENT SETINFO``) through its
+    ``asyncio.wait_for``, which on Python 3.11 returns normally to a task cancelled meanwhile.
+    The task still counts the request (``cancelling()``), so it is raised here.
+    """
+    if task is not None and task.cancelling() > cancels:
+        raise asyncio.CancelledError
 
 
-def _park(pool: Any, connection: Any) -> None:
-    if pool in _parked or _should_reconnect(connection):
-        _give_back(pool, connection)  # one parked connection per pool is enough
+def _closes_connection(error: ResponseError) -> bool:
+    # Redis and Valkey reply "-ERR Protocol error: ..." and then close the connection.
+    return str(error).startswith(("Protocol error", "ERR Protocol error"))
+
+
+async def _give_back(pool: Any, connection: Any) -> None:
+    if _quiet(pool) and _put(pool, connection):
         return
-    _parked[pool] = connection
-    asyncio.get_running_loop().call_soon(_unpark, pool, connection)
+    await pool.release(connection)
 
 
-def _unpark(pool: Any, connection: Any) -> None:
-    """The loop turned: a connection still parked was not wanted by a back-to-back call."""
-    if _parked.get(pool) is connection:
-        del _parked[pool]
-        _give_back(pool, connection)
+def _quiet(pool: Any) -> bool:
+    """Whether ``pool`` is a redis-py pool that nothing else is changing or waiting on right now.
+
+    Then taking or returning a connection is two list operations that no await can interleave
+    with; the pool's own methods would add a lock, events and metrics for the same effect. While
+    its lock is held (a maintenance update), or a caller waits for a connection (a blocking pool
+    must wake it), the pool's own methods are used.
+    """
+    if not isinstance(pool, ConnectionPool) or pool._lock.locked():
+        return False
+    if isinstance(pool, BlockingConnectionPool):
+        condition = pool._condition
+        busy = condition.locked() or condition._waiters or getattr(pool, "_in_maintenance", False)
+        return not busy
+    return True
 
 
-def _give_back(pool: Any, connection: Any) -> None:
-    task = asyncio.ensure_future(pool.release(connection))
-    _releasing.add(task)  # the loop keeps only a weak reference to a task
-    task.add_done_callback(_releasing.discard)
+def _take(pool: Any) -> Any:
+    """An idle connection of ``pool``, taken as its ``get_connection`` would; ``None`` if none."""
+    available = pool._available_connections
+    if not available:
+        return None  # the pool's get_connection makes one, waits for one, or refuses
+    connection = available.pop()
+    pool._in_use_connections.add(connection)
+    return connection
 
 
-def _should_reconnect(connection: Any) -> bool:
-    # redis-py marks the connections its maintenance notifications want renewed, and its pool's
-    # release() renews them: such a connection goes back there rather than being parked.
-    should_reconnect = getattr(connection, "should_reconnect", None)
-    return bool(should_reconnect()) if should_reconnect is not None else False
+def _put(pool: Any, connection: Any) -> bool:
+    """Return ``connection`` to ``pool`` as its ``release`` would, if nothing else is due."""
+    if connection.should_reconnect() or getattr(connection, "_re_auth_token", None) is not None:
+        return False  # the pool's release() renews or re-authenticates it
+    in_use = pool._in_use_connections
+    if connection in in_use:  # else the pool was reset during the call and forgot it
+        in_use.remove(connection)
+        pool._available_connections.append(connection)
+    return True

@@ -1,12 +1,18 @@
-"""Connection and per-model settings: ``ledgerset.init()`` and ``RedisConfig``.
+"""Connection and per-model settings: ``ledgerset.init()``, ``ledgerset.aclose()``, ``RedisConfig``.
 
 ``await ledgerset.init(redis=...)`` sets the process-wide default connection and pings it, so a
 wrong address fails there and then. A model's ``Meta = RedisConfig(...)`` overrides the defaults
 for that model; what it leaves unset falls back to ``init``.
+
+A redis-py client belongs to the event loop it first connects in. A client that ``init`` made
+from a URL is ledgerset's own: used from another event loop (a second ``asyncio.run``, a test's
+own loop), it is replaced by a new client for the same URL, and the old one is dropped without
+awaiting its loop, which may be closed.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -15,12 +21,13 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ledgerset.commands import wire
 from ledgerset.commands.dispatcher import unavailable
 from ledgerset.commands.record import StreamJournal
-from ledgerset.errors import NotInitializedError
+from ledgerset.errors import NotInitializedError, invalid_client, invalid_journal
 from ledgerset.keys import DEFAULT_SPECIAL_PREFIX, KeyLayout
 
-__all__ = ["RedisConfig", "default_journal", "default_redis", "init"]
+__all__ = ["RedisConfig", "aclose", "default_journal", "default_redis", "init"]
 
 #: Connection settings for clients that ``init`` creates from a URL: a lost server must surface
 #: as an error within seconds, never as a hang. Retries are for connecting and for reads: the
@@ -51,13 +58,19 @@ class RedisConfig:
         return KeyLayout(self.special_prefix)
 
     def __post_init__(self) -> None:
+        if self.redis is not None:
+            wire.check_client(self.redis, "RedisConfig")
         if self.ttl is not None and (isinstance(self.ttl, bool) or self.ttl <= 0):
             raise ValueError(f"RedisConfig(ttl={self.ttl!r}): ttl is a positive number of seconds")
 
 
 class _Defaults:
     redis: Redis | None = None
-    owned: bool = False  # True when init() created the client from a URL, so it closes it too
+    #: The URL init() made ``redis`` from: ledgerset owns (and closes) that client, and makes a
+    #: new one for it in another event loop. ``None`` for an application's client.
+    url: str | None = None
+    #: The event loop ``redis`` was made in, when ledgerset owns it.
+    loop: asyncio.AbstractEventLoop | None = None
     journal: StreamJournal | None = None
 
 
@@ -69,29 +82,23 @@ async def init(redis: Redis | str, journal: StreamJournal | None = None) -> Redi
 
     ``redis`` is a ``redis.asyncio.Redis`` client (created with ``decode_responses=False``, the
     default) or a URL such as ``"redis://localhost:6379/0"``. ``journal`` records every command
-    in a Redis Stream (``None``: no journal). A second call replaces the whole configuration.
-    Raises ``ServerUnavailableError`` (with host:port) when the server cannot be reached.
+    in a Redis Stream (``None``: no journal). A second call replaces the whole configuration,
+    also from another event loop. Raises ``ConfigurationError`` for an unusable argument and
+    ``ServerUnavailableError`` (with host:port) when the server cannot be reached; either way
+    the previous configuration stays.
     """
+    if journal is not None and not isinstance(journal, StreamJournal):
+        raise invalid_journal("ledgerset.init", journal)
     if isinstance(redis, str):
-        client = Redis.from_url(
-            redis,
-            socket_connect_timeout=CONNECT_TIMEOUT_S,
-            socket_timeout=SOCKET_TIMEOUT_S,
-            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), CONNECT_RETRIES),
-        )
-        owned = True
+        client = _from_url(redis)
+        url: str | None = redis
     else:
-        client = redis
-        owned = False
-    if client.connection_pool.connection_kwargs.get("decode_responses"):
-        raise ValueError(
-            "ledgerset.init(redis=...): the client decodes responses; ledgerset needs raw bytes. "
-            "Create it with decode_responses=False (redis-py's default)."
-        )
+        client = wire.check_client(redis, "ledgerset.init")
+        url = None
     try:
-        await client.ping()
+        await wire.call(client, ("PING",), resend=True)
     except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-        if owned:
+        if url is not None:
             await client.aclose()
         raise unavailable(
             client,
@@ -99,11 +106,56 @@ async def init(redis: Redis | str, journal: StreamJournal | None = None) -> Redi
             exc,
             "Start a server there, or pass another address to ledgerset.init(redis=...).",
         ) from exc
-    previous, previous_owned = _defaults.redis, _defaults.owned
-    _defaults.redis, _defaults.owned, _defaults.journal = client, owned, journal
-    if previous is not None and previous_owned and previous is not client:
+    previous = _release_defaults()
+    _defaults.redis, _defaults.url, _defaults.journal = client, url, journal
+    _defaults.loop = asyncio.get_running_loop() if url is not None else None
+    if previous is not None and previous is not client:
         await previous.aclose()
     return client
+
+
+async def aclose() -> None:
+    """Forget the configuration ``init`` set, and close the client it made from a URL.
+
+    A client the application passed to ``init`` is the application's to close. Models then
+    raise ``NotInitializedError`` until the next ``init``. Safe to call more than once.
+    """
+    previous = _release_defaults()
+    _defaults.redis, _defaults.url, _defaults.loop, _defaults.journal = None, None, None, None
+    if previous is not None:
+        await previous.aclose()
+
+
+def _from_url(url: str) -> Redis:
+    try:
+        return Redis.from_url(
+            url,
+            socket_connect_timeout=CONNECT_TIMEOUT_S,
+            socket_timeout=SOCKET_TIMEOUT_S,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), CONNECT_RETRIES),
+        )
+    except ValueError as exc:  # redis-py's message names the schemes it accepts
+        raise invalid_client("ledgerset.init", "redis", url, str(exc)) from exc
+
+
+def _release_defaults() -> Redis | None:
+    """The client ledgerset owns, if it may be closed in this event loop; else dropped here.
+
+    A client made in a loop that is no longer running cannot be closed (its sockets would
+    schedule callbacks on that loop): its connections are forgotten instead.
+    """
+    owned = _defaults.redis if _defaults.url is not None else None
+    if owned is None or _defaults.loop is _running_loop():
+        return owned
+    wire.drop_connections(owned)
+    return None
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def default_journal(config: RedisConfig | None) -> StreamJournal | None:
@@ -114,12 +166,22 @@ def default_journal(config: RedisConfig | None) -> StreamJournal | None:
 
 
 def default_redis(config: RedisConfig | None, model: str) -> Redis:
-    """The client ``model`` uses: its own ``RedisConfig.redis``, else ``init``'s."""
+    """The client ``model`` uses: its own ``RedisConfig.redis``, else ``init``'s.
+
+    ``init``'s client made from a URL is replaced by one for this event loop when used in
+    another loop than the one it was made in; an application's client has the idle connections
+    another loop opened dropped from its pool.
+    """
     if config is not None and config.redis is not None:
-        return config.redis
+        return wire.for_this_loop(config.redis)
     if _defaults.redis is None:
         raise NotInitializedError(
             f"{model} has no Redis connection: call await ledgerset.init(redis=...) first, "
             f"or give the model Meta = RedisConfig(redis=...)."
         )
-    return _defaults.redis
+    if _defaults.url is not None:
+        loop = _running_loop()
+        if loop is not None and loop is not _defaults.loop:
+            _release_defaults()
+            _defaults.redis, _defaults.loop = _from_url(_defaults.url), loop
+    return wire.for_this_loop(_defaults.redis)

@@ -26,7 +26,7 @@ from redis.asyncio import Redis
 from redis.exceptions import NoPermissionError
 
 from ledgerset._events import DEBUG, INFO, emit, enabled
-from ledgerset.commands import dispatcher
+from ledgerset.commands import dispatcher, wire
 from ledgerset.commands.catalog import (
     Command,
     DeleteModel,
@@ -98,6 +98,8 @@ async def replay(
     ``ReplayTargetError`` (writing nothing) unless ``into_existing``; ``skip`` lists entry ids to
     pass over on purpose (an entry that stopped an earlier run).
     """
+    wire.check_client(source, "replay", "source")
+    wire.check_client(target, "replay", "target")
     # A single id is a Collection[str] too, of its characters: take it as the one id it means.
     skipped = frozenset([skip] if isinstance(skip, str) else skip)
     run = _Run(source, target, stream, model, dry_run, layout or KeyLayout(), on_progress, skipped)
@@ -117,14 +119,14 @@ async def check_target(
     but no checkpoint of this replay, unless ``into_existing``. Returns that checkpoint, if any:
     the entry a replay there resumes after."""
     checkpoint = checkpoint_key(stream, model)
-    raw = await target.get(checkpoint)
+    raw = await wire.call(target, ("GET", checkpoint), resend=True)
     resume_at = raw.decode() if isinstance(raw, bytes) else raw
     mine, theirs = await _identity(source), await _identity(target)
     where = f"{dispatcher.server_address(target)}/{theirs.db}"
     if mine.same_database(theirs):
         raise ReplayTargetError.is_source(stream, where)
     if resume_at is None and not into_existing:
-        keys = int(await target.dbsize())
+        keys = int(await wire.call(target, ("DBSIZE",), resend=True))
         if keys:
             raise ReplayTargetError.not_empty(stream, where, keys, checkpoint)
     return resume_at
@@ -472,22 +474,27 @@ class _Database:
 
 
 async def _identity(redis: Redis) -> _Database:
-    client = await redis.client_info()
+    # Through the wire, as every read of a replay: redis-py's calls can lose a cancellation.
+    raw = await wire.call(redis, ("CLIENT", "INFO"), resend=True)
+    client = dict(item.split("=", 1) for item in raw.decode().split() if "=" in item)
     try:
-        run_id: str | None = str((await redis.info("server"))["run_id"])
+        info = (await wire.call(redis, ("INFO", "server"), resend=True)).decode()
+        lines = info.splitlines()
+        run_id: str | None = next(line[7:].strip() for line in lines if line.startswith("run_id:"))
     except NoPermissionError:
         run_id = None
-    return _Database(run_id, str(client["laddr"]), int(client["db"]))
+    return _Database(run_id, client["laddr"], int(client["db"]))
 
 
 async def _entries_after(redis: Redis, stream: str, after: str | None) -> int:
     """How many entries a run from ``after`` reads (to the stream's end): its progress total."""
+    # Through the wire, as every read of a replay: redis-py's calls can lose a cancellation.
     if after is None:
-        return int(await redis.xlen(stream))
+        return int(await wire.call(redis, ("XLEN", stream), resend=True))
     count, low = 0, f"({after}"
     while True:
-        page: list[tuple[bytes, Any]] = await redis.xrange(  # type: ignore[assignment]
-            stream, min=low, max="+", count=_COUNT_PAGE
+        page: list[list[Any]] = await wire.call(
+            redis, ("XRANGE", stream, low, "+", "COUNT", _COUNT_PAGE), resend=True
         )
         count += len(page)
         if len(page) < _COUNT_PAGE:

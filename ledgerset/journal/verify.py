@@ -13,6 +13,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from ledgerset.commands import wire
 from ledgerset.commands.record import DEFAULT_STREAM
 from ledgerset.journal.replay import read_skipping
 from ledgerset.keys import KeyLayout
@@ -79,6 +80,8 @@ async def compare(
 
     ``on_progress(done, total)`` is called every few hundred keys compared, and at the end.
     """
+    wire.check_client(live, "compare", "live")
+    wire.check_client(replayed, "compare", "replayed")
     layout = layout or KeyLayout()
     patterns = [
         pattern

@@ -1,14 +1,15 @@
-"""How ledgerset borrows connections from the application's redis-py pool.
+"""How ledgerset borrows connections from the application's redis-py pool, and when it drops one.
 
-Back-to-back calls reuse the connection the previous call used, without going back to the pool
-(that round trip to the pool is a measurable part of a small command's cost); the connection goes
-back to the pool as soon as the event loop turns with no call in flight, so an application that
-shares a small ``BlockingConnectionPool`` with ledgerset never waits for it.
+Back-to-back calls reuse a connection without the pool's lock and bookkeeping, and every call
+gives its connection back when it ends, so an application that shares a small pool with
+ledgerset never waits for it. A connection the server closes after an error (a protocol error)
+is not used again, and an argument the server would refuse as too long is refused before sending.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -17,8 +18,9 @@ from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.exceptions import ResponseError
 
 import ledgerset
-from ledgerset import AtomicRedisModel, RedisSet
+from ledgerset import AtomicRedisModel, RedisSet, RequestTooLargeError, StreamJournal
 from ledgerset.commands import wire
+from tests.conftest import Snapshot
 
 
 class WireNote(AtomicRedisModel):
@@ -26,9 +28,15 @@ class WireNote(AtomicRedisModel):
 
 
 class CountingPool(ConnectionPool):
-    """A real pool that counts how often a connection is taken from it."""
+    """A real pool that counts the connections it makes, and the calls to its own
+    ``get_connection`` (the path the wire takes only when the pool is busy)."""
 
+    made = 0
     taken = 0
+
+    def make_connection(self) -> Any:
+        self.made += 1
+        return super().make_connection()
 
     async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
         self.taken += 1
@@ -43,13 +51,14 @@ async def test_back_to_back_calls_take_a_connection_from_the_pool_once(
     await ledgerset.init(redis=client)
     note = WireNote()
     await note.asave()
-    pool.taken = 0
+    pool.made = pool.taken = 0
 
     for number in range(100):
         await note.tags.aadd(f"tag-{number}")
     assert await note.tags.asize() == 100
 
-    assert pool.taken <= 1  # none if the connection asave() used was still parked, else one
+    # The connection asave() used serves them all, taken from the quiet pool without its lock.
+    assert (pool.made, pool.taken) == (0, 0)
     await client.aclose()
 
 
@@ -86,7 +95,7 @@ async def test_a_connection_that_read_an_error_reply_serves_the_next_call(
     pool = CountingPool.from_url(redis_url)
     client = Redis(connection_pool=pool)
     await client.set("text", "not a set")
-    pool.taken = 0
+    pool.made = 0
 
     connection_id = await wire.call(client, ("CLIENT", "ID"))
     with pytest.raises(ResponseError, match="WRONGTYPE"):
@@ -96,7 +105,7 @@ async def test_a_connection_that_read_an_error_reply_serves_the_next_call(
 
     # Back to back, on the one connection: not discarded after the error, nor reconnected.
     assert await wire.call(client, ("CLIENT", "ID")) == connection_id
-    assert pool.taken == 1
+    assert pool.made == 0
     await client.aclose()
 
 
@@ -105,3 +114,61 @@ def test_pack_writes_every_argument_kind_as_a_bulk_string() -> None:
     assert wire.pack(["SET", b"k\r\n", 42, True, long]) == (
         b"*5\r\n$3\r\nSET\r\n$3\r\nk\r\n\r\n$2\r\n42\r\n$1\r\n1\r\n$300\r\n" + long + b"\r\n"
     )
+
+
+@pytest.fixture
+async def small_bulk_limit(redis: Redis) -> AsyncIterator[None]:
+    """The server's ``proto-max-bulk-len`` at its minimum, 1 MiB, for one test."""
+    previous = (await redis.config_get("proto-max-bulk-len"))["proto-max-bulk-len"]
+    await redis.config_set("proto-max-bulk-len", str(wire.SMALLEST_BULK_LIMIT))
+    yield
+    await redis.config_set("proto-max-bulk-len", previous)
+
+
+async def test_a_journaled_call_over_proto_max_bulk_len_is_refused_before_sending(
+    redis: Redis, small_bulk_limit: None, snapshot: Callable[[], Awaitable[Snapshot]]
+) -> None:
+    await ledgerset.init(redis=redis, journal=StreamJournal())
+    note = WireNote()
+    await note.asave()
+    members = [f"tag-{number:06d}" for number in range(150_000)]  # an entry of about 2 MB
+    before = await snapshot()
+
+    with pytest.raises(RequestTooLargeError) as refused:
+        await note.tags.aadd_many(members)
+
+    assert refused.value.limit == wire.SMALLEST_BULK_LIMIT
+    assert refused.value.size > wire.SMALLEST_BULK_LIMIT
+    assert f"proto-max-bulk-len of {wire.SMALLEST_BULK_LIMIT} bytes" in str(refused.value)
+    assert "Nothing was sent" in str(refused.value)
+    assert await snapshot() == before
+    await note.tags.aadd("small")  # the connection is still in step
+    assert await note.tags.amembers() == {"small"}
+
+    await ledgerset.init(redis=redis)  # unjournaled, each member is an argument of its own
+    await note.tags.aadd_many(members)
+    assert await note.tags.asize() == 150_001
+
+
+async def test_a_protocol_error_does_not_poison_the_next_call(
+    redis: Redis, redis_url: str, small_bulk_limit: None
+) -> None:
+    # A user who may not run CONFIG: ledgerset cannot learn the limit, so the server sees the
+    # request, answers "Protocol error" and closes the connection.
+    await redis.acl_setuser("noconfig", enabled=True, passwords=["+pw"], keys=["~*"],
+                            channels=["&*"], commands=["+@all", "-config"])  # fmt: skip
+    address = redis_url.split("//", 1)[1]
+    limited = Redis.from_url(f"redis://noconfig:pw@{address}", max_connections=1)
+    try:
+        await ledgerset.init(redis=limited, journal=StreamJournal())
+        note = WireNote()
+        await note.asave()
+
+        with pytest.raises(ResponseError, match="Protocol error"):
+            await note.tags.aadd_many([f"tag-{number:06d}" for number in range(150_000)])
+
+        await note.tags.aadd("small")  # the closed connection was not used again
+        assert await note.tags.amembers() == {"small"}
+    finally:
+        await limited.aclose()
+        await redis.acl_deluser("noconfig")
