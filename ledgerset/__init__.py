@@ -11,13 +11,16 @@ from ledgerset.core.config import RedisConfig, init
 from ledgerset.core.model import AtomicRedisModel
 from ledgerset.core.redis_set import RedisSet
 from ledgerset.errors import (
+    ExpiryOutOfRangeError,
     InvalidKeyError,
     InvalidMemberError,
     LedgersetError,
     ModelDefinitionError,
     ModelNotFoundError,
     NotInitializedError,
+    PermissionDeniedError,
     ServerUnavailableError,
+    StreamExhaustedError,
     TransactionError,
     UpdateAtomicModelError,
     WrongTypeError,
@@ -25,15 +28,18 @@ from ledgerset.errors import (
 
 __all__ = [
     "AtomicRedisModel",
+    "ExpiryOutOfRangeError",
     "InvalidKeyError",
     "InvalidMemberError",
     "LedgersetError",
     "ModelDefinitionError",
     "ModelNotFoundError",
     "NotInitializedError",
+    "PermissionDeniedError",
     "RedisConfig",
     "RedisSet",
     "ServerUnavailableError",
+    "StreamExhaustedError",
     "StreamJournal",
     "Transaction",
     "TransactionError",

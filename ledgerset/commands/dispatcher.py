@@ -5,8 +5,10 @@
 and the call returns ``None``. A transaction's commit compiles all its commands into one program,
 so they are checked, applied and given their TTLs in one atomic step on the server, or not at all.
 
-A refused program (a model that does not exist, a key of the wrong type) raises
-``ModelNotFoundError`` or ``WrongTypeError`` naming the command and key; nothing was written.
+A refused program raises, naming the command and key: ``ModelNotFoundError`` (a model that does
+not exist), ``WrongTypeError`` (a key of the wrong type), ``PermissionDeniedError`` (the ACL user
+may not run a command the program needs), ``StreamExhaustedError`` (a journal stream takes no
+more entries), ``ExpiryOutOfRangeError``; nothing was written.
 """
 
 from __future__ import annotations
@@ -27,13 +29,19 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ledgerset._events import DEBUG, ERROR, INFO, WARNING, emit, enabled
 from ledgerset.commands import wire
 from ledgerset.commands.catalog import Command
-from ledgerset.commands.program import SOURCE, Program, Refusal
+from ledgerset.commands.program import OPS, SOURCE, Program, Refusal
 from ledgerset.commands.record import StreamJournal, bound_context, entry_fields
 from ledgerset.errors import (
+    ExpiryOutOfRangeError,
     ModelNotFoundError,
+    PermissionDeniedError,
     ServerUnavailableError,
+    StreamExhaustedError,
     TransactionError,
     WrongTypeError,
+    expiry_out_of_range,
+    permission_denied,
+    stream_exhausted,
 )
 
 __all__ = [
@@ -114,7 +122,7 @@ def _journal(
         fields, effect = entry_fields(command, txn=txn, seq=seq, of=sizes[stream], ts=ts, ctx=ctx)
         # A pop's entry records its effect: the server adds the member its (first) op removed.
         popped = _first_op(program, command) + 1 if effect else 0
-        index = program.op(b"J", stream, None, [journal.maxlen or 0, popped, fields])
+        index = program.op(OPS["JOURNAL"], (stream,), [journal.maxlen or 0, popped, fields])
         program.journaled[index] = command
 
 
@@ -161,7 +169,7 @@ async def apply_batch(
     program = Program()
     for command in commands:
         program.add(command)
-    program.op(b"K", checkpoint, None, [expected or "", new])
+    program.op(OPS["CHECKPOINT"], (checkpoint,), [expected or "", new])
     outcome = await _run(redis, program, "replay")
     return outcome if isinstance(outcome, Refusal) else None
 
@@ -335,7 +343,19 @@ async def _run(redis: Redis, program: Program, what: str) -> list[object] | Refu
         ) from exc
     if reply[0] == 1:
         return list(reply[1:])
-    return program.refusal(reply)
+    refusal = program.refusal(reply)
+    if refusal.reason == "no_permission":
+        refusal.user = await _acl_user(redis)
+    return refusal
+
+
+async def _acl_user(redis: Redis) -> str | None:
+    """The connection's ACL user, to name in a permission error (``None`` if it cannot tell)."""
+    try:
+        user = await redis.acl_whoami()
+    except Exception:  # the refusal is the error to report; a failure here only loses a name
+        return None
+    return user.decode() if isinstance(user, bytes) else str(user)
 
 
 def server_address(redis: Redis) -> str:
@@ -393,7 +413,13 @@ def _ms_since(started: float) -> float:
 
 def _refused(
     refusal: Refusal, tx: Transaction | None = None
-) -> ModelNotFoundError | WrongTypeError:
+) -> (
+    ModelNotFoundError
+    | WrongTypeError
+    | PermissionDeniedError
+    | StreamExhaustedError
+    | ExpiryOutOfRangeError
+):
     """The error for a refused program; logs ``command.refused`` (and ``transaction.aborted``)."""
     command = refusal.command
     assert command is not None  # only a replay's checkpoint op belongs to no command
@@ -416,6 +442,14 @@ def _refused(
         if tx is not None
         else ""
     )
+    if refusal.reason == "no_permission":
+        return permission_denied(
+            command.name, refusal.detail, refusal.key, refusal.user, command.model
+        )
+    if refusal.reason == "stream_exhausted":
+        return stream_exhausted(command.name, refusal.key)
+    if refusal.reason == "expiry_out_of_range":
+        return expiry_out_of_range(command.name, command.model, refusal.key, refusal.detail)
     if refusal.reason == "model_not_found":
         return ModelNotFoundError(
             f"{command.name} on {where} refused: model key {refusal.key!r} is not in Redis "
@@ -429,10 +463,10 @@ def _refused(
         )
     return WrongTypeError(
         f"{command.name} on {where} refused: key {refusal.key!r} holds a Redis "
-        f"{refusal.actual}, not what ledgerset stored there; another client overwrote it. "
+        f"{refusal.detail}, not what ledgerset stored there; another client overwrote it. "
         f"Nothing was written{context}. Delete or rename that key, then retry.",
         key=refusal.key,
-        actual=refusal.actual,
+        actual=refusal.detail,
         command=command.name,
         model=command.model,
         pk=command.pk,

@@ -198,14 +198,13 @@ class AtomicRedisModel(BaseModel):
                 contents.append(
                     SetContents(field=name, key=key, members=spec.codec.pairs(value)[1])
                 )
-        ttl = cls.Meta.ttl if cls.Meta is not None else None
         command = SaveModel(
             model=cls.__name__,
             pk=self.pk,
             key=self.key,
             fields=tuple(fields),
             sets=tuple(contents),
-            ttl_ms=ttl * 1000 if ttl is not None else None,
+            ttl_ms=cls.Meta.ttl_ms if cls.Meta is not None else None,
         )
         await self._run(command)
         return self

@@ -36,7 +36,12 @@ from ledgerset.commands.catalog import (
 )
 from ledgerset.core.codec import Member, MemberCodec
 from ledgerset.core.config import RedisConfig, default_journal, default_redis
-from ledgerset.errors import InvalidMemberError, LedgersetError, WrongTypeError
+from ledgerset.errors import (
+    InvalidMemberError,
+    LedgersetError,
+    WrongTypeError,
+    popped_foreign_member,
+)
 
 __all__ = ["RedisSet", "SetBinding", "validate_members"]
 
@@ -219,7 +224,11 @@ class RedisSet(set[T]):
         raw = await binding.run(command)
         if raw is None:
             return None
-        member: T = binding.codec.decode(raw, key=binding.key)  # type: ignore[assignment]
+        try:
+            member: T = binding.codec.decode(raw, key=binding.key)  # type: ignore[assignment]
+        except InvalidMemberError:
+            # The pop already happened: say what was removed, not that Redis is unchanged.
+            raise popped_foreign_member(binding.model, binding.field, binding.key, raw) from None
         set.discard(self, member)
         return member
 

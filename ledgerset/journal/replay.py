@@ -21,8 +21,14 @@ from redis.asyncio import Redis
 from ledgerset._events import DEBUG, INFO, emit, enabled
 from ledgerset.commands import dispatcher
 from ledgerset.commands.catalog import Command, DeleteModel, SaveModel, Target
+from ledgerset.commands.program import Refusal
 from ledgerset.commands.record import DEFAULT_STREAM, decode
-from ledgerset.errors import JournalEntryError, ReplayConflictError
+from ledgerset.errors import (
+    JournalEntryError,
+    PermissionDeniedError,
+    ReplayConflictError,
+    permission_denied,
+)
 from ledgerset.journal.reader import JournalEntry, Position, read_entries
 from ledgerset.keys import KeyLayout, checkpoint_key
 
@@ -238,7 +244,7 @@ class _Run:
             if refusal is None:
                 break
             if refusal.reason != "model_not_found" or refusal.command is None:
-                raise self.conflict(refusal.reason, refusal.key, refusal.command, batch)
+                raise self.conflict(refusal, batch)
             # The journal holds only commands that succeeded, so a model missing on the target
             # expired there (e.g. during an earlier, resumed run): drop the command, try again.
             entry = next(entry for entry, command in batch if command is refusal.command)
@@ -254,12 +260,12 @@ class _Run:
             self.on_progress(done, max(self.total, done))
 
     def conflict(
-        self,
-        reason: str,
-        key: str,
-        command: Command[Any] | None,
-        batch: list[tuple[JournalEntry, Command[Any]]],
-    ) -> ReplayConflictError:
+        self, refusal: Refusal, batch: list[tuple[JournalEntry, Command[Any]]]
+    ) -> ReplayConflictError | PermissionDeniedError | JournalEntryError:
+        """The error for a batch the target refused; nothing of the batch was applied."""
+        reason, key, command = refusal.reason, refusal.key, refusal.command
+        if reason == "no_permission":
+            return permission_denied("replay", refusal.detail, key, refusal.user)
         if command is None:
             return ReplayConflictError(
                 f"replay of {self.stream!r} refused: checkpoint {key!r} moved; another replay "
@@ -267,6 +273,15 @@ class _Run:
                 stream=self.stream,
             )
         entry = next(entry for entry, queued in batch if queued is command)
+        if reason == "expiry_out_of_range":
+            return JournalEntryError(
+                f"journal entry {entry.id} of stream {self.stream!r} ({entry.cmd} on "
+                f"{entry.model} {entry.pk}) gives target key {key!r} an expiry out of range "
+                f"({refusal.detail} ms); replay stops before its transaction ({entry.txn}), "
+                f"and nothing of this batch was applied.",
+                stream=self.stream,
+                entry_id=entry.id,
+            )
         return ReplayConflictError(
             f"replay of {self.stream!r} refused at entry {entry.id} ({entry.cmd} on "
             f"{entry.model} {entry.pk}): {reason} at target key {key!r}. The target holds "
