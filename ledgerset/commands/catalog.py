@@ -308,13 +308,9 @@ class SaveModel(Command[None]):
     @classmethod
     def from_record(cls, args: dict[str, Any], target: Target) -> Command[Any]:
         ttl_ms = args["ttl_ms"]
-        if ttl_ms is not None and (
-            type(ttl_ms) is not int or not 0 < ttl_ms <= MAX_TTL_MS
-        ):
+        if ttl_ms is not None and (type(ttl_ms) is not int or not 0 < ttl_ms <= MAX_TTL_MS):
             # Refused here, before the batch is sent: the program would refuse it anyway.
-            raise ValueError(
-                f"ttl_ms {ttl_ms!r} is not a whole number of ms in 1..{MAX_TTL_MS}"
-            )
+            raise ValueError(f"ttl_ms {ttl_ms!r} is not a whole number of ms in 1..{MAX_TTL_MS}")
         return cls._on_model(
             target,
             fields=_encoded_fields(args["fields"]),

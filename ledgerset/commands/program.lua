@@ -65,6 +65,11 @@ local function refuse(reason, op, key, detail)
   return { 0, reason, op, key, detail }
 end
 
+-- A key's type, for a refusal's report (which must not itself fail on a missing permission).
+local function type_for_report(key)
+  return redis.pcall('TYPE', key)['ok'] or 'unknown'
+end
+
 -- The caller's ACL user may run `command` on `key`: the check for a command the program will
 -- run, made before the first write (an ACL failure mid-way would leave the writes applied).
 local may = redis.acl_check_cmd
@@ -103,7 +108,7 @@ end
 -- The refusal for a failed first XADD (nothing written yet), or the server's own error.
 local function append_refused(err, op, stream)
   if string.sub(err, 1, 9) == 'WRONGTYPE' then
-    return refuse('wrong_type', op, stream, redis.call('TYPE', stream)['ok'])
+    return refuse('wrong_type', op, stream, type_for_report(stream))
   elseif string.find(err, 'exhausted', 1, true) then
     return refuse('stream_exhausted', op, stream, '')
   end
@@ -156,7 +161,7 @@ if #header == SET_OP_BYTES
       if string.sub(err, 1, 9) ~= 'WRONGTYPE' then
         return redis.error_reply(err)
       end
-      return refuse('wrong_type', 1, key, redis.call('TYPE', key)['ok'])
+      return refuse('wrong_type', 1, key, type_for_report(key))
     end
     if expires > 0 then
       redis.call('PEXPIREAT', key, expires)
@@ -283,6 +288,9 @@ for i, op in ipairs(ops) do
           return refuse('expiry_out_of_range', i, key, ttl)
         end
         if not now_ms then
+          if not may('TIME') then
+            return refuse('no_permission', i, key, 'TIME')
+          end
           local time = redis.call('TIME')
           now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
         end

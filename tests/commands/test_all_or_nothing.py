@@ -98,7 +98,10 @@ async def test_a_journaled_aadd_by_a_user_without_stream_commands_writes_nothing
         await doc.tags.aadd("b")
     error = caught.value
     assert (error.command, error.server_command, error.key, error.user) == (
-        "set.add", "XADD", STREAM, "aon0"
+        "set.add",
+        "XADD",
+        STREAM,
+        "aon0",
     )
     assert "XADD" in str(error) and "'aon0'" in str(error)
     assert await snapshot() == before
@@ -169,6 +172,19 @@ async def test_writes_by_a_user_without_expire_commands_write_nothing(
     with pytest.raises(PermissionDeniedError) as caught:
         await AonLeased(pk=leased.pk, title="new", tags={"z"}).asave()
     assert (caught.value.command, caught.value.server_command) == ("model.save", "PEXPIREAT")
+    assert await snapshot() == before
+
+
+async def test_asave_with_a_ttl_by_a_user_without_time_writes_nothing(
+    redis: Redis, snapshot: SnapshotFn, acl_user: Callable[..., Awaitable[Redis]]
+) -> None:
+    leased = await AonLeased(tags={"a"}).asave()
+    app = await acl_user("+@all", "-time")
+    await ledgerset.init(redis=app)
+    before = await snapshot()
+    with pytest.raises(PermissionDeniedError) as caught:
+        await AonLeased(pk=leased.pk, title="new").asave()
+    assert (caught.value.server_command, caught.value.user) == ("TIME", "aon0")
     assert await snapshot() == before
 
 
@@ -250,9 +266,7 @@ async def test_a_replayed_entry_with_a_ttl_out_of_range_stops_the_replay(
     ((_, fields),) = await redis.xrange(STREAM)
     args = orjson.loads(fields[b"args"])
     await redis.delete(STREAM)
-    bad_id = await redis.xadd(
-        STREAM, {**fields, b"args": orjson.dumps({**args, "ttl_ms": 10**19})}
-    )
+    bad_id = await redis.xadd(STREAM, {**fields, b"args": orjson.dumps({**args, "ttl_ms": 10**19})})
     target = Redis.from_url(redis_url.replace("/0", "/1"))
     await target.flushdb()
     try:
@@ -397,3 +411,22 @@ async def test_a_written_set_key_expires_exactly_when_its_model_does(redis: Redi
             leased.tags.update(many[:3000])
             await leased.aupdate(title="t")
         assert await same_expiry()
+
+
+# -- the two sides of the program agree ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "message"),
+    [("POP = 'P'", "POP = 'Q'", "OP table"), ("MAX_TTL_MS = 4503", "MAX_TTL_MS = 9503", "TTL")],
+)
+def test_program_lua_and_program_py_must_agree(
+    monkeypatch: pytest.MonkeyPatch, before: str, after: str, message: str
+) -> None:
+    from ledgerset.commands import program
+
+    program._check_source()  # as shipped: they agree
+    assert before in program.SOURCE
+    monkeypatch.setattr(program, "SOURCE", program.SOURCE.replace(before, after))
+    with pytest.raises(RuntimeError, match=message):
+        program._check_source()
