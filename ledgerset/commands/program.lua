@@ -28,7 +28,8 @@
 --   5. a replay's checkpoint
 -- and returns {1, reply of op 1, reply of op 2, ...}.
 --
--- Operations (OP below; program.py checks that its OPS table is the same):
+-- Operations (the OP_ locals below, not a table: one is built on every call; program.py checks
+-- that its OPS table holds the same codes):
 --   ADD, REMOVE      SADD / SREM the arguments              -> count
 --   POP              SRANDMEMBER + SREM one member          -> the member, or false
 --   CLEAR            DEL the set                            -> 1 if it existed
@@ -48,11 +49,18 @@
 --
 -- This runs on every command, so the usual call has a fast path (phase 0) that sets up no tables.
 
-local OP = {
-  ADD = 'A', REMOVE = 'R', POP = 'P', CLEAR = 'C', RETAIN = 'T', TOGGLE = 'X',
-  REPLACE_SET = 'Z', REPLACE_HASH = 'S', UPDATE_HASH = 'U', DELETE = 'D',
-  JOURNAL = 'J', CHECKPOINT = 'K',
-}
+local OP_ADD = 'A'
+local OP_REMOVE = 'R'
+local OP_POP = 'P'
+local OP_CLEAR = 'C'
+local OP_RETAIN = 'T'
+local OP_TOGGLE = 'X'
+local OP_REPLACE_SET = 'Z'
+local OP_REPLACE_HASH = 'S'
+local OP_UPDATE_HASH = 'U'
+local OP_DELETE = 'D'
+local OP_JOURNAL = 'J'
+local OP_CHECKPOINT = 'K'
 local CHUNK = 4096 -- unpack() puts every value on Lua's C stack, which holds about 8000
 -- Expiries are checked as Lua numbers, exact up to 2^53; a TTL gets half of that so that an
 -- absolute time (a replay's entry time + TTL) still fits. program.py holds the same bound.
@@ -72,11 +80,36 @@ end
 
 -- The caller's ACL user may run `command` on `key`: the check for a command the program will
 -- run, made before the first write (an ACL failure mid-way would leave the writes applied).
+-- A read, or the first write, needs none: its own failure comes before any change.
 local may = redis.acl_check_cmd
 
--- SADD/SREM/HSET ARGV[first..last] on key (an even CHUNK keeps HSET's pairs together), in chunks; the total count, or nil and the server's error.
--- Errors are only possible at the first chunk (a key of the wrong type), before any change.
+-- The refusal for `command`, which failed with `err` before anything was written: a missing
+-- permission, a key of the wrong type, an exhausted stream; else the server's own error.
+local function refused(err, op, key, command)
+  if not may(command, key) then -- asked, not read from `err`: its wording differs by server
+    return refuse('no_permission', op, key, command)
+  elseif string.sub(err, 1, 9) == 'WRONGTYPE' then
+    return refuse('wrong_type', op, key, type_for_report(key))
+  elseif string.find(err, 'exhausted', 1, true) then
+    return refuse('stream_exhausted', op, key, '')
+  end
+  return redis.error_reply(err)
+end
+
+-- SADD/SREM/HSET ARGV[first..last] on key, in chunks (an even CHUNK keeps HSET's pairs
+-- together); the total count, or nil and the server's error. An error is only possible at the
+-- first chunk (a key of the wrong type, a missing permission), before any change.
 local function write_args(command, key, first, last)
+  if last - first < CHUNK then -- the usual case, one call (and no loop: this runs on every write)
+    if last < first then
+      return 0
+    end
+    local reply = redis.pcall(command, key, unpack(ARGV, first, last))
+    if type(reply) == 'table' then
+      return nil, reply.err
+    end
+    return reply
+  end
   local total = 0
   for i = first, last, CHUNK do
     local reply = redis.pcall(command, key, unpack(ARGV, i, math.min(i + CHUNK - 1, last)))
@@ -105,63 +138,46 @@ local function append(stream, maxlen, fields, args)
   return redis.pcall('XADD', unpack(xadd))
 end
 
--- The refusal for a failed first XADD (nothing written yet), or the server's own error.
-local function append_refused(err, op, stream)
-  if string.sub(err, 1, 9) == 'WRONGTYPE' then
-    return refuse('wrong_type', op, stream, type_for_report(stream))
-  elseif string.find(err, 'exhausted', 1, true) then
-    return refuse('stream_exhausted', op, stream, '')
-  end
-  return redis.error_reply(err)
-end
-
 -- 0. the usual call, fast: one add or remove of fewer than CHUNK members, with or without its
--- journal entry. Same checks, same writes, same reply as the general path below.
+-- journal entry. Same checks, same writes, same reply as the general path below, with fewer
+-- calls: the reads and the first write are checked by running them.
 local header = ARGV[1]
 if #header == SET_OP_BYTES
     or (#header == SET_OP_BYTES + JOURNAL_OP_BYTES
-      and string.sub(header, SET_OP_BYTES + 1, SET_OP_BYTES + 1) == OP.JOURNAL) then
+      and string.sub(header, SET_OP_BYTES + 1, SET_OP_BYTES + 1) == OP_JOURNAL) then
   local code, _, n, key_index, owner_index = struct.unpack('>c1BI4>H>H', header, 1)
-  if (code == OP.ADD or code == OP.REMOVE) and n > 0 and n < CHUNK then
+  if (code == OP_ADD or code == OP_REMOVE) and n > 0 and n < CHUNK then
     local key, owner = KEYS[key_index], KEYS[owner_index]
-    local command = code == OP.ADD and 'SADD' or 'SREM'
-    if not may('PEXPIRETIME', owner) then
-      return refuse('no_permission', 1, owner, 'PEXPIRETIME')
-    end
-    local expires = redis.call('PEXPIRETIME', owner)
-    if expires == -2 then
+    local command = code == OP_ADD and 'SADD' or 'SREM'
+    local expires = redis.pcall('PEXPIRETIME', owner)
+    if type(expires) == 'table' then
+      return refused(expires.err, 1, owner, 'PEXPIRETIME')
+    elseif expires == -2 then
       return refuse('model_not_found', 1, owner, 'none')
-    elseif not may(command, key) then
-      return refuse('no_permission', 1, key, command)
     elseif expires > 0 and not may('PEXPIREAT', key) then
       return refuse('no_permission', 1, key, 'PEXPIREAT')
     end
     local id = nil
     if #header > SET_OP_BYTES then
+      -- The entry is the first write: the set's write after it must be proven unable to fail.
+      local kind = redis.pcall('TYPE', key)
+      if kind.err then
+        return refused(kind.err, 1, key, 'TYPE')
+      elseif kind.ok ~= 'set' and kind.ok ~= 'none' then
+        return refuse('wrong_type', 1, key, kind.ok)
+      elseif not may(command, key) then
+        return refuse('no_permission', 1, key, command)
+      end
       local _, _, _, stream_index = struct.unpack('>c1BI4>H', header, SET_OP_BYTES + 1)
       local stream = KEYS[stream_index]
-      if not may('XADD', stream) then
-        return refuse('no_permission', 2, stream, 'XADD')
-      elseif not may('TYPE', key) then
-        return refuse('no_permission', 1, key, 'TYPE')
-      end
-      -- The entry is the first write, so the set key's type is checked before it.
-      local kind = redis.call('TYPE', key)['ok']
-      if kind ~= 'set' and kind ~= 'none' then
-        return refuse('wrong_type', 1, key, kind)
-      end
       id = append(stream, tonumber(ARGV[2 + n]), ARGV[4 + n])
       if type(id) == 'table' then
-        return append_refused(id.err, 2, stream)
+        return refused(id.err, 2, stream, 'XADD')
       end
     end
-    -- Unjournaled, the write is the first one, and fails on a wrong type before changing anything.
     local reply, err = write_args(command, key, 2, 1 + n)
-    if not reply then
-      if string.sub(err, 1, 9) ~= 'WRONGTYPE' then
-        return redis.error_reply(err)
-      end
-      return refuse('wrong_type', 1, key, type_for_report(key))
+    if not reply then -- only unjournaled, where the write is the first one
+      return refused(err, 1, key, command)
     end
     if expires > 0 then
       redis.call('PEXPIREAT', key, expires)
@@ -186,9 +202,9 @@ while at <= #header do
 end
 
 local SET_OPS = {
-  [OP.ADD] = { 'SADD' }, [OP.REMOVE] = { 'SREM' }, [OP.POP] = { 'SRANDMEMBER', 'SREM' },
-  [OP.CLEAR] = { 'DEL' }, [OP.RETAIN] = { 'SMEMBERS', 'SREM' },
-  [OP.TOGGLE] = { 'SISMEMBER', 'SREM', 'SADD', 'SMEMBERS' }, [OP.REPLACE_SET] = { 'DEL', 'SADD' },
+  [OP_ADD] = { 'SADD' }, [OP_REMOVE] = { 'SREM' }, [OP_POP] = { 'SRANDMEMBER', 'SREM' },
+  [OP_CLEAR] = { 'DEL' }, [OP_RETAIN] = { 'SMEMBERS', 'SREM' },
+  [OP_TOGGLE] = { 'SISMEMBER', 'SREM', 'SADD', 'SMEMBERS' }, [OP_REPLACE_SET] = { 'DEL', 'SADD' },
 }
 
 -- 1. checks ----------------------------------------------------------------------------------
@@ -254,7 +270,7 @@ for i, op in ipairs(ops) do
         return refuse('no_permission', i, key, command)
       end
     end
-    if code == OP.POP and #ops > 2 then
+    if code == OP_POP and #ops > 2 then
       return redis.error_reply('ledgerset: a pop must be the only write of its program')
     end
     kinds[key] = 'set'
@@ -262,7 +278,7 @@ for i, op in ipairs(ops) do
       set_keys[key] = owner
       set_keys[#set_keys + 1] = key
     end
-  elseif code == OP.DELETE then
+  elseif code == OP_DELETE then
     if not may('DEL', key) then
       return refuse('no_permission', i, key, 'DEL')
     end
@@ -272,7 +288,7 @@ for i, op in ipairs(ops) do
     if refusal then
       return refusal
     end
-    if code == OP.REPLACE_HASH then
+    if code == OP_REPLACE_HASH then
       if kind ~= 'hash' and kind ~= 'none' then
         return refuse('wrong_type', i, key, kind)
       elseif not may('DEL', key) then
@@ -305,7 +321,7 @@ for i, op in ipairs(ops) do
         return refuse('no_permission', i, key, 'PEXPIREAT')
       end
       kinds[key], expiries[key] = 'hash', expires
-    elseif code == OP.UPDATE_HASH then
+    elseif code == OP_UPDATE_HASH then
       if kind == 'none' then
         return refuse('model_not_found', i, key, kind)
       elseif kind ~= 'hash' then
@@ -313,7 +329,7 @@ for i, op in ipairs(ops) do
       elseif not may('HSET', key) then
         return refuse('no_permission', i, key, 'HSET')
       end
-    elseif code == OP.JOURNAL then
+    elseif code == OP_JOURNAL then
       if kind ~= 'stream' and kind ~= 'none' then
         return refuse('wrong_type', i, key, kind)
       elseif not may('XADD', key) then
@@ -322,7 +338,7 @@ for i, op in ipairs(ops) do
       kinds[key] = 'stream'
       entries[key] = (entries[key] or 0) + 1
       nentries = nentries + 1
-    elseif code == OP.CHECKPOINT then
+    elseif code == OP_CHECKPOINT then
       if kind ~= 'string' and kind ~= 'none' then
         return refuse('wrong_type', i, key, kind)
       end
@@ -355,7 +371,7 @@ end
 if nentries > 1 then
   for i, op in ipairs(ops) do
     local stream = op.key
-    if op.code == OP.JOURNAL and kinds[stream] == 'stream' and entries[stream] then
+    if op.code == OP_JOURNAL and kinds[stream] == 'stream' and entries[stream] then
       local count = entries[stream]
       entries[stream] = nil
       if not may('XINFO', 'STREAM', stream) then
@@ -408,19 +424,19 @@ end
 local replies = { 1 }
 local popped = {} -- op number -> the member its pop removes (false: the set was empty)
 for i, op in ipairs(ops) do
-  if op.code == OP.POP then
+  if op.code == OP_POP then
     popped[i] = redis.call('SRANDMEMBER', op.key)
   end
 end
 for i, op in ipairs(ops) do
-  if op.code == OP.JOURNAL then
+  if op.code == OP_JOURNAL then
     local first = op.first
     local pop = tonumber(ARGV[first + 1])
     local args = pop > 0 and popped_args(popped[pop]) or nil
     local id = append(op.key, tonumber(ARGV[first]), ARGV[first + 2], args)
     if type(id) == 'table' then
       if nentries == 1 then -- the first write: nothing applied yet
-        return append_refused(id.err, i, op.key)
+        return refused(id.err, i, op.key, 'XADD')
       end
       return redis.error_reply(id.err) -- unreachable: checked above
     end
@@ -442,18 +458,18 @@ end
 for i, op in ipairs(ops) do
   local code, key, first, last = op.code, op.key, op.first, op.last
   local reply = nil
-  if code == OP.ADD then
+  if code == OP_ADD then
     reply = write_args('SADD', key, first, last)
-  elseif code == OP.REMOVE then
+  elseif code == OP_REMOVE then
     reply = write_args('SREM', key, first, last)
-  elseif code == OP.POP then
+  elseif code == OP_POP then
     reply = popped[i]
     if reply then
       redis.call('SREM', key, reply)
     end
-  elseif code == OP.CLEAR or code == OP.DELETE then
+  elseif code == OP_CLEAR or code == OP_DELETE then
     reply = redis.call('DEL', key)
-  elseif code == OP.RETAIN then
+  elseif code == OP_RETAIN then
     local keep, leaving = {}, {}
     for j = first, last do
       keep[ARGV[j]] = true
@@ -465,7 +481,7 @@ for i, op in ipairs(ops) do
     end
     write_list('SREM', key, leaving)
     reply = members(key)
-  elseif code == OP.TOGGLE then
+  elseif code == OP_TOGGLE then
     local arriving, leaving = {}, {}
     for j = first, last do
       local member = ARGV[j]
@@ -478,16 +494,16 @@ for i, op in ipairs(ops) do
     write_list('SREM', key, leaving)
     write_list('SADD', key, arriving)
     reply = members(key)
-  elseif code == OP.REPLACE_SET then
+  elseif code == OP_REPLACE_SET then
     redis.call('DEL', key)
     reply = write_args('SADD', key, first, last)
-  elseif code == OP.REPLACE_HASH then
+  elseif code == OP_REPLACE_HASH then
     redis.call('DEL', key)
     if last > first + 1 then
       write_args('HSET', key, first + 2, last)
     end
     reply = 1
-  elseif code == OP.UPDATE_HASH then
+  elseif code == OP_UPDATE_HASH then
     write_args('HSET', key, first, last)
     reply = 1
   end
@@ -498,7 +514,7 @@ end
 
 -- 4. expiries --------------------------------------------------------------------------------
 for _, op in ipairs(ops) do
-  if op.code == OP.REPLACE_HASH and expiries[op.key] and expiries[op.key] > 0 then
+  if op.code == OP_REPLACE_HASH and expiries[op.key] and expiries[op.key] > 0 then
     redis.call('PEXPIREAT', op.key, expiries[op.key])
   end
 end
@@ -513,7 +529,7 @@ end
 
 -- 5. a replay's checkpoint -------------------------------------------------------------------
 for i, op in ipairs(ops) do
-  if op.code == OP.CHECKPOINT then
+  if op.code == OP_CHECKPOINT then
     redis.call('SET', op.key, ARGV[op.first + 1])
     replies[i + 1] = 1
   end

@@ -1,6 +1,6 @@
 """A server program: commands compiled into one call of ``program.lua``.
 
-Each command appends its primitive operations (``OPS``, the same table as ``OP`` in
+Each command appends its primitive operations (``OPS``: the same codes as the ``OP_`` locals in
 ``program.lua``) with ``Program.op``; the dispatcher then sends ``keys`` and ``argv`` in one
 ``EVALSHA`` and hands each command the replies of its own operations.
 """
@@ -48,12 +48,11 @@ _KEY = struct.Struct(">H")
 
 
 def _check_source() -> None:
-    """Fail at import if ``program.lua``'s ``OP`` table or TTL bound differ from this module's:
+    """Fail at import if ``program.lua``'s ``OP_`` codes or TTL bound differ from this module's:
     the two sides must never disagree about what a code means."""
-    table = re.search(r"local OP = \{(.*?)\}", SOURCE, re.S)
-    lua_ops = dict(re.findall(r"(\w+) = '(\w)'", table.group(1))) if table else {}
+    lua_ops = dict(re.findall(r"^local OP_(\w+) = '(\w)'$", SOURCE, re.M))
     if lua_ops != {name: code.decode() for name, code in OPS.items()}:
-        raise RuntimeError(f"program.lua's OP table {lua_ops} differs from program.OPS")
+        raise RuntimeError(f"program.lua's OP_ codes {lua_ops} differ from program.OPS")
     bound = re.search(r"local MAX_TTL_MS = (\d+)", SOURCE)
     if bound is None or int(bound.group(1)) != MAX_TTL_MS:
         raise RuntimeError("program.lua's MAX_TTL_MS differs from program.MAX_TTL_MS")

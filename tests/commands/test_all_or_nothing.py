@@ -124,6 +124,33 @@ async def test_a_journaled_transaction_by_a_user_without_stream_commands_writes_
     assert await snapshot() == before
 
 
+@pytest.mark.parametrize(
+    ("rule", "journaled", "server_command"),
+    [
+        ("-sadd", False, "SADD"),
+        ("-sadd", True, "SADD"),
+        ("-pexpiretime", False, "PEXPIRETIME"),
+        ("-type", True, "TYPE"),
+    ],
+)
+async def test_an_aadd_by_a_user_without_a_command_it_needs_names_that_command(
+    redis: Redis,
+    snapshot: SnapshotFn,
+    acl_user: Callable[..., Awaitable[Redis]],
+    rule: str,
+    journaled: bool,
+    server_command: str,
+) -> None:
+    doc = await AonDoc(tags={"a"}).asave()
+    app = await acl_user("+@all", rule)
+    await ledgerset.init(redis=app, journal=StreamJournal() if journaled else None)
+    before = await snapshot()
+    with pytest.raises(PermissionDeniedError) as caught:
+        await doc.tags.aadd("b")
+    assert (caught.value.server_command, caught.value.user) == (server_command, "aon0")
+    assert await snapshot() == before
+
+
 # -- 2. a stream whose last id is the largest ---------------------------------------------------
 
 
@@ -418,7 +445,10 @@ async def test_a_written_set_key_expires_exactly_when_its_model_does(redis: Redi
 
 @pytest.mark.parametrize(
     ("before", "after", "message"),
-    [("POP = 'P'", "POP = 'Q'", "OP table"), ("MAX_TTL_MS = 4503", "MAX_TTL_MS = 9503", "TTL")],
+    [
+        ("OP_POP = 'P'", "OP_POP = 'Q'", "OP_ codes"),
+        ("MAX_TTL_MS = 4503", "MAX_TTL_MS = 9503", "TTL"),
+    ],
 )
 def test_program_lua_and_program_py_must_agree(
     monkeypatch: pytest.MonkeyPatch, before: str, after: str, message: str
