@@ -42,9 +42,9 @@ OPS: Final[dict[str, bytes]] = {
 #: expiries as Lua numbers, exact to 2**53, and an absolute time (entry time + TTL) must fit too.
 MAX_TTL_MS: Final = 2**52
 
-#: One operation in the header: code, number of keys, argument count; then each key's index.
-_OP = struct.Struct(">cBI")
-_KEY = struct.Struct(">H")
+#: One operation in the header: code, number of keys, argument count, each key's index; by
+#: number of keys (one ``pack`` per operation: this runs on every command).
+_OPS_BY_KEYS = {count: struct.Struct(">cBI" + "H" * count) for count in range(1, 5)}
 
 
 def _check_source() -> None:
@@ -90,9 +90,15 @@ class Program:
     def op(self, code: bytes, keys: Sequence[str], args: Sequence[Arg] = ()) -> int:
         """Append one operation (a code of ``OPS``) on ``keys`` (a set operation: its set key,
         then its model's key); returns its index."""
-        header = [_OP.pack(code, len(keys), len(args))]
-        header.extend(_KEY.pack(self._index(key)) for key in keys)
-        self._header.append(b"".join(header))
+        count = len(keys)
+        layout = _OPS_BY_KEYS.get(count) or struct.Struct(">cBI" + "H" * count)
+        if count == 2:  # a set operation, the usual case: no list, no loop
+            indices: Sequence[int] = (self._index(keys[0]), self._index(keys[1]))
+        elif count == 1:
+            indices = (self._index(keys[0]),)
+        else:
+            indices = [self._index(key) for key in keys]
+        self._header.append(layout.pack(code, count, len(args), *indices))
         self._values.extend(args)
         self.nops += 1
         return self.nops - 1
