@@ -10,6 +10,8 @@
     ├── InvalidKeyError            a key that is not one of the model's keys (ValueError)
     ├── ModelNotFoundError         the model does not exist in Redis (KeyError)
     ├── WrongTypeError             a key holds another Redis type than ledgerset expects
+    ├── PermissionDeniedError      the ACL user may not run a command a write needs
+    ├── ExpiryOutOfRangeError      an expiry the server program refuses (ValueError)
     ├── TransactionError           an operation that cannot run inside a transaction
     ├── UnknownMirrorError         asave() of a set whose last write has an unknown outcome
     ├── NotInitializedError        no connection: neither ledgerset.init() nor Meta.redis
@@ -21,14 +23,18 @@
     │   └── EmbeddedClusterError   an embedded cluster did not form, or cannot do what was asked
     └── JournalError               a journal cannot be read or replayed
         ├── JournalEntryError      one entry is malformed, unknown, or not a model's write
+        ├── StreamExhaustedError   a journal stream's last id is the largest: it takes no entry
         ├── ReplayConflictError    the target refused a replay (another replay, foreign keys)
         ├── ReplayTargetError      the target is the source, or holds data of its own
         └── SubscriptionError      a subscription cannot start or go on (options, group, stream)
 
 Each error names what was attempted and with what (model, field, key, value) and, where there is
 one, the fix; the same facts are attributes, so callers and log processors need not parse text.
-The errors that a command can meet on the server (``ModelNotFoundError``, ``WrongTypeError``)
-also carry ``command``: the journal name of the refused command.
+The errors that a command can meet on the server (``ModelNotFoundError``, ``WrongTypeError``,
+``PermissionDeniedError``, ``ExpiryOutOfRangeError``, ``StreamExhaustedError``) also carry
+``command``: the journal name of the refused command. The last three are built by the
+constructors at the end of this module (``permission_denied``, ...), used by the dispatcher and
+by replay.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ __all__ = [
     "ConfigurationError",
     "EmbeddedClusterError",
     "EmbeddedServerError",
+    "ExpiryOutOfRangeError",
     "InvalidArgumentError",
     "InvalidKeyError",
     "InvalidMemberError",
@@ -48,16 +55,22 @@ __all__ = [
     "ModelDefinitionError",
     "ModelNotFoundError",
     "NotInitializedError",
+    "PermissionDeniedError",
     "ReplayConflictError",
     "ReplayTargetError",
     "RequestTooLargeError",
     "ServerUnavailableError",
+    "StreamExhaustedError",
     "SubscriptionError",
     "TransactionError",
     "UnknownMirrorError",
     "UnsupportedCommandError",
     "UpdateAtomicModelError",
     "WrongTypeError",
+    "expiry_out_of_range",
+    "permission_denied",
+    "popped_foreign_member",
+    "stream_exhausted",
 ]
 
 
@@ -349,6 +362,51 @@ class WrongTypeError(LedgersetError):
         self.model = model
         self.pk = pk
         self.field = field
+
+
+class PermissionDeniedError(LedgersetError, PermissionError):
+    """The caller's ACL ``user`` may not run ``server_command`` on ``key``, which the write needs.
+
+    The server program checks every command it will run before its first write, so nothing was
+    written. ``command`` is the refused ledgerset command (``set.add``, ..., ``replay``).
+    ``reason`` is ``"no_permission"``, as in the ``command.refused`` log event.
+    """
+
+    reason = "no_permission"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        command: str,
+        server_command: str,
+        key: str,
+        user: str,
+        model: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.command = command
+        self.server_command = server_command
+        self.key = key
+        self.user = user
+        self.model = model
+
+
+class ExpiryOutOfRangeError(LedgersetError, ValueError):
+    """An expiry (``value``, in ms) for ``model``'s key that the server program refuses.
+
+    ``RedisConfig(ttl=...)`` refuses such a TTL when the class is defined, so this is met by a
+    command built some other way; nothing was written. ``reason`` is ``"expiry_out_of_range"``.
+    """
+
+    reason = "expiry_out_of_range"
+
+    def __init__(self, message: str, *, model: str, key: str, value: str, command: str) -> None:
+        super().__init__(message)
+        self.model = model
+        self.key = key
+        self.value = value
+        self.command = command
 
 
 class TransactionError(LedgersetError):
@@ -690,3 +748,73 @@ class SubscriptionError(JournalError):
             consumer=consumer,
             reason="group_gone",
         )
+
+
+class StreamExhaustedError(JournalError):
+    """Journal stream ``stream`` takes no more entries: its last id is the largest possible
+    (another client added an entry with an explicit id at the maximum). Nothing was written.
+    ``reason`` is ``"stream_exhausted"``."""
+
+    reason = "stream_exhausted"
+
+    def __init__(self, message: str, *, stream: str, command: str) -> None:
+        super().__init__(message, stream=stream)
+        self.command = command
+
+
+def permission_denied(
+    command: str, server_command: str, key: str, user: str | None, model: str | None = None
+) -> PermissionDeniedError:
+    """The error for a program refused because the caller may not run ``server_command``."""
+    who = f"ACL user {user!r}" if user is not None else "this connection's ACL user"
+    return PermissionDeniedError(
+        f"{command} refused: {who} may not run {server_command} on key {key!r}, which it needs; "
+        f"nothing was written. Grant it (e.g. ACL SETUSER {user or '<user>'} "
+        f"+{server_command.lower()}), or use a user that may.",
+        command=command,
+        server_command=server_command,
+        key=key,
+        user=user or "",
+        model=model,
+    )
+
+
+def expiry_out_of_range(command: str, model: str, key: str, value: str) -> ExpiryOutOfRangeError:
+    """The error for a program refused because an expiry of ``model`` is out of range."""
+    return ExpiryOutOfRangeError(
+        f"{command} on {model} refused: expiry {value!r} ms for key {key!r} is out of range "
+        f"(a whole number of ms, above 0, at most 2**52 from now); nothing was written. "
+        f"Give the model a shorter RedisConfig(ttl=...).",
+        model=model,
+        key=key,
+        value=value,
+        command=command,
+    )
+
+
+def stream_exhausted(command: str, stream: str) -> StreamExhaustedError:
+    """The error for a program refused because journal ``stream`` takes no more entries."""
+    return StreamExhaustedError(
+        f"{command} refused: journal stream {stream!r} takes no more entries, its last id is the "
+        f"largest possible (another client added an entry with an explicit maximum id); nothing "
+        f"was written. Rename or delete that stream (after keeping what it holds), or journal "
+        f"to another one with StreamJournal(stream=...).",
+        stream=stream,
+        command=command,
+    )
+
+
+def popped_foreign_member(model: str, field: str, key: str, raw: bytes) -> InvalidMemberError:
+    """The error for an ``apop`` that removed a member it cannot decode (another client wrote it).
+
+    Unlike every other ``InvalidMemberError``, Redis changed: the member is gone, and
+    ``value`` holds its raw bytes so the caller can put it back or log it.
+    """
+    return InvalidMemberError(
+        f"{model}.{field}: apop removed member {raw!r} from key {key!r}, and it is not a member "
+        f"ledgerset can decode (another client wrote it); the pop happened, and was journaled "
+        f"as those bytes. The exception's value holds them: SADD them back if they belong.",
+        model=model,
+        field=field,
+        value=raw,
+    )

@@ -23,7 +23,9 @@ Every set command is refused (nothing written) when its model's hash does not ex
 A command becomes a journal record with ``record_args()`` (its arguments as JSON) and comes back
 with ``from_record(args, target)``; the record names its target logically (model, pk, field), and
 ``Target`` rebuilds the physical keys through the reading database's ``KeyLayout``. ``set.pop`` is
-recorded as its effect, ``{"member": ...}``, and replays as the removal of that member.
+recorded as its effect, ``{"member": ...}``, and replays as the removal of that member (a member
+another client wrote that is not a JSON string, number or boolean: ``{"member": null,
+"member_hex": <its bytes in hex>}``).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 import orjson
 
 from ledgerset import _member_json
-from ledgerset.commands.program import Program
+from ledgerset.commands.program import MAX_TTL_MS, OPS, Program
 from ledgerset.keys import KeyLayout
 
 __all__ = [
@@ -148,7 +150,7 @@ class MembersCommand(SetCommand[R]):
     members: tuple[bytes, ...]
 
     def compile(self, program: Program) -> None:
-        program.op(self.code, self.key, self.owner, self.members)
+        program.op(self.code, (self.key, self.owner), self.members)
 
     def record_args(self) -> bytes:
         # Members are canonical JSON already: joined, not encoded again.
@@ -165,7 +167,7 @@ class AddMembers(MembersCommand[int]):
     """Add members (``aadd``, ``aadd_many``, ``add``, ``update``, ``|=``)."""
 
     name: ClassVar[str] = "set.add"
-    code: ClassVar[bytes] = b"A"
+    code: ClassVar[bytes] = OPS["ADD"]
 
     def result(self, replies: list[object]) -> int:
         return _count(replies[0])
@@ -176,7 +178,7 @@ class RemoveMembers(MembersCommand[int]):
     """Remove members (``aremove``, ``remove``/``discard`` in a transaction, ``-=``)."""
 
     name: ClassVar[str] = "set.remove"
-    code: ClassVar[bytes] = b"R"
+    code: ClassVar[bytes] = OPS["REMOVE"]
 
     def result(self, replies: list[object]) -> int:
         return _count(replies[0])
@@ -190,21 +192,26 @@ class PopMember(SetCommand[bytes | None]):
     deferrable: ClassVar[bool] = False
 
     def compile(self, program: Program) -> None:
-        program.op(b"P", self.key, self.owner)
+        program.op(OPS["POP"], (self.key, self.owner))
 
     def result(self, replies: list[object]) -> bytes | None:
         reply = replies[0]
         return reply if isinstance(reply, bytes) else None
 
     def record_args(self) -> None:
-        return None  # the server writes {"member": <the member that left>} into the entry
+        # The server writes {"member": <the member that left>} into the entry; a member that is
+        # not a JSON string, number or boolean as {"member": null, "member_hex": <its bytes>}.
+        return None
 
     @classmethod
     def from_record(cls, args: dict[str, Any], target: Target) -> Command[Any] | None:
         member = args["member"]
-        if member is None:  # the set was empty: nothing happened
+        if member is not None:
+            return RemoveMembers._at(target, members=(_member_json.dumps(member),))
+        raw = args.get("member_hex")
+        if raw is None:  # the set was empty: nothing happened
             return None
-        return RemoveMembers._at(target, members=(_member_json.dumps(member),))
+        return RemoveMembers._at(target, members=(bytes.fromhex(raw),))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -214,7 +221,7 @@ class ClearSet(SetCommand[int]):
     name: ClassVar[str] = "set.clear"
 
     def compile(self, program: Program) -> None:
-        program.op(b"C", self.key, self.owner)
+        program.op(OPS["CLEAR"], (self.key, self.owner))
 
     def result(self, replies: list[object]) -> int:
         return _count(replies[0])
@@ -232,7 +239,7 @@ class RetainMembers(MembersCommand[tuple[bytes, ...]]):
     """Keep only the given members, against the server's members (``&=``)."""
 
     name: ClassVar[str] = "set.retain"
-    code: ClassVar[bytes] = b"T"
+    code: ClassVar[bytes] = OPS["RETAIN"]
 
     def result(self, replies: list[object]) -> tuple[bytes, ...]:
         return _members(replies[0])
@@ -243,7 +250,7 @@ class ToggleMembers(MembersCommand[tuple[bytes, ...]]):
     """Remove the given members that are present, add the others (``^=``)."""
 
     name: ClassVar[str] = "set.toggle"
-    code: ClassVar[bytes] = b"X"
+    code: ClassVar[bytes] = OPS["TOGGLE"]
 
     def result(self, replies: list[object]) -> tuple[bytes, ...]:
         return _members(replies[0])
@@ -270,23 +277,17 @@ class SaveModel(Command[None]):
     expire_at_ms: int | None = None
 
     def compile(self, program: Program) -> None:
-        expiry = (
-            f"pxat:{self.expire_at_ms}"
-            if self.expire_at_ms is not None
-            else f"px:{self.ttl_ms}"
-            if self.ttl_ms is not None
-            else ""
-        )
-        args: list[bytes | str | int] = [expiry]
+        # The expiry as two arguments, from now and absolute (0: none); the program checks both.
+        args: list[bytes | str | int] = [self.ttl_ms or 0, self.expire_at_ms or 0]
         for name, value in self.fields:
             args.append(name)
             args.append(value)
-        program.op(b"S", self.key, None, args)
+        program.op(OPS["REPLACE_HASH"], (self.key,), args)
         for contents in self.sets:
             if contents.members is None:
-                program.op(b"D", contents.key, None)
+                program.op(OPS["DELETE"], (contents.key,))
             else:
-                program.op(b"Z", contents.key, self.key, contents.members)
+                program.op(OPS["REPLACE_SET"], (contents.key, self.key), contents.members)
 
     def result(self, replies: list[object]) -> None:
         return None
@@ -308,6 +309,9 @@ class SaveModel(Command[None]):
     @classmethod
     def from_record(cls, args: dict[str, Any], target: Target) -> Command[Any]:
         ttl_ms = args["ttl_ms"]
+        if ttl_ms is not None and (type(ttl_ms) is not int or not 0 < ttl_ms <= MAX_TTL_MS):
+            # Refused here, before the batch is sent: the program would refuse it anyway.
+            raise ValueError(f"ttl_ms {ttl_ms!r} is not a whole number of ms in 1..{MAX_TTL_MS}")
         return cls._on_model(
             target,
             fields=_encoded_fields(args["fields"]),
@@ -337,7 +341,7 @@ class UpdateModel(Command[None]):
         for name, value in self.fields:
             args.append(name)
             args.append(value)
-        program.op(b"U", self.key, None, args)
+        program.op(OPS["UPDATE_HASH"], (self.key,), args)
 
     def result(self, replies: list[object]) -> None:
         return None
@@ -364,9 +368,9 @@ class DeleteModel(Command[bool]):
     sets: tuple[tuple[str, str], ...]
 
     def compile(self, program: Program) -> None:
-        program.op(b"D", self.key, None)
+        program.op(OPS["DELETE"], (self.key,))
         for _, key in self.sets:
-            program.op(b"D", key, None)
+            program.op(OPS["DELETE"], (key,))
 
     def result(self, replies: list[object]) -> bool:
         return bool(replies[0])

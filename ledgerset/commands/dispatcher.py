@@ -14,8 +14,10 @@ transaction it was written in), and once the block has closed it runs at once.
 When the outcome of a write cannot be known (cancelled, timed out, connection lost after sending),
 the caller's ``on_unknown`` is told, so it can stop trusting its local copy of what it touched.
 
-A refused program (a model that does not exist, a key of the wrong type) raises
-``ModelNotFoundError`` or ``WrongTypeError`` naming the command and key; nothing was written.
+A refused program raises, naming the command and key: ``ModelNotFoundError`` (a model that does
+not exist), ``WrongTypeError`` (a key of the wrong type), ``PermissionDeniedError`` (the ACL user
+may not run a command the program needs), ``StreamExhaustedError`` (a journal stream takes no
+more entries), ``ExpiryOutOfRangeError``; nothing was written.
 """
 
 from __future__ import annotations
@@ -39,13 +41,19 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ledgerset._events import DEBUG, ERROR, INFO, WARNING, emit, enabled
 from ledgerset.commands import wire
 from ledgerset.commands.catalog import Command
-from ledgerset.commands.program import SOURCE, Program, Refusal
+from ledgerset.commands.program import OPS, SOURCE, Program, Refusal
 from ledgerset.commands.record import StreamJournal, bound_context, entry_fields
 from ledgerset.errors import (
+    ExpiryOutOfRangeError,
     ModelNotFoundError,
+    PermissionDeniedError,
     ServerUnavailableError,
+    StreamExhaustedError,
     TransactionError,
     WrongTypeError,
+    expiry_out_of_range,
+    permission_denied,
+    stream_exhausted,
 )
 
 __all__ = [
@@ -166,7 +174,7 @@ def _journal(
         )
         # A pop's entry records its effect: the server adds the member its (first) op removed.
         popped = _first_op(program, command) + 1 if effect else 0
-        index = program.op(b"J", stream, None, [journal.maxlen or 0, popped, fields])
+        index = program.op(OPS["JOURNAL"], (stream,), [journal.maxlen or 0, popped, fields])
         program.journaled[index] = command
 
 
@@ -244,10 +252,10 @@ async def apply_batch(
     """
     program = Program()
     for key, kind in key_types:
-        program.op(b"E", key, None, [kind])
+        program.op(OPS["EXPECT_TYPE"], (key,), [kind])
     for command in commands:
         program.add(command)
-    program.op(b"K", checkpoint, None, [expected or "", new])
+    program.op(OPS["CHECKPOINT"], (checkpoint,), [expected or "", new])
     outcome = await _run(redis, program, "replay")
     return outcome if isinstance(outcome, Refusal) else None
 
@@ -439,7 +447,7 @@ async def _run(redis: Redis, program: Program, what: str) -> list[object] | Refu
         except NoScriptError:
             # The server does not have the program (never loaded; SCRIPT FLUSH, restart,
             # failover): load, retry once. Safe: NOSCRIPT means nothing of the program ran.
-            await redis.script_load(SOURCE)
+            await wire.call(redis, ("SCRIPT", "LOAD", SOURCE), resend=True)
             if pool in _ran:  # it ran there before: the server lost it, worth an INFO
                 if enabled(INFO):
                     emit(INFO, "script.reloaded", sha=_SHA)
@@ -458,7 +466,19 @@ async def _run(redis: Redis, program: Program, what: str) -> list[object] | Refu
         ) from exc
     if reply[0] == 1:
         return list(reply[1:])
-    return program.refusal(reply)
+    refusal = program.refusal(reply)
+    if refusal.reason == "no_permission":
+        refusal.user = await _acl_user(redis)
+    return refusal
+
+
+async def _acl_user(redis: Redis) -> str | None:
+    """The connection's ACL user, to name in a permission error (``None`` if it cannot tell)."""
+    try:
+        user = await wire.call(redis, ("ACL", "WHOAMI"), resend=True)
+    except Exception:  # the refusal is the error to report; a failure here only loses a name
+        return None
+    return user.decode() if isinstance(user, bytes) else str(user)
 
 
 def server_address(redis: Redis) -> str:
@@ -516,7 +536,13 @@ def _ms_since(started: float) -> float:
 
 def _refused(
     refusal: Refusal, tx: Transaction | None = None
-) -> ModelNotFoundError | WrongTypeError:
+) -> (
+    ModelNotFoundError
+    | WrongTypeError
+    | PermissionDeniedError
+    | StreamExhaustedError
+    | ExpiryOutOfRangeError
+):
     """The error for a refused program; logs ``command.refused`` (and ``transaction.aborted``)."""
     command = refusal.command
     assert command is not None  # only a replay's checkpoint op belongs to no command
@@ -539,6 +565,14 @@ def _refused(
         if tx is not None
         else ""
     )
+    if refusal.reason == "no_permission":
+        return permission_denied(
+            command.name, refusal.detail, refusal.key, refusal.user, command.model
+        )
+    if refusal.reason == "stream_exhausted":
+        return stream_exhausted(command.name, refusal.key)
+    if refusal.reason == "expiry_out_of_range":
+        return expiry_out_of_range(command.name, command.model, refusal.key, refusal.detail)
     if refusal.reason == "model_not_found":
         return ModelNotFoundError(
             f"{command.name} on {where} refused: model key {refusal.key!r} is not in Redis "
@@ -552,10 +586,10 @@ def _refused(
         )
     return WrongTypeError(
         f"{command.name} on {where} refused: key {refusal.key!r} holds a Redis "
-        f"{refusal.actual}, not what ledgerset stored there; another client overwrote it. "
+        f"{refusal.detail}, not what ledgerset stored there; another client overwrote it. "
         f"Nothing was written{context}. Delete or rename that key, then retry.",
         key=refusal.key,
-        actual=refusal.actual,
+        actual=refusal.detail,
         command=command.name,
         model=command.model,
         pk=command.pk,

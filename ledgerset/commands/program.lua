@@ -1,369 +1,545 @@
+#!lua
 -- ledgerset's one server-side program: runs a list of primitive operations all-or-nothing.
 --
--- ARGV[1] is the program's header, 9 bytes per operation (struct '>c1HHI4'): its code, the
--- index in KEYS of its key and of its owner's key (0: none), and how many of the following ARGV
--- it takes, in order. Every key the program touches is declared in KEYS (cluster-safe).
+-- The shebang line (no flags, so no 'allow-oom') makes the server refuse the whole program
+-- before it starts when memory is over maxmemory, whatever its first write; without it, a
+-- program whose first write is SREM or DEL would run past the limit and fail at its first SADD.
+-- Every key the program touches is declared in KEYS (cluster-safe, and required by the flags).
 --
--- Redis does not roll back a script that fails half-way, so the program runs in phases:
+-- ARGV[1] is the program's header; per operation (struct '>c1BI4', then '>H' per key): its code,
+-- how many keys it declares, how many of the following ARGV it takes (in order), and the index
+-- in KEYS of each key. A set operation declares its set key, then its owner (the model's key).
+--
+-- Redis does not roll back a script that fails half-way, so NOTHING THAT CAN FAIL COMES AFTER
+-- THE FIRST WRITE. The program runs in phases:
 --   1. checks   every precondition of every operation, against the state the earlier operations
---               of this same program will have made (a save makes its model exist for a later add);
---               the first failure returns {0, reason, op, key, actual type} and nothing is written
---   2. writes   every operation, in order; each leaves one reply
---   3. TTLs     a save's TTL on its model key; then every set key written takes its owner's
---               remaining TTL, so a set never outlives its model
---   4. journal  the stream entries recording what was done, and a replay's checkpoint
+--               of this same program will have made (a save makes its model exist for a later
+--               add): key types, owners exist, expiries in range, the caller's permission for
+--               every command the program will run (redis.acl_check_cmd), room in each stream
+--               for its entries. The first failure returns {0, reason, op, key, detail} and
+--               nothing is written.
+--   2. journal  the stream entries. A pop's member is picked beforehand (SRANDMEMBER, removed
+--               below), so its entry is known before anything is written. A program with one
+--               entry appends it as its first write, and its failure is a refusal; several
+--               entries were proven to fit in phase 1.
+--   3. writes   every operation, in order; each leaves one reply
+--   4. expiries a save's expiry on its model key; then every set key written takes its owner's
+--               exact expiry time (PEXPIRETIME -> PEXPIREAT), so a set never outlives its model
+--   5. a replay's checkpoint
 -- and returns {1, reply of op 1, reply of op 2, ...}.
 --
--- Codes: A add, R remove, P pop, C clear, T retain (keep only the arguments), X toggle,
---        Z replace a set (save), S replace a model hash (save; first argument: the expiry,
---        '' none, 'px:<ms>' relative or 'pxat:<unix ms>' absolute), U update hash fields,
---        D delete a key,
---        J append a journal entry (arguments: MAXLEN, 0 for none; the number of a pop op whose
---          member becomes the entry's args, 0 for none; the entry's field/value pairs as one JSON
---          array of strings -- one argument, not two dozen, since packing arguments is costly),
---        K move a replay checkpoint (arguments: the value it must hold now, '' for none; the new
---          value); refused with 'checkpoint_moved' if another replay moved it,
---        E expect a type (argument: 'hash' or 'set'): only a check, refused with 'wrong_type' unless
---          the key holds that type or nothing (a replay's deletes: DEL itself checks nothing).
--- T and X reply with the set's members afterwards (computed here, so the caller's copy can follow).
+-- Operations (the OP_ locals below, not a table: one is built on every call; program.py checks
+-- that its OPS table holds the same codes):
+--   ADD, REMOVE      SADD / SREM the arguments              -> count
+--   POP              SRANDMEMBER + SREM one member          -> the member, or false
+--   CLEAR            DEL the set                            -> 1 if it existed
+--   RETAIN, TOGGLE   keep only / toggle the arguments       -> the set's members afterwards
+--   REPLACE_SET      DEL + SADD (a save's set)
+--   REPLACE_HASH     DEL + HSET (a save's hash); arguments: expiry in ms from now, expiry as
+--                    unix ms (0: none; at most one of the two), then field/value pairs
+--   UPDATE_HASH      HSET field/value pairs of an existing hash
+--   DELETE           DEL a key
+--   JOURNAL          XADD an entry; arguments: MAXLEN (0: none), the number of a POP op whose
+--                    member becomes the entry's args (0: none), the entry's field/value pairs
+--                    as one JSON array of strings (one argument, not two dozen: packing
+--                    arguments is costly)
+--   CHECKPOINT       move a replay checkpoint; arguments: the value it must hold now ('' for
+--                    none), the new value; refused with 'checkpoint_moved' if another replay
+--                    moved it
+--   EXPECT_TYPE      only a check: the key holds the type given ('hash', 'set') or nothing, else
+--                    'wrong_type' (a replay's deletes: DEL itself checks nothing)
 --
--- This runs on every command, so it avoids work a single write does not need: with one write,
--- the set key's type is not checked beforehand (the write itself fails on a wrong type before
--- changing anything, and that failure becomes the same refusal), and the owner's PTTL, which
--- also says whether it exists, is read once.
+-- This runs on every command, so the usual call has a fast path (phase 0) that sets up no tables.
 
+local OP_ADD = 'A'
+local OP_REMOVE = 'R'
+local OP_POP = 'P'
+local OP_CLEAR = 'C'
+local OP_RETAIN = 'T'
+local OP_TOGGLE = 'X'
+local OP_REPLACE_SET = 'Z'
+local OP_REPLACE_HASH = 'S'
+local OP_UPDATE_HASH = 'U'
+local OP_DELETE = 'D'
+local OP_JOURNAL = 'J'
+local OP_CHECKPOINT = 'K'
+local OP_EXPECT_TYPE = 'E'
 local CHUNK = 4096 -- unpack() puts every value on Lua's C stack, which holds about 8000
+-- Expiries are checked as Lua numbers, exact up to 2^53; a TTL gets half of that so that an
+-- absolute time (a replay's entry time + TTL) still fits. program.py holds the same bound.
+local MAX_TTL_MS = 4503599627370496 -- 2^52 ms, about 142,000 years
+local MAX_AT_MS = 2 * MAX_TTL_MS
+local SET_OP_BYTES, JOURNAL_OP_BYTES = 10, 8 -- header bytes of a set op (2 keys), of a journal op
+local MAX_ID_MS = '18446744073709551615' -- a stream id's largest ms part
 
--- 0. the usual call, fast: one add or remove of fewer than CHUNK members, with or without its
--- journal entry. Same checks, same writes, same reply as the general path below, without the
--- tables and functions it sets up (a third of an immediate aadd's cost on the server).
-local header = ARGV[1]
-if #header == 9 or (#header == 18 and string.sub(header, 10, 10) == 'J') then
-  local code, key_index, owner_index, n = struct.unpack('>c1HHI4', header, 1)
-  if (code == 'A' or code == 'R') and n > 0 and n < CHUNK then
-    local key, owner = KEYS[key_index], KEYS[owner_index]
-    local stream, maxlen, entry = nil, nil, nil
-    if #header == 18 then
-      local _, stream_index = struct.unpack('>c1HHI4', header, 10)
-      stream = KEYS[stream_index]
-      local t = redis.call('TYPE', stream)['ok']
-      if t ~= 'stream' and t ~= 'none' then
-        return { 0, 'wrong_type', 2, stream, t }
-      end
-      maxlen, entry = tonumber(ARGV[2 + n]), ARGV[4 + n]
-    end
-    local ttl = redis.call('PTTL', owner)
-    if ttl == -2 then
-      return { 0, 'model_not_found', 1, owner, 'none' }
-    end
-    local reply = redis.pcall(code == 'A' and 'SADD' or 'SREM', key, unpack(ARGV, 2, 1 + n))
-    if type(reply) == 'table' then
-      if string.sub(reply.err, 1, 9) ~= 'WRONGTYPE' then
-        return redis.error_reply(reply.err)
-      end
-      return { 0, 'wrong_type', 1, key, redis.call('TYPE', key)['ok'] }
-    end
-    if ttl > 0 then
-      redis.call('PEXPIRE', key, ttl)
-    end
-    if not stream then
-      return { 1, reply }
-    end
-    local xadd = { stream }
-    if maxlen > 0 then
-      xadd[2], xadd[3], xadd[4] = 'MAXLEN', '~', maxlen
-    end
-    xadd[#xadd + 1] = '*'
-    for _, value in ipairs(cjson.decode(entry)) do
-      xadd[#xadd + 1] = value
-    end
-    return { 1, reply, redis.call('XADD', unpack(xadd)) }
-  end
+local function refuse(reason, op, key, detail)
+  return { 0, reason, op, key, detail }
 end
 
-local SET_CODES = 'ARPCTXZ'
-
--- The operations, flat: op i is ops[5i-4 .. 5i] = code, key, owner key (or false), first and last
--- ARGV index of its arguments. (One table, not five: this runs on every command.)
-local ops = {}
-local nops, writes, pos = 0, 0, 2
-local at = 1
-while at <= #header do
-  local code, key, owner, n
-  code, key, owner, n, at = struct.unpack('>c1HHI4', header, at)
-  local base = nops * 5
-  nops = nops + 1
-  ops[base + 1] = code
-  ops[base + 2] = KEYS[key]
-  ops[base + 3] = owner > 0 and KEYS[owner] or false
-  ops[base + 4] = pos
-  pos = pos + n
-  ops[base + 5] = pos - 1
-  if code ~= 'J' and code ~= 'K' and code ~= 'E' then
-    writes = writes + 1
-  end
+-- A key's type, for a refusal's report (which must not itself fail on a missing permission).
+local function type_for_report(key)
+  return redis.pcall('TYPE', key)['ok'] or 'unknown'
 end
 
--- 1. checks ----------------------------------------------------------------------------------
--- state[key]: the key's type as this program will have left it so far; for a model seen only
--- as a set's owner, its PTTL (a number: it exists, and with which TTL).
-local state = {}
+-- The caller's ACL user may run `command` on `key`: the check for a command the program will
+-- run, made before the first write (an ACL failure mid-way would leave the writes applied).
+-- A read, or the first write, needs none: its own failure comes before any change.
+local may = redis.acl_check_cmd
 
-for i = 1, nops do
-  local base = i * 5 - 5
-  local code, key = ops[base + 1], ops[base + 2]
-  if string.find(SET_CODES, code, 1, true) then
-    local owner = ops[base + 3]
-    local seen = state[owner]
-    if seen == nil then
-      seen = redis.call('PTTL', owner)
-      if seen == -2 then
-        seen = 'none'
-      end
-      state[owner] = seen
-    end
-    if seen == 'none' then
-      return { 0, 'model_not_found', i, owner, 'none' }
-    end
-    -- A single write finds a wrong type itself, before changing anything; DEL (clear) would not.
-    if (writes > 1 or code == 'C') and state[key] == nil then
-      local t = redis.call('TYPE', key)['ok']
-      if t ~= 'set' and t ~= 'none' then
-        return { 0, 'wrong_type', i, key, t }
-      end
-    end
-    state[key] = 'set'
-  elseif code == 'J' or code == 'S' or code == 'U' or code == 'K' then
-    local t = state[key]
-    if t == nil then
-      t = redis.call('TYPE', key)['ok']
-    elseif type(t) == 'number' then
-      t = redis.call('TYPE', key)['ok'] -- an owner seen only through its PTTL: it exists, as what?
-    end
-    if code == 'J' then
-      if t ~= 'stream' and t ~= 'none' then
-        return { 0, 'wrong_type', i, key, t }
-      end
-      t = 'stream'
-    elseif code == 'S' then
-      if t ~= 'hash' and t ~= 'none' then
-        return { 0, 'wrong_type', i, key, t }
-      end
-      t = 'hash'
-    elseif code == 'U' then
-      if t == 'none' then
-        return { 0, 'model_not_found', i, key, t }
-      elseif t ~= 'hash' then
-        return { 0, 'wrong_type', i, key, t }
-      end
-    else -- K
-      if t ~= 'string' and t ~= 'none' then
-        return { 0, 'wrong_type', i, key, t }
-      end
-      local now = redis.call('GET', key) or ''
-      if now ~= ARGV[ops[base + 4]] then
-        return { 0, 'checkpoint_moved', i, key, now }
-      end
-    end
-    state[key] = t
-  elseif code == 'D' then
-    state[key] = 'none'
-  elseif code == 'E' then
-    local t = state[key]
-    if t == nil or type(t) == 'number' then
-      t = redis.call('TYPE', key)['ok']
-    end
-    if t ~= 'none' and t ~= ARGV[ops[base + 4]] then
-      return { 0, 'wrong_type', i, key, t }
-    end
-  else
-    return redis.error_reply('ledgerset: unknown operation code ' .. tostring(code))
+-- The refusal for `command`, which failed with `err` before anything was written: a missing
+-- permission, a key of the wrong type, an exhausted stream; else the server's own error.
+local function refused(err, op, key, command)
+  if not may(command, key) then -- asked, not read from `err`: its wording differs by server
+    return refuse('no_permission', op, key, command)
+  elseif string.sub(err, 1, 9) == 'WRONGTYPE' then
+    return refuse('wrong_type', op, key, type_for_report(key))
+  elseif string.find(err, 'exhausted', 1, true) then
+    return refuse('stream_exhausted', op, key, '')
   end
+  return redis.error_reply(err)
 end
 
--- 2. writes ----------------------------------------------------------------------------------
--- A failed write (only possible when the checks above were skipped: a single write on a key of
--- the wrong type) happens before anything was changed; report it as a refusal.
-local refused = nil
-
-local function chunked(command, key, first, last)
-  if last < first then
-    return 0
-  elseif last - first < CHUNK then -- the usual case: one call
+-- SADD/SREM/HSET ARGV[first..last] on key, in chunks (an even CHUNK keeps HSET's pairs
+-- together); the total count, or nil and the server's error. An error is only possible at the
+-- first chunk (a key of the wrong type, a missing permission), before any change.
+local function write_args(command, key, first, last)
+  if last - first < CHUNK then -- the usual case, one call (and no loop: this runs on every write)
+    if last < first then
+      return 0
+    end
     local reply = redis.pcall(command, key, unpack(ARGV, first, last))
     if type(reply) == 'table' then
-      refused = reply.err
-      return 0
+      return nil, reply.err
     end
     return reply
   end
   local total = 0
-  local i = first
-  while i <= last do
-    local j = math.min(i + CHUNK - 1, last)
-    local reply = redis.pcall(command, key, unpack(ARGV, i, j))
+  for i = first, last, CHUNK do
+    local reply = redis.pcall(command, key, unpack(ARGV, i, math.min(i + CHUNK - 1, last)))
     if type(reply) == 'table' then
-      refused = reply.err
-      return 0
+      return nil, reply.err
     end
     total = total + reply
-    i = j + 1
   end
   return total
 end
 
-local function chunked_list(command, key, list)
-  local total = 0
-  local i = 1
-  while i <= #list do
-    local j = math.min(i + CHUNK - 1, #list)
-    total = total + redis.call(command, key, unpack(list, i, j))
-    i = j + 1
+-- XADD one entry: its id, or the server's error reply (a table).
+local function append(stream, maxlen, fields, args)
+  local xadd = { stream }
+  if maxlen > 0 then
+    xadd[2], xadd[3], xadd[4] = 'MAXLEN', '~', maxlen
   end
-  return total
+  xadd[#xadd + 1] = '*'
+  for _, value in ipairs(cjson.decode(fields)) do
+    xadd[#xadd + 1] = value
+  end
+  if args then
+    xadd[#xadd + 1] = 'args'
+    xadd[#xadd + 1] = args
+  end
+  return redis.pcall('XADD', unpack(xadd))
 end
 
-local replies = { 1 }
-local set_keys = nil -- set key -> owner, and the set keys in order; only if a set was written
-local model_ttls = nil
-
-for i = 1, nops do
-  local base = i * 5 - 5
-  local code, key, first, last = ops[base + 1], ops[base + 2], ops[base + 4], ops[base + 5]
-  local reply = false
-  if code == 'A' then
-    reply = chunked('SADD', key, first, last)
-  elseif code == 'R' then
-    reply = chunked('SREM', key, first, last)
-  elseif code == 'P' then
-    reply = redis.pcall('SPOP', key)
-    if type(reply) == 'table' and reply.err then
-      refused = reply.err
+-- 0. the usual call, fast: one add or remove of fewer than CHUNK members, with or without its
+-- journal entry. Same checks, same writes, same reply as the general path below, with fewer
+-- calls: the reads and the first write are checked by running them.
+local header = ARGV[1]
+if #header == SET_OP_BYTES
+    or (#header == SET_OP_BYTES + JOURNAL_OP_BYTES
+      and string.sub(header, SET_OP_BYTES + 1, SET_OP_BYTES + 1) == OP_JOURNAL) then
+  local code, _, n, key_index, owner_index = struct.unpack('>c1BI4>H>H', header, 1)
+  if (code == OP_ADD or code == OP_REMOVE) and n > 0 and n < CHUNK then
+    local key, owner = KEYS[key_index], KEYS[owner_index]
+    local command = code == OP_ADD and 'SADD' or 'SREM'
+    local expires = redis.pcall('PEXPIRETIME', owner)
+    if type(expires) == 'table' then
+      return refused(expires.err, 1, owner, 'PEXPIRETIME')
+    elseif expires == -2 then
+      return refuse('model_not_found', 1, owner, 'none')
+    elseif expires > 0 and not may('PEXPIREAT', key) then
+      return refuse('no_permission', 1, key, 'PEXPIREAT')
     end
-  elseif code == 'C' then
+    local id = nil
+    if #header > SET_OP_BYTES then
+      -- The entry is the first write: the set's write after it must be proven unable to fail.
+      local kind = redis.pcall('TYPE', key)
+      if kind.err then
+        return refused(kind.err, 1, key, 'TYPE')
+      elseif kind.ok ~= 'set' and kind.ok ~= 'none' then
+        return refuse('wrong_type', 1, key, kind.ok)
+      elseif not may(command, key) then
+        return refuse('no_permission', 1, key, command)
+      end
+      local _, _, _, stream_index = struct.unpack('>c1BI4>H', header, SET_OP_BYTES + 1)
+      local stream = KEYS[stream_index]
+      id = append(stream, tonumber(ARGV[2 + n]), ARGV[4 + n])
+      if type(id) == 'table' then
+        return refused(id.err, 2, stream, 'XADD')
+      end
+    end
+    local reply, err = write_args(command, key, 2, 1 + n)
+    if not reply then -- only unjournaled, where the write is the first one
+      return refused(err, 1, key, command)
+    end
+    if expires > 0 then
+      redis.call('PEXPIREAT', key, expires)
+    end
+    return { 1, reply, id }
+  end
+end
+
+-- The operations, as records.
+local ops = {}
+local at, pos = 1, 2
+while at <= #header do
+  local code, nkeys, n
+  code, nkeys, n, at = struct.unpack('>c1BI4', header, at)
+  local keys = {}
+  for k = 1, nkeys do
+    keys[k], at = struct.unpack('>H', header, at)
+    keys[k] = KEYS[keys[k]]
+  end
+  ops[#ops + 1] = { code = code, key = keys[1], owner = keys[2], first = pos, last = pos + n - 1 }
+  pos = pos + n
+end
+
+local SET_OPS = {
+  [OP_ADD] = { 'SADD' }, [OP_REMOVE] = { 'SREM' }, [OP_POP] = { 'SRANDMEMBER', 'SREM' },
+  [OP_CLEAR] = { 'DEL' }, [OP_RETAIN] = { 'SMEMBERS', 'SREM' },
+  [OP_TOGGLE] = { 'SISMEMBER', 'SREM', 'SADD', 'SMEMBERS' }, [OP_REPLACE_SET] = { 'DEL', 'SADD' },
+}
+
+-- 1. checks ----------------------------------------------------------------------------------
+local kinds = {}    -- key -> its Redis type as this program will have left it so far
+local expiries = {} -- model key -> its absolute expiry (unix ms; -1: none) as the program leaves it
+local set_keys = {} -- the set keys written, in order; set_keys[key] = its owner
+local entries = {}  -- stream -> how many entries this program appends to it
+local nentries = 0
+local now_ms = nil
+
+-- An integer number of ms in 1..limit (an expiry argument), or nil.
+local function expiry_ms(value, limit)
+  if not string.match(value, '^%d+$') then
+    return nil
+  end
+  local ms = tonumber(value)
+  if ms < 1 or ms > limit then
+    return nil
+  end
+  return ms
+end
+
+-- The key's type so far, read once (nil and the refusal if the caller may not read it).
+local function kind_of(key, i)
+  local kind = kinds[key]
+  if kind == nil then
+    if not may('TYPE', key) then
+      return nil, refuse('no_permission', i, key, 'TYPE')
+    end
+    kind = redis.call('TYPE', key)['ok']
+    kinds[key] = kind
+  end
+  return kind
+end
+
+for i, op in ipairs(ops) do
+  local code, key = op.code, op.key
+  local commands = SET_OPS[code]
+  if commands then
+    local owner = op.owner
+    if expiries[owner] == nil and kinds[owner] ~= 'none' then
+      if not may('PEXPIRETIME', owner) then
+        return refuse('no_permission', i, owner, 'PEXPIRETIME')
+      end
+      local expires = redis.call('PEXPIRETIME', owner)
+      if expires == -2 then
+        kinds[owner] = 'none'
+      else
+        expiries[owner] = expires
+      end
+    end
+    if kinds[owner] == 'none' then
+      return refuse('model_not_found', i, owner, 'none')
+    end
+    local kind, refusal = kind_of(key, i)
+    if refusal then
+      return refusal
+    elseif kind ~= 'set' and kind ~= 'none' then
+      return refuse('wrong_type', i, key, kind)
+    end
+    for _, command in ipairs(commands) do
+      if not may(command, key) then
+        return refuse('no_permission', i, key, command)
+      end
+    end
+    if code == OP_POP and #ops > 2 then
+      return redis.error_reply('ledgerset: a pop must be the only write of its program')
+    end
+    kinds[key] = 'set'
+    if set_keys[key] == nil then
+      set_keys[key] = owner
+      set_keys[#set_keys + 1] = key
+    end
+  elseif code == OP_DELETE then
+    if not may('DEL', key) then
+      return refuse('no_permission', i, key, 'DEL')
+    end
+    kinds[key], expiries[key] = 'none', nil
+  else
+    local kind, refusal = kind_of(key, i)
+    if refusal then
+      return refusal
+    end
+    if code == OP_REPLACE_HASH then
+      if kind ~= 'hash' and kind ~= 'none' then
+        return refuse('wrong_type', i, key, kind)
+      elseif not may('DEL', key) then
+        return refuse('no_permission', i, key, 'DEL')
+      elseif op.last > op.first + 1 and not may('HSET', key) then
+        return refuse('no_permission', i, key, 'HSET')
+      end
+      local ttl, expire_at = ARGV[op.first], ARGV[op.first + 1]
+      local expires = -1
+      if ttl ~= '0' then
+        expires = expiry_ms(ttl, MAX_TTL_MS)
+        if not expires then
+          return refuse('expiry_out_of_range', i, key, ttl)
+        end
+        if not now_ms then
+          if not may('TIME') then
+            return refuse('no_permission', i, key, 'TIME')
+          end
+          local time = redis.call('TIME')
+          now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+        end
+        expires = now_ms + expires
+      elseif expire_at ~= '0' then
+        expires = expiry_ms(expire_at, MAX_AT_MS)
+        if not expires then
+          return refuse('expiry_out_of_range', i, key, expire_at)
+        end
+      end
+      if expires > 0 and not may('PEXPIREAT', key) then
+        return refuse('no_permission', i, key, 'PEXPIREAT')
+      end
+      kinds[key], expiries[key] = 'hash', expires
+    elseif code == OP_UPDATE_HASH then
+      if kind == 'none' then
+        return refuse('model_not_found', i, key, kind)
+      elseif kind ~= 'hash' then
+        return refuse('wrong_type', i, key, kind)
+      elseif not may('HSET', key) then
+        return refuse('no_permission', i, key, 'HSET')
+      end
+    elseif code == OP_JOURNAL then
+      if kind ~= 'stream' and kind ~= 'none' then
+        return refuse('wrong_type', i, key, kind)
+      elseif not may('XADD', key) then
+        return refuse('no_permission', i, key, 'XADD')
+      end
+      kinds[key] = 'stream'
+      entries[key] = (entries[key] or 0) + 1
+      nentries = nentries + 1
+    elseif code == OP_CHECKPOINT then
+      if kind ~= 'string' and kind ~= 'none' then
+        return refuse('wrong_type', i, key, kind)
+      end
+      for _, command in ipairs({ 'GET', 'SET' }) do
+        if not may(command, key) then
+          return refuse('no_permission', i, key, command)
+        end
+      end
+      local now = redis.call('GET', key) or ''
+      if now ~= ARGV[op.first] then
+        return refuse('checkpoint_moved', i, key, now)
+      end
+      kinds[key] = 'string'
+    elseif code == OP_EXPECT_TYPE then
+      if kind ~= 'none' and kind ~= ARGV[op.first] then
+        return refuse('wrong_type', i, key, kind)
+      end
+    else
+      return redis.error_reply('ledgerset: unknown operation code ' .. tostring(code))
+    end
+  end
+end
+
+-- Every set key written takes its owner's final expiry: may the caller set it?
+for _, key in ipairs(set_keys) do
+  local expires = expiries[set_keys[key]]
+  if expires and expires > 0 and not may('PEXPIREAT', key) then
+    return refuse('no_permission', 1, key, 'PEXPIREAT')
+  end
+end
+
+-- Several entries: the first could land and a later one fail, so prove each stream has room.
+-- XADD fails only once the last id's ms part is the largest possible and its seq runs out.
+if nentries > 1 then
+  for i, op in ipairs(ops) do
+    local stream = op.key
+    if op.code == OP_JOURNAL and kinds[stream] == 'stream' and entries[stream] then
+      local count = entries[stream]
+      entries[stream] = nil
+      if not may('XINFO', 'STREAM', stream) then
+        return refuse('no_permission', i, stream, 'XINFO')
+      end
+      local info = redis.pcall('XINFO', 'STREAM', stream)
+      if type(info) == 'table' and not info.err then
+        for j = 1, #info, 2 do
+          if info[j] == 'last-generated-id' then
+            local ms, seq = string.match(info[j + 1], '^(%d+)-(%d+)$')
+            -- seq within 10^7 of 2^64 - 1 = 18446744073709551615: compare its last 7 digits.
+            if ms == MAX_ID_MS and #seq == 20 and string.sub(seq, 1, 13) == '1844674407370'
+                and tonumber(string.sub(seq, 14)) + count > 9551615 then
+              return refuse('stream_exhausted', i, stream, info[j + 1])
+            end
+          end
+        end
+      end
+    end
+  end
+end
+
+-- A pop's journal args, built with cjson: the member is bytes any client may have written, and
+-- spliced into JSON it could forge the entry. A number is kept as written (cjson would round it
+-- to 14 digits), once it is proven to be one; anything that is not a JSON string, number or
+-- boolean is recorded as its bytes in hex, with member null.
+local function popped_args(member)
+  if not member then
+    return '{"member":null}'
+  elseif member == 'true' or member == 'false' then
+    return '{"member":' .. member .. '}'
+  end
+  local number = string.match(member, '^%-?[1-9]%d*(.*)$') or string.match(member, '^%-?0(.*)$')
+  if number then
+    number = string.match(number, '^%.%d+(.*)$') or number
+    if number == '' or string.match(number, '^[eE][-+]?%d+$') then
+      return '{"member":' .. member .. '}'
+    end
+  elseif string.sub(member, 1, 1) == '"' then
+    local ok, value = pcall(cjson.decode, member)
+    if ok and type(value) == 'string' then
+      return cjson.encode({ member = value })
+    end
+  end
+  local hex = string.gsub(member, '.', function(c) return string.format('%02x', string.byte(c)) end)
+  return cjson.encode({ member = cjson.null, member_hex = hex })
+end
+
+-- 2. journal ---------------------------------------------------------------------------------
+local replies = { 1 }
+local popped = {} -- op number -> the member its pop removes (false: the set was empty)
+for i, op in ipairs(ops) do
+  if op.code == OP_POP then
+    popped[i] = redis.call('SRANDMEMBER', op.key)
+  end
+end
+for i, op in ipairs(ops) do
+  if op.code == OP_JOURNAL then
+    local first = op.first
+    local pop = tonumber(ARGV[first + 1])
+    local args = pop > 0 and popped_args(popped[pop]) or nil
+    local id = append(op.key, tonumber(ARGV[first]), ARGV[first + 2], args)
+    if type(id) == 'table' then
+      if nentries == 1 then -- the first write: nothing applied yet
+        return refused(id.err, i, op.key, 'XADD')
+      end
+      return redis.error_reply(id.err) -- unreachable: checked above
+    end
+    replies[i + 1] = id
+  end
+end
+
+-- 3. writes ----------------------------------------------------------------------------------
+local function write_list(command, key, list)
+  for i = 1, #list, CHUNK do
+    redis.call(command, key, unpack(list, i, math.min(i + CHUNK - 1, #list)))
+  end
+end
+
+local function members(key)
+  return redis.call('SMEMBERS', key)
+end
+
+for i, op in ipairs(ops) do
+  local code, key, first, last = op.code, op.key, op.first, op.last
+  local reply = nil
+  if code == OP_ADD then
+    reply = write_args('SADD', key, first, last)
+  elseif code == OP_REMOVE then
+    reply = write_args('SREM', key, first, last)
+  elseif code == OP_POP then
+    reply = popped[i]
+    if reply then
+      redis.call('SREM', key, reply)
+    end
+  elseif code == OP_CLEAR or code == OP_DELETE then
     reply = redis.call('DEL', key)
-  elseif code == 'T' then
-    local keep = {}
+  elseif code == OP_RETAIN then
+    local keep, leaving = {}, {}
     for j = first, last do
       keep[ARGV[j]] = true
     end
-    local members = redis.pcall('SMEMBERS', key)
-    if members.err then
-      refused = members.err
-    else
-      local leaving = {}
-      for _, member in ipairs(members) do
-        if not keep[member] then
-          leaving[#leaving + 1] = member
-        end
+    for _, member in ipairs(members(key)) do
+      if not keep[member] then
+        leaving[#leaving + 1] = member
       end
-      chunked_list('SREM', key, leaving)
-      reply = redis.call('SMEMBERS', key)
     end
-  elseif code == 'X' then
+    write_list('SREM', key, leaving)
+    reply = members(key)
+  elseif code == OP_TOGGLE then
     local arriving, leaving = {}, {}
     for j = first, last do
       local member = ARGV[j]
-      local present = redis.pcall('SISMEMBER', key, member)
-      if type(present) == 'table' then
-        refused = present.err
-        break
-      elseif present == 1 then
+      if redis.call('SISMEMBER', key, member) == 1 then
         leaving[#leaving + 1] = member
       else
         arriving[#arriving + 1] = member
       end
     end
-    if not refused then
-      chunked_list('SREM', key, leaving)
-      chunked_list('SADD', key, arriving)
-      reply = redis.call('SMEMBERS', key)
-    end
-  elseif code == 'Z' then
+    write_list('SREM', key, leaving)
+    write_list('SADD', key, arriving)
+    reply = members(key)
+  elseif code == OP_REPLACE_SET then
     redis.call('DEL', key)
-    reply = chunked('SADD', key, first, last)
-  elseif code == 'S' then
+    reply = write_args('SADD', key, first, last)
+  elseif code == OP_REPLACE_HASH then
     redis.call('DEL', key)
-    if last > first then
-      chunked('HSET', key, first + 1, last)
-    end
-    local kind, when = string.match(ARGV[first], '^(%a+):(%d+)$')
-    if kind then
-      model_ttls = model_ttls or {}
-      model_ttls[#model_ttls + 1] = { key, kind, when }
+    if last > first + 1 then
+      write_args('HSET', key, first + 2, last)
     end
     reply = 1
-  elseif code == 'U' then
-    chunked('HSET', key, first, last)
+  elseif code == OP_UPDATE_HASH then
+    write_args('HSET', key, first, last)
     reply = 1
-  elseif code == 'D' then
-    reply = redis.call('DEL', key)
+  elseif code == OP_EXPECT_TYPE then
+    reply = 1 -- a reply for every op: a hole would cut the replies short
   end
-  if refused then
-    if string.sub(refused, 1, 9) ~= 'WRONGTYPE' then
-      return redis.error_reply(refused) -- e.g. OOM: the server's own error, nothing written
-    end
-    return { 0, 'wrong_type', i, key, redis.call('TYPE', key)['ok'] }
-  end
-  local owner = ops[base + 3]
-  if owner then
-    set_keys = set_keys or {}
-    if set_keys[key] == nil then
-      set_keys[key] = owner
-      set_keys[#set_keys + 1] = key
-    end
-  end
-  replies[i + 1] = reply
-end
-
--- 3. TTLs ------------------------------------------------------------------------------------
-if model_ttls then
-  for _, ttl in ipairs(model_ttls) do
-    if ttl[2] == 'pxat' then
-      redis.call('PEXPIREAT', ttl[1], ttl[3])
-    else
-      redis.call('PEXPIRE', ttl[1], ttl[3])
-    end
-  end
-end
--- A set key never holds a TTL its model lacks: every write that could leave one (a save, which
--- replaces the set) starts from DEL. So only a model with a TTL needs work here. With a single
--- write, nothing in this program changed the owner's TTL since the checks read it.
-if set_keys then
-  for _, key in ipairs(set_keys) do
-    local owner = set_keys[key]
-    local remaining = writes == 1 and state[owner] or redis.call('PTTL', owner)
-    if type(remaining) == 'number' and remaining > 0 then
-      redis.call('PEXPIRE', key, remaining)
-    end
+  if reply ~= nil then
+    replies[i + 1] = reply
   end
 end
 
--- 4. journal ---------------------------------------------------------------------------------
-for i = 1, nops do
-  local base = i * 5 - 5
-  local code = ops[base + 1]
-  if code == 'J' then
-    local first = ops[base + 4]
-    local entry = { ops[base + 2] }
-    local maxlen = tonumber(ARGV[first])
-    if maxlen > 0 then
-      entry[#entry + 1] = 'MAXLEN'
-      entry[#entry + 1] = '~'
-      entry[#entry + 1] = maxlen
-    end
-    entry[#entry + 1] = '*'
-    for _, value in ipairs(cjson.decode(ARGV[first + 2])) do
-      entry[#entry + 1] = value
-    end
-    local popped = tonumber(ARGV[first + 1])
-    if popped > 0 then
-      entry[#entry + 1] = 'args'
-      entry[#entry + 1] = '{"member":' .. (replies[popped + 1] or 'null') .. '}'
-    end
-    replies[i + 1] = redis.call('XADD', unpack(entry))
-  elseif code == 'K' then
-    redis.call('SET', ops[base + 2], ARGV[ops[base + 4] + 1])
+-- 4. expiries --------------------------------------------------------------------------------
+for _, op in ipairs(ops) do
+  if op.code == OP_REPLACE_HASH and expiries[op.key] and expiries[op.key] > 0 then
+    redis.call('PEXPIREAT', op.key, expiries[op.key])
+  end
+end
+-- A set key never holds an expiry its model lacks: every write that could leave one (a save,
+-- which replaces the set) starts from DEL. So only an owner with an expiry needs work here.
+for _, key in ipairs(set_keys) do
+  local expires = expiries[set_keys[key]]
+  if expires and expires > 0 then
+    redis.call('PEXPIREAT', key, expires)
+  end
+end
+
+-- 5. a replay's checkpoint -------------------------------------------------------------------
+for i, op in ipairs(ops) do
+  if op.code == OP_CHECKPOINT then
+    redis.call('SET', op.key, ARGV[op.first + 1])
     replies[i + 1] = 1
   end
 end

@@ -1,28 +1,65 @@
 """A server program: commands compiled into one call of ``program.lua``.
 
-Each command appends its primitive operations (see the codes in ``program.lua``) with
-``Program.op``; the dispatcher then sends ``keys`` and ``argv`` in one ``EVALSHA`` and hands each
-command the replies of its own operations.
+Each command appends its primitive operations (``OPS``: the same codes as the ``OP_`` locals in
+``program.lua``) with ``Program.op``; the dispatcher then sends ``keys`` and ``argv`` in one
+``EVALSHA`` and hands each command the replies of its own operations.
 """
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Sequence
 from importlib.resources import files
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from ledgerset.commands.catalog import Command
 
-__all__ = ["SOURCE", "Arg", "Program", "Refusal"]
+__all__ = ["MAX_TTL_MS", "OPS", "SOURCE", "Arg", "Program", "Refusal"]
 
 SOURCE: str = files("ledgerset.commands").joinpath("program.lua").read_text(encoding="utf-8")
 
 Arg = bytes | str | int
 
-#: One operation in the header: code, key index, owner key index (0: none), argument count.
-_OP = struct.Struct(">cHHI")
+#: The program's operations by name (see ``program.lua``): one byte each in its header.
+OPS: Final[dict[str, bytes]] = {
+    "ADD": b"A",
+    "REMOVE": b"R",
+    "POP": b"P",
+    "CLEAR": b"C",
+    "RETAIN": b"T",
+    "TOGGLE": b"X",
+    "REPLACE_SET": b"Z",
+    "REPLACE_HASH": b"S",
+    "UPDATE_HASH": b"U",
+    "DELETE": b"D",
+    "JOURNAL": b"J",
+    "CHECKPOINT": b"K",
+    "EXPECT_TYPE": b"E",
+}
+
+#: The longest expiry the program accepts, in ms from now (about 142,000 years): it checks
+#: expiries as Lua numbers, exact to 2**53, and an absolute time (entry time + TTL) must fit too.
+MAX_TTL_MS: Final = 2**52
+
+#: One operation in the header: code, number of keys, argument count, each key's index; by
+#: number of keys (one ``pack`` per operation: this runs on every command).
+_OPS_BY_KEYS = {count: struct.Struct(">cBI" + "H" * count) for count in range(1, 5)}
+
+
+def _check_source() -> None:
+    """Fail at import if ``program.lua``'s ``OP_`` codes or TTL bound differ from this module's:
+    the two sides must never disagree about what a code means."""
+    lua_ops = dict(re.findall(r"^local OP_(\w+) = '(\w)'$", SOURCE, re.M))
+    if lua_ops != {name: code.decode() for name, code in OPS.items()}:
+        raise RuntimeError(f"program.lua's OP_ codes {lua_ops} differ from program.OPS")
+    bound = re.search(r"local MAX_TTL_MS = (\d+)", SOURCE)
+    if bound is None or int(bound.group(1)) != MAX_TTL_MS:
+        raise RuntimeError("program.lua's MAX_TTL_MS differs from program.MAX_TTL_MS")
+
+
+_check_source()
 
 
 class Program:
@@ -42,7 +79,7 @@ class Program:
 
     @property
     def argv(self) -> list[Arg]:
-        """``ARGV``: the header (code, key, owner, argument count per operation), the values."""
+        """``ARGV``: the header (code, keys, argument count per operation), the values."""
         return [b"".join(self._header), *self._values]
 
     def add(self, command: Command[Any]) -> None:
@@ -51,11 +88,18 @@ class Program:
         command.compile(self)
         self.spans.append((command, start, self.nops))
 
-    def op(self, code: bytes, key: str, owner: str | None, args: Sequence[Arg] = ()) -> int:
-        """Append one primitive operation on ``key`` (a set op names its model's key as owner);
-        returns its index."""
-        owner_index = self._index(owner) if owner is not None else 0
-        self._header.append(_OP.pack(code, self._index(key), owner_index, len(args)))
+    def op(self, code: bytes, keys: Sequence[str], args: Sequence[Arg] = ()) -> int:
+        """Append one operation (a code of ``OPS``) on ``keys`` (a set operation: its set key,
+        then its model's key); returns its index."""
+        count = len(keys)
+        layout = _OPS_BY_KEYS.get(count) or struct.Struct(">cBI" + "H" * count)
+        if count == 2:  # a set operation, the usual case: no list, no loop
+            indices: Sequence[int] = (self._index(keys[0]), self._index(keys[1]))
+        elif count == 1:
+            indices = (self._index(keys[0]),)
+        else:
+            indices = [self._index(key) for key in keys]
+        self._header.append(layout.pack(code, count, len(args), *indices))
         self._values.extend(args)
         self.nops += 1
         return self.nops - 1
@@ -68,32 +112,33 @@ class Program:
         return index
 
     def refusal(self, reply: list[object]) -> Refusal:
-        """Interpret the ``{0, reason, op, key, type}`` reply of a refused program."""
-        _, reason, op_number, key, actual = reply
+        """Interpret the ``{0, reason, op, key, detail}`` reply of a refused program."""
+        _, reason, op_number, key, detail = reply
         op_index = int(op_number) - 1  # type: ignore[call-overload]
         # A journal entry's refusal is its command's; None: a replay's checkpoint.
         command = next(
             (cmd for cmd, start, end in self.spans if start <= op_index < end),
             self.journaled.get(op_index),
         )
-        return Refusal(
-            command=command,
-            reason=_text(reason),
-            key=_text(key),
-            actual=_text(actual),
-        )
+        return Refusal(command=command, reason=_text(reason), key=_text(key), detail=_text(detail))
 
 
 class Refusal:
-    """Why the server refused a program: which command, which key, what reason."""
+    """Why the server refused a program: which command, which key, what reason.
 
-    __slots__ = ("actual", "command", "key", "reason")
+    ``detail`` depends on ``reason``: the type found (``wrong_type``), the command the caller
+    may not run (``no_permission``; ``user`` is then the caller's ACL user), the value refused
+    (``expiry_out_of_range``), the checkpoint's value (``checkpoint_moved``).
+    """
 
-    def __init__(self, *, command: Command[Any] | None, reason: str, key: str, actual: str) -> None:
+    __slots__ = ("command", "detail", "key", "reason", "user")
+
+    def __init__(self, *, command: Command[Any] | None, reason: str, key: str, detail: str) -> None:
         self.command = command
         self.reason = reason
         self.key = key
-        self.actual = actual
+        self.detail = detail
+        self.user: str | None = None
 
 
 def _text(value: object) -> str:

@@ -13,7 +13,10 @@ awaiting its loop, which may be closed.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+import math
+import sys
+from dataclasses import dataclass, field
+from datetime import timedelta
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
@@ -23,8 +26,14 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ledgerset.commands import wire
 from ledgerset.commands.dispatcher import unavailable
+from ledgerset.commands.program import MAX_TTL_MS
 from ledgerset.commands.record import StreamJournal
-from ledgerset.errors import NotInitializedError, invalid_client, invalid_journal
+from ledgerset.errors import (
+    ModelDefinitionError,
+    NotInitializedError,
+    invalid_client,
+    invalid_journal,
+)
 from ledgerset.keys import DEFAULT_SPECIAL_PREFIX, KeyLayout
 
 __all__ = ["RedisConfig", "aclose", "default_journal", "default_redis", "init"]
@@ -41,16 +50,19 @@ CONNECT_RETRIES = 2
 class RedisConfig:
     """Per-model settings, given as ``Meta = RedisConfig(...)`` in the model class.
 
-    ``ttl``: seconds until the model and its sets expire after ``asave()`` (``None``: never).
+    ``ttl``: how long after ``asave()`` the model and its sets expire (``None``: never): ``int``
+    or ``float`` seconds (to the millisecond) or a ``datetime.timedelta``; ``ttl_ms`` holds it
+    in milliseconds, as it is stored and journaled.
     ``redis``: the client this model uses instead of the one given to ``ledgerset.init``.
     ``special_prefix``: the first part of each set field's key.
     ``journal``: the ``StreamJournal`` recording this model's commands instead of ``init``'s.
     """
 
-    ttl: int | None = None
+    ttl: float | timedelta | None = None
     redis: Redis | None = None
     special_prefix: str = DEFAULT_SPECIAL_PREFIX
     journal: StreamJournal | None = None
+    ttl_ms: int | None = field(init=False, default=None)
 
     @property
     def layout(self) -> KeyLayout:
@@ -60,8 +72,35 @@ class RedisConfig:
     def __post_init__(self) -> None:
         if self.redis is not None:
             wire.check_client(self.redis, "RedisConfig")
-        if self.ttl is not None and (isinstance(self.ttl, bool) or self.ttl <= 0):
-            raise ValueError(f"RedisConfig(ttl={self.ttl!r}): ttl is a positive number of seconds")
+        if self.ttl is not None:
+            object.__setattr__(self, "ttl_ms", _ttl_ms(self.ttl))
+
+
+def _ttl_ms(ttl: object) -> int:
+    """``ttl`` in whole milliseconds, or ``ModelDefinitionError`` naming the model being defined."""
+    ms: int | None = None
+    if isinstance(ttl, timedelta):
+        ms = round(ttl / timedelta(milliseconds=1))
+    elif isinstance(ttl, int) and not isinstance(ttl, bool):
+        ms = ttl * 1000
+    elif isinstance(ttl, float) and math.isfinite(ttl):
+        ms = round(ttl * 1000)
+    if ms is not None and 0 < ms <= MAX_TTL_MS:
+        return ms
+    # RedisConfig is built in the class body of the model it configures (Meta = RedisConfig(...)):
+    # that frame's __qualname__ names the model, before the class exists. Three frames up:
+    # __post_init__, the dataclass's __init__, then its caller.
+    frame = sys._getframe(3)
+    qualname = frame.f_locals.get("__qualname__") if "__module__" in frame.f_locals else None
+    model = str(qualname).rpartition(".")[2] if qualname else ""
+    what = "not a duration" if ms is None else "too large" if ms > 0 else "not above 0 ms"
+    raise ModelDefinitionError(
+        f"{model or 'a model'}: RedisConfig(ttl={ttl!r}) is {what}: give int or float seconds "
+        f"(to the millisecond) or a datetime.timedelta, above 0 and at most {MAX_TTL_MS // 1000} "
+        f"seconds (the longest expiry the server program accepts)",
+        model=model,
+        field="Meta.ttl",
+    )
 
 
 class _Defaults:

@@ -330,14 +330,13 @@ class AtomicRedisModel(BaseModel):
                 )
         for path in await cls._removed_sets(self.key, SaveModel.name):
             contents.append(SetContents(field=path, key=cls._set_key(self.pk, path), members=None))
-        ttl = cls.Meta.ttl if cls.Meta is not None else None
         command = SaveModel(
             model=cls.__name__,
             pk=self.pk,
             key=self.key,
             fields=tuple(fields),
             sets=tuple(contents),
-            ttl_ms=ttl * 1000 if ttl is not None else None,
+            ttl_ms=cls.Meta.ttl_ms if cls.Meta is not None else None,
         )
         await self._run(command)
         return self

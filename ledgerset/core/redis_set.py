@@ -50,6 +50,7 @@ from ledgerset.errors import (
     UnknownMirrorError,
     UnsupportedCommandError,
     WrongTypeError,
+    popped_foreign_member,
 )
 
 __all__ = ["RedisSet", "SetBinding", "validate_members"]
@@ -356,7 +357,11 @@ class RedisSet(set[T]):
         raw = await binding.run(command, None, self._outcome_unknown)
         if raw is None:
             return None
-        member: T = binding.codec.decode(raw, key=binding.key)  # type: ignore[assignment]
+        try:
+            member: T = binding.codec.decode(raw, key=binding.key)  # type: ignore[assignment]
+        except InvalidMemberError:
+            # The pop already happened: say what was removed, not that Redis is unchanged.
+            raise popped_foreign_member(binding.model, binding.field, binding.key, raw) from None
         set.discard(self, member)
         return member
 

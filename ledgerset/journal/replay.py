@@ -35,8 +35,15 @@ from ledgerset.commands.catalog import (
     Target,
     UpdateModel,
 )
+from ledgerset.commands.program import Refusal
 from ledgerset.commands.record import DEFAULT_STREAM, decode
-from ledgerset.errors import JournalEntryError, ReplayConflictError, ReplayTargetError
+from ledgerset.errors import (
+    JournalEntryError,
+    PermissionDeniedError,
+    ReplayConflictError,
+    ReplayTargetError,
+    permission_denied,
+)
 from ledgerset.journal.reader import JournalEntry, Position, read_entries
 from ledgerset.keys import KeyLayout, checkpoint_key, unwritable
 
@@ -382,7 +389,7 @@ class _Run:
                 self.applied_through = last_id
                 break
             if refusal.reason != "model_not_found" or refusal.command is None:
-                raise self.conflict(refusal.reason, refusal.key, refusal.command, batch)
+                raise self.conflict(refusal, batch)
             # The journal holds only commands that succeeded, so a model missing on the target
             # expired there (e.g. during an earlier, resumed run): drop the command, try again.
             entry = next(entry for entry, command in batch if command is refusal.command)
@@ -400,12 +407,12 @@ class _Run:
             self.on_progress(done, max(self.total, done))
 
     def conflict(
-        self,
-        reason: str,
-        key: str,
-        command: Command[Any] | None,
-        batch: list[tuple[JournalEntry, Command[Any]]],
-    ) -> ReplayConflictError:
+        self, refusal: Refusal, batch: list[tuple[JournalEntry, Command[Any]]]
+    ) -> ReplayConflictError | PermissionDeniedError | JournalEntryError:
+        """The error for a batch the target refused; nothing of the batch was applied."""
+        reason, key, command = refusal.reason, refusal.key, refusal.command
+        if reason == "no_permission":
+            return permission_denied("replay", refusal.detail, key, refusal.user)
         if command is None and reason == "wrong_type":  # a key a delete would remove
             command = next(queued for _, queued in batch if key in dict(_deleted_types(queued)))
         if command is None:
@@ -415,6 +422,15 @@ class _Run:
                 stream=self.stream,
             )
         entry = next(entry for entry, queued in batch if queued is command)
+        if reason == "expiry_out_of_range":
+            return JournalEntryError(
+                f"journal entry {entry.id} of stream {self.stream!r} ({entry.cmd} on "
+                f"{entry.model} {entry.pk}) gives target key {key!r} an expiry out of range "
+                f"({refusal.detail} ms); replay stops before its transaction ({entry.txn}), "
+                f"and nothing of this batch was applied.",
+                stream=self.stream,
+                entry_id=entry.id,
+            )
         return ReplayConflictError(
             f"replay of {self.stream!r} refused at entry {entry.id} ({entry.cmd} on "
             f"{entry.model} {entry.pk}): {reason} at target key {key!r}. The target holds "
