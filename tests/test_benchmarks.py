@@ -1,4 +1,5 @@
-"""The benchmark script runs end to end at tiny sizes, so it cannot rot (no timing is asserted)."""
+"""The benchmark script runs end to end at tiny sizes, so it cannot rot (no timing is asserted);
+and its floor sends ledgerset's own bytes, doing ledgerset's own work."""
 
 from __future__ import annotations
 
@@ -8,7 +9,28 @@ import subprocess
 import sys
 from pathlib import Path
 
+from redis.asyncio import Redis
+
+import ledgerset
+from benchmarks.data import BenchArticle, encoded
+from benchmarks.floor import MinimalClient, capture_requests
+from ledgerset.commands.program import SOURCE
+
 ROOT = Path(__file__).resolve().parent.parent
+
+#: Issue 16's table: every row and its bar, in the order the script reports them.
+BARS = {
+    "immediate vs floor": "<= 1.80",
+    "immediate call": "<= 0.70",
+    "journaled call": "<= 1.00",
+    "transaction": "<= 0.80",
+    "big read": "<= 1.40",
+    "big read vs by hand": "<= 0.70",
+    "replay": ">= 0.80",
+    "logging off": "<= 1.02",
+    "immediate vs floor (uvloop)": "<= 1.80",
+    "immediate call (uvloop)": "<= 0.70",
+}
 
 
 def test_benchmarks_run_quick(tmp_path: Path) -> None:
@@ -22,19 +44,48 @@ def test_benchmarks_run_quick(tmp_path: Path) -> None:
     )
     assert done.returncode in (0, 1), done.stderr  # 1: a bar missed, which tiny sizes may do
     results = json.loads(output.read_text())
-    names = [row["name"] for row in results["rows"]]
-    assert names == [
-        "immediate call",
-        "journaled call",
-        "transaction",
-        "big read",
-        "replay",
-        "logging off",
-    ]
+    assert {row["name"]: row["bar"] for row in results["rows"]} == BARS
+    assert [row["name"] for row in results["rows"]] == list(BARS)
     assert all(math.isfinite(row["median"]) and row["median"] > 0 for row in results["rows"])
+    assert all(row["low"] <= row["median"] <= row["high"] for row in results["rows"])
     assert [row["name"] for row in results["references"]] == ["decoding by hand"]
+    assert results["references"][0]["bar"] is None
     assert results["replay_scale"]["entries"] == 500
     assert results["replay_scale"]["peak_rss_mib"] > 0
-    assert set(results["amembers_seconds"]) == {"1,000", "2,000"}
-    assert set(results["scan_scale"]["aiter_peak_rss_mib"]) == {"1,000", "2,000"}
-    assert all(rss > 0 for rss in results["scan_scale"]["aiter_peak_rss_mib"].values())
+    amembers = results["amembers_scale"]
+    assert set(amembers) == {"1,000", "2,000"}
+    for size, figure in amembers.items():
+        assert figure["members"] == int(size.replace(",", ""))
+        assert figure["ms"] > 0 and figure["ms_first_read"] > 0
+        assert figure["peak_rss_mib"] >= figure["rss_before_mib"] > 0
+    walked = results["aiter_scale"]
+    assert set(walked) == {"1,000", "2,000"}
+    assert all(figure["peak_rss_mib"] >= figure["rss_before_mib"] > 0 for figure in walked.values())
+    concurrent = results["concurrent_aadd"]
+    assert (concurrent["tasks"], concurrent["calls"]) == (64, 64 * 5)
+    assert concurrent["ledgerset_calls_per_s"] > 0 and concurrent["raw_calls_per_s"] > 0
+
+
+async def test_the_floor_sends_ledgersets_own_bytes_and_does_its_work(
+    redis: Redis, redis_url: str
+) -> None:
+    values = ["a", "b", "c"]
+    requests = await capture_requests(redis_url, "floor", values)
+    await ledgerset.init(redis=redis)
+    assert len(requests) == 3
+    assert all(request.startswith(b"*7\r\n$7\r\nEVALSHA\r\n$40\r\n") for request in requests)
+    sha = (await redis.script_load(SOURCE)).encode()
+    assert all(sha in request for request in requests)
+
+    model = BenchArticle(pk="floor")
+    await redis.flushdb()
+    await model.asave()
+    key = model.tags._require_binding().key
+    kwargs = redis.connection_pool.connection_kwargs
+    client = await MinimalClient.connect(kwargs["host"], kwargs["port"])
+    try:
+        replies = [await client.call(request) for request in requests]
+    finally:
+        await client.aclose()
+    assert all(reply[0] == 1 for reply in replies)
+    assert await redis.smembers(key) == set(encoded(values))
