@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 import orjson
+from redis.asyncio import Redis
 
 from ledgerset.cli import Interrupted, Options, connect, moment, require_stream, run
 from ledgerset.cli.display import EntryTable, printable
@@ -55,7 +56,11 @@ def log(
         raise click.UsageError("--limit and --last exclude each other: pass one of them")
     start, end = moment(since), moment(until)
     where = Interrupted("log")
-    run(_log(options, model, key, start, end, limit, last, output, where), interrupted=where)
+    matched = run(
+        _log(options, model, key, start, end, limit, last, output, where), interrupted=where
+    )
+    if not matched:
+        sys.exit(1)
 
 
 async def _log(
@@ -68,7 +73,8 @@ async def _log(
     last: int | None,
     output: str,
     where: Interrupted,
-) -> None:
+) -> bool:
+    """Print the entries; ``False`` if a ``--model`` filter matched none of them."""
     redis = await connect(options.require_url())
     try:
         await require_stream(redis, options.stream)
@@ -87,6 +93,9 @@ async def _log(
             if shown == limit:
                 break
         sys.stdout.flush()
+        if model is not None and shown == 0:
+            await _no_such_model(redis, options.stream, model, start, end)
+            return False
         if malformed:
             click.echo(
                 f"ledgerset: {malformed} of the entries shown cannot be read as ledgerset "
@@ -94,8 +103,30 @@ async def _log(
                 f"is skipped or deleted (XDEL)",
                 err=True,
             )
+        return True
     finally:
         await redis.aclose()
+
+
+async def _no_such_model(
+    redis: Redis, stream: str, model: str, start: Position | None, end: Position | None
+) -> None:
+    """``--model`` matched nothing: say which models the entries read do have.
+
+    Only then is the journal read once more, unfiltered: a typo (``--model article`` for
+    ``Article``) must not pass for an empty history.
+    """
+    models = {
+        entry.model async for entry in read_for_display(redis, stream, start, end) if entry.model
+    }
+    within = " in the range given" if start is not None or end is not None else ""
+    known = ", ".join(printable(name) for name in sorted(models)) or "none"
+    click.echo(
+        f"ledgerset: warning: --model {printable(model)!r} matches no entry of "
+        f"{printable(stream)!r}{within} (its models: {known}). Model names are class names, "
+        f"case and all",
+        err=True,
+    )
 
 
 async def _each(

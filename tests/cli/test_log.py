@@ -94,6 +94,23 @@ async def test_log_model_filter_skips_a_foreign_entry_that_is_not_that_models(
     assert "field 'ts' is 'yesterday', not a whole number" in table.stdout
 
 
+@pytest.mark.parametrize("output", ["table", "json"])
+async def test_log_model_filter_matching_nothing_warns_with_the_journals_models(
+    with_foreign_entry: list[str], redis: Redis, redis_url: str, cli: Cli, output: str
+) -> None:
+    before = await redis.xlen(STREAM)
+    typo = cli("--url", redis_url, "log", "--format", output, "--model", "toolarticle")
+    assert typo.returncode == 1
+    assert not ROW.search(typo.stdout) and '"id"' not in typo.stdout  # no entry was shown
+    assert "--model 'toolarticle' matches no entry of 'ledgerset:journal'" in typo.stderr
+    assert "(its models: ToolArticle)" in typo.stderr
+    assert await redis.xlen(STREAM) == before  # a read, nothing written
+    ranged = cli("--url", redis_url, "log", "--model", "Nope", "--since", with_foreign_entry[3])
+    assert ranged.returncode == 1 and "in the range given" in ranged.stderr
+    found = cli("--url", redis_url, "log", "--model", "ToolArticle")
+    assert found.returncode == 0 and "matches no entry" not in found.stderr
+
+
 async def wait_for_blocked_xread(redis: Redis, tail: subprocess.Popen[str]) -> None:
     """Return once a client of the server is blocked in XREAD (the tail is listening)."""
     deadline = time.monotonic() + 60
