@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -71,7 +72,41 @@ def find_server_binary() -> str:
     )
 
 
-class EmbeddedServer:
+class _Started(ABC):
+    """Something started and stopped by hand, or as a sync or async context manager."""
+
+    @abstractmethod
+    def start(self) -> Self:
+        """Start it; returns itself."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Stop it and remove what it left behind."""
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> Self:
+        return await asyncio.to_thread(self.start)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await asyncio.to_thread(self.stop)
+
+
+class EmbeddedServer(_Started):
     """A throwaway ``valkey-server``/``redis-server`` process on a free loopback port.
 
     ``binary`` overrides the server found by ``find_server_binary()``; ``port`` picks the port
@@ -211,28 +246,6 @@ class EmbeddedServer:
             f"\n{_tail(log)}"
         )
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    async def __aenter__(self) -> Self:
-        return await asyncio.to_thread(self.start)
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await asyncio.to_thread(self.stop)
-
 
 @dataclass(frozen=True, slots=True)
 class ClusterNode:
@@ -265,7 +278,7 @@ class ClusterNode:
         return any(first <= slot <= last for first, last in self.slots)
 
 
-class EmbeddedCluster:
+class EmbeddedCluster(_Started):
     """A throwaway Redis/Valkey Cluster: 3 primaries, and one replica each with ``replicas=1``.
 
     Each node is an ``EmbeddedServer`` (same binaries: ``binary`` overrides the default, e.g.
@@ -545,28 +558,6 @@ class EmbeddedCluster:
             )
             self._clients[port] = client
         return client
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    async def __aenter__(self) -> Self:
-        return await asyncio.to_thread(self.start)
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await asyncio.to_thread(self.stop)
 
 
 #: Keys moved per MIGRATE, and how long one MIGRATE may take, by ``migrate_slot``.

@@ -34,7 +34,6 @@ __all__ = [
     "MalformedEntry",
     "Position",
     "parse_any",
-    "parse_entry",
     "read_entries",
     "read_for_display",
     "read_last",
@@ -111,12 +110,34 @@ async def read_entries(
     name, or its ``target`` as the tool shows it (``Model:pk.field``).
     """
     wire.check_client(redis, "read_entries")
+    selected = _select(redis, stream, start, end, model, key, after, stop_at_malformed=True)
+    async with aclosing(selected) as entries:
+        async for entry in entries:
+            assert isinstance(entry, JournalEntry)  # a malformed one raised its error
+            yield entry
+
+
+async def _select(
+    redis: Redis,
+    stream: str,
+    start: Position | None,
+    end: Position | None,
+    model: str | None,
+    key: str | None,
+    after: str | None,
+    *,
+    stop_at_malformed: bool,
+) -> AsyncGenerator[JournalEntry | MalformedEntry, None]:
+    """The entries ``read_entries`` and ``read_for_display`` yield; a malformed one raises its
+    ``JournalEntryError`` with ``stop_at_malformed``, whatever the filters."""
     since = _utc(start) if isinstance(start, datetime) else None
     until = _utc(end) if isinstance(end, datetime) else None
     async with aclosing(_pages(redis, stream, _low(start, after), _high(end))) as pages:
         async for page in pages:
             for raw_id, fields in page:
-                entry = parse_entry(stream, raw_id.decode(), fields)
+                entry = parse_any(stream, raw_id.decode(), fields)
+                if stop_at_malformed and isinstance(entry, MalformedEntry):
+                    raise entry.error
                 if until is not None and entry.ts > until:
                     return
                 if since is not None and entry.ts < since:
@@ -185,14 +206,6 @@ async def _page(redis: Redis, stream: str, low: str, high: str) -> Page:
 
 def _utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def parse_entry(stream: str, entry_id: str, fields: dict[bytes, bytes]) -> JournalEntry:
-    """Decode one raw stream entry; ``JournalEntryError`` names it if it is malformed."""
-    entry = parse_any(stream, entry_id, fields)
-    if isinstance(entry, MalformedEntry):
-        raise entry.error
-    return entry
 
 
 def parse_any(
@@ -270,7 +283,7 @@ class MalformedEntry:
         return {"id": self.id, "malformed": self.problem, "fields": self.shown}
 
 
-async def read_for_display(
+def read_for_display(
     redis: Redis,
     stream: str = DEFAULT_STREAM,
     start: Position | None = None,
@@ -283,17 +296,7 @@ async def read_for_display(
     For the audit tool, which shows such an entry flagged and goes on. A ``model`` or ``key``
     filter keeps a malformed entry only if its own ``model``/``key`` field matches.
     """
-    since = _utc(start) if isinstance(start, datetime) else None
-    until = _utc(end) if isinstance(end, datetime) else None
-    async for page in _pages(redis, stream, _low(start, None), _high(end)):
-        for raw_id, fields in page:
-            entry = parse_any(stream, raw_id.decode(), fields)
-            if until is not None and entry.ts > until:
-                return
-            if since is not None and entry.ts < since:
-                continue
-            if _wanted(entry, model, key):
-                yield entry
+    return _select(redis, stream, start, end, model, key, None, stop_at_malformed=False)
 
 
 async def read_last(
