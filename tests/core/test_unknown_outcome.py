@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+from fault_proxy import DROP_AFTER, SWALLOW, FaultProxy
 from pydantic import Field
 from redis.asyncio import Redis
 from structlog.testing import capture_logs
@@ -37,8 +38,6 @@ BOUND_S = 10.0  # far above every timeout involved: reaching it means the call h
 
 pytestmark = pytest.mark.usefixtures("clean_structlog")
 
-HOLD = "hold"  # the server's reply is never relayed; the connection stays open
-CUT = "cut"  # the client's connection is closed once the server has replied
 
 
 class UnkNote(AtomicRedisModel):
@@ -50,82 +49,11 @@ class UnkTally(AtomicRedisModel):
     numbers: RedisSet[int] = Field(default_factory=RedisSet)
 
 
-class ReplyFault:
-    """A TCP proxy to the server at ``host:port`` that withholds the reply to one ``EVALSHA``.
-
-    ``arm(fault)``: the next ``EVALSHA`` request goes through, and its reply is kept from the
-    client (``HOLD``), or the client's connection is closed instead of relaying it (``CUT``).
-    ``answered`` is set once that reply has reached the proxy: the server has run the program.
-    """
-
-    def __init__(self, host: str, port: int) -> None:
-        self.upstream = (host, port)
-        self.port = 0
-        self.answered = asyncio.Event()
-        self._fault: str | None = None
-        self._listener: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    def arm(self, fault: str) -> None:
-        self._fault = fault
-
-    async def start(self) -> ReplyFault:
-        self._listener = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._listener.sockets[0].getsockname()[1]
-        return self
-
-    async def close(self) -> None:
-        assert self._listener is not None
-        self._listener.close()
-        for writer in list(self._writers):
-            writer.close()
-        await self._listener.wait_closed()
-
-    async def _serve(self, client_in: asyncio.StreamReader, client: asyncio.StreamWriter) -> None:
-        server_in, server = await asyncio.open_connection(*self.upstream)
-        self._writers |= {client, server}
-        faulted: list[str] = []  # the fault of this connection's request in flight, if any
-        pumps = [
-            asyncio.create_task(self._requests(client_in, server, faulted)),
-            asyncio.create_task(self._replies(server_in, client, faulted)),
-        ]
-        try:
-            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for pump in pumps:
-                pump.cancel()
-            for writer in (client, server):
-                writer.close()
-                self._writers.discard(writer)
-
-    async def _requests(
-        self, source: asyncio.StreamReader, server: asyncio.StreamWriter, faulted: list[str]
-    ) -> None:
-        while chunk := await source.read(65536):
-            if self._fault is not None and b"EVALSHA" in chunk:
-                faulted.append(self._fault)
-                self._fault = None
-            server.write(chunk)
-            await server.drain()
-
-    async def _replies(
-        self, source: asyncio.StreamReader, client: asyncio.StreamWriter, faulted: list[str]
-    ) -> None:
-        while chunk := await source.read(65536):
-            if faulted:
-                self.answered.set()
-                if faulted[0] == CUT:
-                    return  # ends this connection: the client loses it after its request
-                continue  # HOLD: this connection relays nothing more
-            client.write(chunk)
-            await client.drain()
-
-
 @pytest.fixture
-async def proxy(redis: Redis) -> AsyncIterator[ReplyFault]:
-    """ledgerset's default client talks to the suite's server through a ``ReplyFault``."""
+async def proxy(redis: Redis) -> AsyncIterator[FaultProxy]:
+    """ledgerset's default client talks to the suite's server through a ``FaultProxy``."""
     options = redis.connection_pool.connection_kwargs
-    fault = await ReplyFault(options.get("host", "127.0.0.1"), options.get("port", 6379)).start()
+    fault = await FaultProxy(options.get("port", 6379)).start()
     client = Redis(host="127.0.0.1", port=fault.port, socket_timeout=SOCKET_TIMEOUT_S)
     await ledgerset.init(redis=client)
     try:
@@ -140,20 +68,20 @@ def set_key(model: AtomicRedisModel, field: str) -> str:
     return f"__rapyer_special__:{type(model).__name__}:{model.pk}:{field}"
 
 
-async def interrupt(proxy: ReplyFault, how: str, call: Awaitable[object]) -> None:
+async def interrupt(proxy: FaultProxy, how: str, call: Awaitable[object]) -> None:
     """Run ``call`` until the server has applied it, then interrupt it ``how``; it must raise."""
     task = asyncio.ensure_future(call)
     if how == "cancelled":
-        proxy.arm(HOLD)
-        await asyncio.wait_for(proxy.answered.wait(), BOUND_S)
+        proxy.fault = SWALLOW
+        await asyncio.wait_for(proxy.fault_applied.wait(), BOUND_S)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
         return
-    proxy.arm(HOLD if how == "timed out" else CUT)
+    proxy.fault = SWALLOW if how == "timed out" else DROP_AFTER
     with pytest.raises(ServerUnavailableError):
         await asyncio.wait_for(task, BOUND_S)
-    assert proxy.answered.is_set()
+    assert proxy.fault_applied.is_set()
 
 
 async def check_asave_refused(
@@ -191,7 +119,7 @@ async def check_asave_refused(
 
 @pytest.mark.parametrize("how", ["cancelled", "timed out", "connection lost"])
 async def test_asave_after_an_interrupted_aremove_cannot_undo_it(
-    redis: Redis, proxy: ReplyFault, snapshot: SnapshotFn, how: str
+    redis: Redis, proxy: FaultProxy, snapshot: SnapshotFn, how: str
 ) -> None:
     note = await UnkNote(tags={"a", "b"}).asave()
     key = set_key(note, "tags")
@@ -210,7 +138,7 @@ async def test_asave_after_an_interrupted_aremove_cannot_undo_it(
 
 
 async def test_a_cancelled_apop_leaves_the_mirror_unknown_until_aload(
-    redis: Redis, proxy: ReplyFault, snapshot: SnapshotFn
+    redis: Redis, proxy: FaultProxy, snapshot: SnapshotFn
 ) -> None:
     note = await UnkNote(tags={"a", "b", "c"}).asave()
     key = set_key(note, "tags")
@@ -229,7 +157,7 @@ async def test_a_cancelled_apop_leaves_the_mirror_unknown_until_aload(
 
 
 async def test_a_cancelled_commit_marks_every_set_of_the_transaction(
-    redis: Redis, proxy: ReplyFault, snapshot: SnapshotFn
+    redis: Redis, proxy: FaultProxy, snapshot: SnapshotFn
 ) -> None:
     note = await UnkNote(tags={"a", "b"}).asave()
     tally = await UnkTally(numbers={1, 2}).asave()
