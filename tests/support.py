@@ -1,4 +1,5 @@
-"""Helpers the tests share: which server binary the suite runs, and a whole-database snapshot.
+"""Helpers the tests share: which server binary the suite runs, a whole-database snapshot, and
+waiting for a process to end.
 
 Imported as ``support`` (``tests/`` is on ``sys.path`` through its ``conftest.py``), never
 through ``conftest``: pytest loads several ``conftest`` modules, and the name means the last one.
@@ -7,6 +8,7 @@ through ``conftest``: pytest loads several ``conftest`` modules, and the name me
 from __future__ import annotations
 
 import os
+import select
 from typing import Any
 
 from redis.asyncio import Redis
@@ -42,3 +44,16 @@ async def take_snapshot(redis: Redis) -> Snapshot:
         has_ttl = 1 if await redis.pttl(key) > 0 else 0
         state[key] = (kind, value, has_ttl)
     return state
+
+
+def wait_for_exit(pid: int, timeout: float = 10.0) -> None:
+    """Block until process ``pid`` has ended (its pidfd is readable), or fail after ``timeout``."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        readable, _, _ = select.select([fd], [], [], timeout)
+        assert readable, f"process {pid} still running after {timeout} s"
+    finally:
+        os.close(fd)

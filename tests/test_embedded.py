@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError
+from support import wait_for_exit
 
 from ledgerset.embedded import START_TIMEOUT_S, EmbeddedServer, find_server_binary
 from ledgerset.errors import EmbeddedServerError
@@ -39,19 +39,6 @@ CHILD = textwrap.dedent(
         sys.stdin.read()  # until the test kills or interrupts us
     """
 )
-
-
-def wait_for_exit(pid: int, timeout: float = 10.0) -> None:
-    """Block until process ``pid`` has ended (readable pidfd), or fail after ``timeout``."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return
-    try:
-        readable, _, _ = select.select([fd], [], [], timeout)
-        assert readable, f"process {pid} still running after {timeout} s"
-    finally:
-        os.close(fd)
 
 
 def start_child() -> tuple[subprocess.Popen[str], dict[str, object]]:

@@ -10,8 +10,6 @@ the suite.
 from __future__ import annotations
 
 import json
-import os
-import select
 import signal
 import subprocess
 import sys
@@ -22,12 +20,13 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
+from support import server_binary, wait_for_exit
 
-from ledgerset.embedded import ClusterNode, EmbeddedCluster, find_server_binary
+from ledgerset.embedded import ClusterNode, EmbeddedCluster
 from ledgerset.errors import EmbeddedClusterError
 from ledgerset.keys import CLUSTER_SLOTS, key_slot
 
-BINARY = os.environ.get("LEDGERSET_TEST_SERVER") or find_server_binary()
+BINARY = server_binary()
 
 CHILD = textwrap.dedent(
     """
@@ -42,19 +41,6 @@ CHILD = textwrap.dedent(
         sys.stdin.read()  # until the test kills or interrupts us
     """
 )
-
-
-def wait_for_exit(pid: int, timeout: float = 10.0) -> None:
-    """Block until process ``pid`` has ended (its pidfd is readable), or fail after ``timeout``."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return
-    try:
-        readable, _, _ = select.select([fd], [], [], timeout)
-        assert readable, f"process {pid} still running after {timeout} s"
-    finally:
-        os.close(fd)
 
 
 @pytest.fixture(scope="module")
