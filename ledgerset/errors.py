@@ -498,14 +498,18 @@ class RequestTooLargeError(LedgersetError, ValueError):
     """A request argument is larger than the server accepts (its ``proto-max-bulk-len``).
 
     Refused before anything was sent: the server is unchanged and the connection still good.
-    ``size`` is the argument's length in bytes, ``limit`` the server's, ``address`` host:port.
+    ``size`` is the argument's length in bytes, ``limit`` the server's, ``address`` host:port;
+    ``command`` the journal name of the command whose journal entry is that argument, if one is.
     """
 
-    def __init__(self, message: str, *, size: int, limit: int, address: str) -> None:
+    def __init__(
+        self, message: str, *, size: int, limit: int, address: str, command: str | None = None
+    ) -> None:
         super().__init__(message)
         self.size = size
         self.limit = limit
         self.address = address
+        self.command = command
 
 
 def request_too_large(command: str, size: int, limit: int, address: str) -> RequestTooLargeError:
@@ -518,6 +522,26 @@ def request_too_large(command: str, size: int, limit: int, address: str) -> Requ
         size=size,
         limit=limit,
         address=address,
+    )
+
+
+def entry_too_large(
+    command: str, model: str, pk: str, field: str | None, refused: RequestTooLargeError
+) -> RequestTooLargeError:
+    """The error for a journaled ``command`` whose one entry is longer than the server accepts:
+    its record cannot be split (``set.add``/``set.remove``/``set.toggle`` ones are)."""
+    where = f"{model}.{field}" if field else model
+    return RequestTooLargeError(
+        f"{command} on {where} (pk {pk!r}) to {refused.address} refused before sending: its "
+        f"journal entry is {refused.size} bytes, more than the server's proto-max-bulk-len of "
+        f"{refused.limit} bytes (the server would close the connection). Nothing was sent. A "
+        f"{command} record is one entry (replayed in parts it would do something else): write "
+        f"the members in several calls (e.g. save the model with part of a large set, then "
+        f"aadd_many the rest), or raise the limit: CONFIG SET proto-max-bulk-len <bytes>.",
+        size=refused.size,
+        limit=refused.limit,
+        address=refused.address,
+        command=command,
     )
 
 

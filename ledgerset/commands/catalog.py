@@ -20,6 +20,10 @@ command                   name                does
 
 Every set command is refused (nothing written) when its model's hash does not exist.
 
+A record too long for one journal entry is written as several entries of one transaction when
+the command ``splits``: ``set.add``, ``set.remove`` and ``set.toggle`` (of distinct members, whose
+parts compose), each part the same command with some of the members.
+
 A command becomes a journal record with ``record_args()`` (its arguments as JSON) and comes back
 with ``from_record(args, target)``; the record names its target logically (model, pk, field), and
 ``Target`` rebuilds the physical keys through the reading database's ``KeyLayout``. ``set.pop`` is
@@ -44,6 +48,7 @@ __all__ = [
     "ClearSet",
     "Command",
     "DeleteModel",
+    "MembersCommand",
     "PopMember",
     "RemoveMembers",
     "RetainMembers",
@@ -147,6 +152,9 @@ class MembersCommand(SetCommand[R]):
 
     #: The command's operation in the server program (see ``program.lua``).
     code: ClassVar[bytes]
+    #: Whether the command's record may be journaled as several entries of one transaction, each
+    #: with some of its (distinct) members: true when those, applied in order, do what it does.
+    splits: ClassVar[bool] = True
     members: tuple[bytes, ...]
 
     def compile(self, program: Program) -> None:
@@ -240,6 +248,8 @@ class RetainMembers(MembersCommand[tuple[bytes, ...]]):
 
     name: ClassVar[str] = "set.retain"
     code: ClassVar[bytes] = OPS["RETAIN"]
+    #: Each part would remove the members the other parts keep.
+    splits: ClassVar[bool] = False
 
     def result(self, replies: list[object]) -> tuple[bytes, ...]:
         return _members(replies[0])

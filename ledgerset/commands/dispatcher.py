@@ -42,15 +42,17 @@ from ledgerset._events import DEBUG, ERROR, INFO, WARNING, emit, enabled
 from ledgerset.commands import wire
 from ledgerset.commands.catalog import Command
 from ledgerset.commands.program import OPS, SOURCE, Program, Refusal
-from ledgerset.commands.record import StreamJournal, bound_context, entry_fields
+from ledgerset.commands.record import StreamJournal, bound_context, entry_args, entry_fields
 from ledgerset.errors import (
     ExpiryOutOfRangeError,
     ModelNotFoundError,
     PermissionDeniedError,
+    RequestTooLargeError,
     ServerUnavailableError,
     StreamExhaustedError,
     TransactionError,
     WrongTypeError,
+    entry_too_large,
     expiry_out_of_range,
     permission_denied,
     stream_exhausted,
@@ -153,29 +155,34 @@ async def execute(
 def _journal(
     program: Program, journaled: list[tuple[Command[Any], StreamJournal]], txn: str
 ) -> None:
-    """Append a journal entry op for each command (compiled already), in order.
+    """Append journal entry ops for each command (compiled already), in order.
 
-    ``seq``/``of`` count within each stream: a transaction over models with different journals
-    leaves in each stream a complete transaction of its own commands.
+    A command's record too long for one entry may be several (``entry_args``). ``seq``/``of``
+    count entries within each stream: a transaction over models with different journals leaves
+    in each stream a complete transaction of its own commands.
     """
     ts = int(time.time() * 1000)
     ctxs: dict[StreamJournal, str] = {}  # each journal records the context its policy lets through
     sizes: dict[str, int] = {}
-    for _, journal in journaled:
-        sizes[journal.stream] = sizes.get(journal.stream, 0) + 1
+    entries = []
+    for command, journal in journaled:
+        parts = entry_args(command)
+        entries.append((command, journal, parts))
+        sizes[journal.stream] = sizes.get(journal.stream, 0) + len(parts)
         if journal not in ctxs:
             ctxs[journal] = bound_context(journal)
     seqs = dict.fromkeys(sizes, 0)
-    for command, journal in journaled:
+    for command, journal, parts in entries:
         stream = journal.stream
-        seq = seqs[stream] = seqs[stream] + 1
-        fields, effect = entry_fields(
-            command, txn=txn, seq=seq, of=sizes[stream], ts=ts, ctx=ctxs[journal]
-        )
-        # A pop's entry records its effect: the server adds the member its (first) op removed.
-        popped = _first_op(program, command) + 1 if effect else 0
-        index = program.op(OPS["JOURNAL"], (stream,), [journal.maxlen or 0, popped, fields])
-        program.journaled[index] = command
+        for args in parts:
+            seq = seqs[stream] = seqs[stream] + 1
+            fields = entry_fields(
+                command, args, txn=txn, seq=seq, of=sizes[stream], ts=ts, ctx=ctxs[journal]
+            )
+            # A pop's entry records its effect: the server adds the member its (first) op removed.
+            popped = _first_op(program, command) + 1 if args is None else 0
+            index = program.op(OPS["JOURNAL"], (stream,), [journal.maxlen or 0, popped, fields])
+            program.journaled[index] = command
 
 
 def _first_op(program: Program, command: Command[Any]) -> int:
@@ -218,13 +225,14 @@ async def _send_once(
     """``_run(program)``; if it fails without the server's answer, tell each ``on_unknown``.
 
     Only a reply says what happened: a refusal or an error reply is the server's answer, given
-    before the program's first write (it checks everything first). Anything else (the task
-    cancelled, a timeout, the connection lost, before or after the request went out) leaves the
-    outcome unknown, and callers must not act as if they knew it.
+    before the program's first write (it checks everything first); a request refused as too
+    long was never sent. Anything else (the task cancelled, a timeout, the connection lost,
+    before or after the request went out) leaves the outcome unknown, and callers must not act
+    as if they knew it.
     """
     try:
         return await _run(redis, program, what)
-    except ResponseError:
+    except (ResponseError, RequestTooLargeError):
         raise
     except BaseException:
         for command, on_unknown in commands:
@@ -456,6 +464,8 @@ async def _run(redis: Redis, program: Program, what: str) -> list[object] | Refu
             reply = await wire.call(redis, command)
         if pool not in _ran:
             _ran.add(pool)
+    except RequestTooLargeError as exc:
+        raise _entry_too_large(program, exc) from None
     except (RedisConnectionError, RedisTimeoutError, TimeoutError) as exc:
         raise unavailable(
             redis,
@@ -470,6 +480,18 @@ async def _run(redis: Redis, program: Program, what: str) -> list[object] | Refu
     if refusal.reason == "no_permission":
         refusal.user = await _acl_user(redis)
     return refusal
+
+
+def _entry_too_large(program: Program, refused: RequestTooLargeError) -> RequestTooLargeError:
+    """``refused`` naming the journaled command of ``program`` with the longest entry, which is
+    the argument the wire refused (it holds the command's largest value too); as it is if none."""
+    journaled = {id(command): command for command in program.journaled.values()}.values()
+    if not journaled:
+        return refused
+    command = max(journaled, key=lambda each: max(len(args or b"") for args in entry_args(each)))
+    if enabled(WARNING):
+        emit(WARNING, "command.refused", **_describe(command), reason="request_too_large")
+    return entry_too_large(command.name, command.model, command.pk, command.field, refused)
 
 
 async def _acl_user(redis: Redis) -> str | None:

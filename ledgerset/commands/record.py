@@ -11,6 +11,7 @@ command's writes. Schema version 1, every field a string:
 ``ts``     client wall-clock time, Unix milliseconds, UTC
 ``txn``    id shared by the entries of one transaction (a lone command has its own)
 ``seq``    1-based position in the transaction; ``of``: the transaction's size
+           (a record too long for one entry, of a command that ``splits``, is several of them)
 ``model``  model class name; ``pk``: its pk; ``field``: the set field, or ``""``
 ``ctx``    the caller's bound structlog context variables the journal's redaction policy
            lets through, as a JSON object
@@ -23,7 +24,7 @@ have brought an old version's args up to date; an unknown ``(cmd, v)`` is an err
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -34,6 +35,7 @@ from ledgerset.commands.catalog import (
     ClearSet,
     Command,
     DeleteModel,
+    MembersCommand,
     PopMember,
     RemoveMembers,
     RetainMembers,
@@ -47,15 +49,23 @@ __all__ = [
     "DEFAULT_CTX_REDACT",
     "DEFAULT_STREAM",
     "REGISTRY",
+    "SPLIT_BYTES",
     "UPCASTERS",
     "StreamJournal",
     "bound_context",
     "decode",
+    "entry_args",
     "entry_fields",
     "upcast",
 ]
 
 DEFAULT_STREAM = "ledgerset:journal"
+
+#: The most a journal entry's ``args`` take in it before a record that ``splits`` is written as
+#: several entries. Half the smallest ``proto-max-bulk-len`` a server accepts (1 MiB): an entry of
+#: a split record fits under any server's limit with room for its other fields, so it never
+#: needs the wire to ask the server for its limit.
+SPLIT_BYTES = 512 * 1024
 
 #: Every command a journal may hold, by ``(name, version)``.
 REGISTRY: dict[tuple[str, int], type[Command[Any]]] = {
@@ -149,11 +159,52 @@ def _names(option: str, names: object) -> list[str]:
     return listed
 
 
+def entry_args(command: Command[Any]) -> list[bytes | None]:
+    """The ``args`` of each journal entry that records ``command``, in order: its one record.
+
+    Or, when that record would take more than ``SPLIT_BYTES`` in an entry and the command
+    ``splits``, the records of parts of its distinct members, each taking at most that much (a
+    member longer than that alone is a part of its own). ``None``: the server adds the args (a
+    pop's effect).
+    """
+    args = command.record_args()
+    # An entry escapes each quote and backslash of its args, so they take at most twice their
+    # length there: the usual record is not counted at all.
+    if (
+        args is None
+        or len(args) <= SPLIT_BYTES // 2
+        or not isinstance(command, MembersCommand)
+        or not command.splits
+        or _in_entry(args) <= SPLIT_BYTES
+    ):
+        return [args]
+    empty = len(b'{"members":[]}')
+    parts: list[bytes | None] = []
+    part: list[bytes] = []
+    size = empty
+    # Distinct members: one toggled in two parts would be toggled twice.
+    for member in dict.fromkeys(command.members):
+        cost = _in_entry(member) + 1  # and its comma
+        if part and size + cost > SPLIT_BYTES:
+            parts.append(replace(command, members=tuple(part)).record_args())
+            part, size = [], empty
+        part.append(member)
+        size += cost
+    parts.append(replace(command, members=tuple(part)).record_args())
+    return parts
+
+
+def _in_entry(json: bytes) -> int:
+    """How many bytes ``json`` (no raw control characters: JSON escapes them) takes as a string
+    in an entry, which is itself JSON: each quote and backslash gains a backslash."""
+    return len(json) + json.count(b'"') + json.count(b"\\")
+
+
 def entry_fields(
-    command: Command[Any], *, txn: str, seq: int, of: int, ts: int, ctx: str
-) -> tuple[bytes, bool]:
-    """The field/value pairs of ``command``'s journal entry, as one JSON array of strings, and
-    whether the server must add ``args`` (the effect of a pop, which only it knows)."""
+    command: Command[Any], args: bytes | None, *, txn: str, seq: int, of: int, ts: int, ctx: str
+) -> bytes:
+    """The field/value pairs of a journal entry of ``command`` with ``args`` (one of
+    ``entry_args``), as one JSON array of strings; without ``args`` when they are ``None``."""
     fields = [
         "cmd", command.name,
         "v", str(command.version),
@@ -167,11 +218,10 @@ def entry_fields(
         "field", command.field or "",
         "ctx", ctx,
     ]  # fmt: skip
-    args = command.record_args()
     if args is not None:
         fields.append("args")
         fields.append(args.decode())
-    return orjson.dumps(fields), args is None
+    return orjson.dumps(fields)
 
 
 def bound_context(journal: StreamJournal) -> str:
