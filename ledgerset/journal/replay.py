@@ -26,6 +26,7 @@ from redis.asyncio import Redis
 from redis.exceptions import NoPermissionError
 
 from ledgerset._events import DEBUG, INFO, emit, enabled
+from ledgerset._server_errors import server_address
 from ledgerset.commands import dispatcher, wire
 from ledgerset.commands.catalog import (
     Command,
@@ -129,7 +130,7 @@ async def check_target(
     raw = await wire.call(target, ("GET", checkpoint), resend=True)
     resume_at = raw.decode() if isinstance(raw, bytes) else raw
     mine, theirs = await _identity(source), await _identity(target)
-    where = f"{dispatcher.server_address(target)}/{theirs.db}"
+    where = f"{server_address(target)}/{theirs.db}"
     if mine.same_database(theirs):
         raise ReplayTargetError.is_source(stream, where)
     if resume_at is None and not into_existing:

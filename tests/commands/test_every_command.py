@@ -2,10 +2,10 @@
 
 The test is parametrized over ``catalog.REGISTRY`` (the commands register themselves), not over a
 hand list, and ``EXAMPLES`` must hold a representative instance of each: a new command without
-one fails here. For each, it runs the example journaled against a real server (after a
-journaled save of the model the example acts on, and of a bystander), replays the journal into an empty second
-database, and checks that the two databases are key-for-key identical, that the entry's audit
-summary is the command's own ``summary`` and is not empty, and that the user docs name the
+one fails here. For each, it runs the example journaled against a real server (after journaled
+saves of the model the example acts on and of a bystander), replays the journal into an empty
+second database, and checks that the two databases are key-for-key identical, that the entry's
+audit summary is the command's own ``summary`` and is not empty, and that the user docs name the
 command's journal name.
 """
 
