@@ -142,12 +142,10 @@ class Command(ABC, Generic[R]):
         if not isinstance(name, str) or not name:
             raise TypeError(f"command {cls.__qualname__} has no journal name: give it `name`")
         registered = REGISTRY.get((name, cls.version))
-        # ``dataclass(slots=True)`` builds the class a second time: the second one replaces the
+        # ``dataclass(slots=True)`` builds the class a second time (same module, name and
+        # bases; not the same ``__qualname__`` for a local class): the second one replaces the
         # first. Another class with the same name and version would make records ambiguous.
-        if registered is not None and (registered.__module__, registered.__qualname__) != (
-            cls.__module__,
-            cls.__qualname__,
-        ):
+        if registered is not None and _identity(registered) != _identity(cls):
             raise TypeError(
                 f"command {cls.__qualname__}: {name!r} version {cls.version} is already "
                 f"{registered.__qualname__}'s; give it another name or bump its version"
@@ -195,6 +193,10 @@ class Command(ABC, Generic[R]):
 
     def _model_address(self) -> Address:
         return Address(self.model, self.pk, None, self.key, self.key)
+
+
+def _identity(cls: type) -> tuple[str, str, tuple[type, ...]]:
+    return cls.__module__, cls.__name__, cls.__bases__
 
 
 def _is_abstract(cls: type) -> bool:

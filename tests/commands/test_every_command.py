@@ -12,23 +12,28 @@ command's journal name.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import pytest
+from freezegun import freeze_time
 from redis.asyncio import Redis
 from support import Snapshot, take_snapshot
 
 import ledgerset
-from ledgerset import StreamJournal
+from ledgerset import StreamJournal, _member_json
 from ledgerset.commands import dispatcher
 from ledgerset.commands.catalog import (
     REGISTRY,
     AddMembers,
+    Address,
     ClearSet,
     Command,
     DeleteModel,
     PopMember,
+    RecordTarget,
     RemoveMembers,
     RetainMembers,
     SaveModel,
@@ -37,6 +42,7 @@ from ledgerset.commands.catalog import (
     ToggleMembers,
     UpdateModel,
 )
+from ledgerset.commands.program import OPS, Program
 from ledgerset.journal import replay
 from ledgerset.journal.reader import read_entries
 from ledgerset.keys import KeyLayout
@@ -148,3 +154,64 @@ async def test_every_command_journals_replays_summarizes_and_is_documented(
 def test_every_example_is_a_registered_command() -> None:
     """An example left behind by a removed (or renamed) command is caught too."""
     assert set(EXAMPLES) <= set(REGISTRY.values())
+
+
+async def test_replay_counts_a_command_on_two_models_as_expired_when_either_has_expired(
+    redis: Redis, target: Redis
+) -> None:
+    """Replay's expiry bookkeeping follows every model a command's ``addresses`` name, not only
+    the model its entry is filed under: a command that also writes to a model whose expiry has
+    passed is counted expired, and the model it is filed under is not marked expired."""
+
+    @dataclass(frozen=True, slots=True, kw_only=True)
+    class AddToBoth(AddMembers):
+        """A command on two models' sets (the shape of SMOVE), defined for this test only."""
+
+        name: ClassVar[str] = "test.add_to_both"
+        other_pk: str
+
+        @property
+        def addresses(self) -> tuple[Address, ...]:
+            other = LAYOUT.model_key(self.model, self.other_pk)
+            other_set = LAYOUT.set_key(self.model, self.other_pk, FIELD)
+            return (
+                Address(self.model, self.pk, FIELD, self.key, self.owner),
+                Address(self.model, self.other_pk, FIELD, other_set, other),
+            )
+
+        def compile(self, program: Program) -> None:
+            for address in self.addresses:
+                program.op(OPS["ADD"], (address.key, address.owner), self.members)
+
+        def record_args(self) -> bytes:
+            return (
+                b'{"members":['
+                + b",".join(self.members)
+                + b'],"other_pk":"'
+                + (self.other_pk.encode() + b'"}')
+            )
+
+        @classmethod
+        def from_record(cls, args: dict[str, Any], target: RecordTarget) -> AddToBoth:
+            members = tuple(_member_json.dumps(member) for member in args["members"])
+            return cls._for_set(target, members=members, other_pk=args["other_pk"])
+
+    try:
+        journal = StreamJournal()
+        await ledgerset.init(redis=redis, journal=journal)
+        with freeze_time(datetime.now(UTC) - timedelta(hours=2)):
+            # Saved two hours ago for one hour, says the journal: expired when replayed.
+            await dispatcher.execute(save("short", ttl_ms=3_600_000), redis, journal=journal)
+            await dispatcher.execute(save(PK), redis, journal=journal)
+            both = AddToBoth(
+                model=MODEL, pk=PK, key=SET_KEY, field=FIELD, owner=MODEL_KEY,
+                members=(b'"both"',), other_pk="short",
+            )  # fmt: skip
+            await dispatcher.execute(both, redis, journal=journal)
+        assert await redis.smembers(SET_KEY) == {b'"a"', b'"b"', b'"both"'}  # it ran on the source
+        report = await replay(redis, target)
+    finally:
+        del REGISTRY[(AddToBoth.name, AddToBoth.version)]
+    assert (report.applied, report.expired) == (1, 2)
+    assert report.expired_models == {(MODEL, "short")}
+    assert await target.smembers(SET_KEY) == {b'"a"', b'"b"'}
