@@ -34,7 +34,9 @@ Adding a command:
    every abstract method (``mypy --strict`` names a missing one); defining it registers it in
    ``REGISTRY``, which is how its journal entries read back, and its row in the table above;
 2. its op in ``program.py``'s ``OPS`` and ``program.lua`` (unless it reuses one);
-3. the public method that builds it (``core/redis_set.py`` or ``core/model.py``);
+3. the public method that builds it (``core/redis_set.py`` or ``core/model.py``); if it writes
+   a field of a second set or of a model's hash, replay's ``_field_names`` (which checks every
+   field a journal entry names before it is written);
 4. its journal name and args in ``docs/journal.md``, the method in ``docs/redis-set.md``;
 5. its example in ``tests/commands/test_every_command.py`` (that test fails without one:
    journal, replay, summary and docs are checked there for every registered command), and the
