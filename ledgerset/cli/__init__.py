@@ -32,7 +32,7 @@ from redis.exceptions import (
     ConnectionError as RedisConnectionError,
 )
 
-from ledgerset.commands.dispatcher import server_address
+from ledgerset._server_errors import server_address
 from ledgerset.commands.record import DEFAULT_STREAM
 from ledgerset.errors import JournalError, LedgersetError, ServerUnavailableError
 

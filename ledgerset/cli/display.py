@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 from rich.cells import cell_len
 
+from ledgerset.commands.record import REGISTRY, upcast
 from ledgerset.journal.reader import JournalEntry, MalformedEntry
 
 __all__ = ["EntryTable", "printable", "summary"]
@@ -50,27 +51,13 @@ def _escape(match: re.Match[str]) -> str:
 
 
 def summary(entry: JournalEntry) -> str:
-    """An entry's args for people: the members, or the fields, without JSON punctuation."""
-    args = entry.args
-    if "members" in args and isinstance(args["members"], list):
-        return " ".join(_compact(member) for member in args["members"])
-    if "member" in args:
-        return "(empty)" if args["member"] is None else _compact(args["member"])
-    sets = args.get("sets")
-    sets = sets if isinstance(sets, dict) else {}  # a delete lists its set fields instead
-    fields = args.get("fields")
-    parts = [
-        f"{name}={_compact(value)}"
-        for name, value in (fields if isinstance(fields, dict) else {}).items()
-        if name != "pk" and name not in sets
-    ]
-    for field, members in sets.items():
-        count = f"{{{len(members)} members}}" if isinstance(members, list) else _compact(members)
-        parts.append(f"{field}=" + ("None" if members is None else count))
-    ttl = args.get("ttl_ms")
-    if isinstance(ttl, int | float) and ttl:
-        parts.append(f"ttl={ttl / 1000:g}s")
-    return ", ".join(parts)
+    """An entry's args for people, as its command renders them (``Command.summary``); the args
+    as JSON for a command this version does not know."""
+    current = upcast(entry.cmd, entry.v, entry.args)
+    if current is None:
+        return _compact(entry.args)
+    version, args = current
+    return REGISTRY[(entry.cmd, version)].summary(args)
 
 
 def _compact(value: object) -> str:

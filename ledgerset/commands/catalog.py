@@ -26,14 +26,30 @@ parts compose), each part the same command with some of the members.
 
 A command becomes a journal record with ``record_args()`` (its arguments as JSON) and comes back
 with ``from_record(args, target)``; the record names its target logically (model, pk, field), and
-``Target`` rebuilds the physical keys through the reading database's ``KeyLayout``. ``set.pop`` is
-recorded as its effect, ``{"member": ...}``, and replays as the removal of that member (a member
-another client wrote that is not a JSON string, number or boolean: ``{"member": null,
-"member_hex": <its bytes in hex>}``).
+``RecordTarget`` rebuilds the physical keys through the reading database's ``KeyLayout``.
+``set.pop`` is recorded as its effect, ``{"member": ...}``, and replays as the removal of that
+member (a member another client wrote that is not a JSON string, number or boolean:
+``{"member": null, "member_hex": <its bytes in hex>}``). ``addresses`` lists every key a command
+touches with the model that owns it, and ``summary(args)`` is a record's args for the audit tool.
+
+Adding a command:
+
+1. here, a subclass of ``Command`` (or ``SetCommand``/``MembersCommand``) with a ``name`` and
+   every abstract method (``mypy --strict`` names a missing one); defining it registers it in
+   ``REGISTRY``, which is how its journal entries read back, and its row in the table above;
+2. its op in ``program.py``'s ``OPS`` and ``program.lua`` (unless it reuses one);
+3. the public method that builds it (``core/redis_set.py`` or ``core/model.py``); if it writes
+   a field of a second set or of a model's hash, replay's ``_field_names`` (which checks every
+   field a journal entry names before it is written);
+4. its journal name and args in ``docs/journal.md``, the method in ``docs/redis-set.md``;
+5. its example in ``tests/commands/test_every_command.py`` (that test fails without one:
+   journal, replay, summary and docs are checked there for every registered command), and the
+   method's own tests.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -44,18 +60,20 @@ from ledgerset.commands.program import MAX_TTL_MS, OPS, Program
 from ledgerset.keys import KeyLayout
 
 __all__ = [
+    "REGISTRY",
     "AddMembers",
+    "Address",
     "ClearSet",
     "Command",
     "DeleteModel",
     "MembersCommand",
     "PopMember",
+    "RecordTarget",
     "RemoveMembers",
     "RetainMembers",
     "SaveModel",
     "SetCommand",
     "SetContents",
-    "Target",
     "ToggleMembers",
     "UpdateModel",
 ]
@@ -67,7 +85,7 @@ M = TypeVar("M", bound="Command[Any]")
 
 
 @dataclass(frozen=True, slots=True)
-class Target:
+class RecordTarget:
     """What a journal record names, and how the reading database spells its keys."""
 
     model: str
@@ -85,9 +103,30 @@ class Target:
         return self.layout.set_key(self.model, self.pk, field)
 
 
+@dataclass(frozen=True, slots=True)
+class Address:
+    """One key a command touches: the model that owns it, the set field it holds (``None``
+    for the model's own hash), the key, and the owner model's key."""
+
+    model: str
+    pk: str
+    field: str | None
+    key: str
+    owner: str
+
+
+#: Every command a journal may hold, by ``(name, version)``: each concrete ``Command`` subclass
+#: adds itself when it is defined.
+REGISTRY: dict[tuple[str, int], type[Command[Any]]] = {}
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Command(Generic[R]):
-    """A write to one model: its journal ``name``/``version`` and how it runs on the server."""
+class Command(ABC, Generic[R]):
+    """A write to one model: its journal ``name``/``version`` and how it runs on the server.
+
+    A subclass that defines every abstract method registers itself in ``REGISTRY`` under its
+    ``(name, version)``; abstract intermediates (``SetCommand``, ``MembersCommand``) do not.
+    """
 
     name: ClassVar[str]
     version: ClassVar[int] = 1
@@ -100,30 +139,78 @@ class Command(Generic[R]):
     #: The set field the command writes; ``None`` for a whole-model command.
     field: str | None = None
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Named, not bare: `dataclass(slots=True)` rebuilds the class, so `super()`'s cell is stale.
+        super(Command, cls).__init_subclass__(**kwargs)
+        if _is_abstract(cls):
+            return
+        name = getattr(cls, "name", None)
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"command {cls.__qualname__} has no journal name: give it `name`")
+        registered = REGISTRY.get((name, cls.version))
+        # ``dataclass(slots=True)`` builds the class a second time (same module, name and
+        # bases; not the same ``__qualname__`` for a local class): the second one replaces the
+        # first. Another class with the same name and version would make records ambiguous.
+        if registered is not None and _identity(registered) != _identity(cls):
+            raise TypeError(
+                f"command {cls.__qualname__}: {name!r} version {cls.version} is already "
+                f"{registered.__qualname__}'s; give it another name or bump its version"
+            )
+        REGISTRY[(name, cls.version)] = cls
+
+    @property
+    @abstractmethod
+    def addresses(self) -> tuple[Address, ...]:
+        """Every key this command touches, each with the model that owns it."""
+
+    @abstractmethod
     def compile(self, program: Program) -> None:
         """Append this command's operations to ``program``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def result(self, replies: list[object]) -> R:
         """Turn the replies of this command's operations into its caller's return value."""
-        raise NotImplementedError
 
+    @abstractmethod
     def record_args(self) -> bytes | None:
         """The command's arguments as a JSON object, for its journal entry.
 
         ``None`` when they are its effect, which only the server knows (``set.pop``).
         """
-        raise NotImplementedError
 
     @classmethod
-    def from_record(cls, args: dict[str, Any], target: Target) -> Command[Any] | None:
+    @abstractmethod
+    def from_record(cls, args: dict[str, Any], target: RecordTarget) -> Command[Any] | None:
         """The command a journal record describes (``None``: it had no effect to replay)."""
-        raise NotImplementedError
 
     @classmethod
-    def _on_model(cls: type[M], target: Target, **fields: Any) -> M:
+    @abstractmethod
+    def summary(cls, args: dict[str, Any]) -> str:
+        """A record's ``args`` for people (the audit tool's args column), never empty.
+
+        ``args`` comes from a journal that is not trusted: a shape the command never writes is
+        shown as well as it can be, never an error.
+        """
+
+    @classmethod
+    def _for_model(cls: type[M], target: RecordTarget, **fields: Any) -> M:
         """This whole-model command addressed to ``target``'s model key."""
         return cls(model=target.model, pk=target.pk, key=target.model_key, **fields)
+
+    def _model_address(self) -> Address:
+        return Address(self.model, self.pk, None, self.key, self.key)
+
+
+def _identity(cls: type) -> tuple[str, str, tuple[type, ...]]:
+    return cls.__module__, cls.__name__, cls.__bases__
+
+
+def _is_abstract(cls: type) -> bool:
+    # ABCMeta sets ``__abstractmethods__`` only after ``__init_subclass__`` has run: look at
+    # the methods themselves.
+    return any(
+        getattr(getattr(cls, name, None), "__isabstractmethod__", False) for name in dir(cls)
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -133,8 +220,13 @@ class SetCommand(Command[R]):
     field: str
     owner: str
 
+    @property
+    def addresses(self) -> tuple[Address, ...]:
+        return (Address(self.model, self.pk, self.field, self.key, self.owner),)
+
     @classmethod
-    def _at(cls: type[S], target: Target, **fields: Any) -> S:
+    def _for_set(cls: type[S], target: RecordTarget, **fields: Any) -> S:
+        """This set command addressed to ``target``'s set field."""
         assert target.field is not None
         return cls(
             model=target.model,
@@ -165,9 +257,16 @@ class MembersCommand(SetCommand[R]):
         return b'{"members":[' + b",".join(self.members) + b"]}"
 
     @classmethod
-    def from_record(cls, args: dict[str, Any], target: Target) -> Command[Any]:
+    def from_record(cls, args: dict[str, Any], target: RecordTarget) -> Command[Any]:
         members = tuple(_member_json.dumps(member) for member in args["members"])
-        return cls._at(target, members=members)
+        return cls._for_set(target, members=members)
+
+    @classmethod
+    def summary(cls, args: dict[str, Any]) -> str:
+        members = args.get("members")
+        if not isinstance(members, list):
+            return _shown(args)
+        return " ".join(_shown(member) for member in members) or "(no members)"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -212,14 +311,20 @@ class PopMember(SetCommand[bytes | None]):
         return None
 
     @classmethod
-    def from_record(cls, args: dict[str, Any], target: Target) -> Command[Any] | None:
+    def from_record(cls, args: dict[str, Any], target: RecordTarget) -> Command[Any] | None:
         member = args["member"]
         if member is not None:
-            return RemoveMembers._at(target, members=(_member_json.dumps(member),))
+            return RemoveMembers._for_set(target, members=(_member_json.dumps(member),))
         raw = args.get("member_hex")
         if raw is None:  # the set was empty: nothing happened
             return None
-        return RemoveMembers._at(target, members=(bytes.fromhex(raw),))
+        return RemoveMembers._for_set(target, members=(bytes.fromhex(raw),))
+
+    @classmethod
+    def summary(cls, args: dict[str, Any]) -> str:
+        if "member" not in args:
+            return _shown(args)
+        return "(empty)" if args["member"] is None else _shown(args["member"])
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -238,8 +343,12 @@ class ClearSet(SetCommand[int]):
         return b"{}"
 
     @classmethod
-    def from_record(cls, args: dict[str, Any], target: Target) -> Command[Any]:
-        return cls._at(target)
+    def from_record(cls, args: dict[str, Any], target: RecordTarget) -> Command[Any]:
+        return cls._for_set(target)
+
+    @classmethod
+    def summary(cls, args: dict[str, Any]) -> str:
+        return "(every member)" if not args else _shown(args)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -286,6 +395,11 @@ class SaveModel(Command[None]):
     ttl_ms: int | None = None
     expire_at_ms: int | None = None
 
+    @property
+    def addresses(self) -> tuple[Address, ...]:
+        sets = (Address(self.model, self.pk, c.field, c.key, self.key) for c in self.sets)
+        return (self._model_address(), *sets)
+
     def compile(self, program: Program) -> None:
         # The expiry as two arguments, from now and absolute (0: none); the program checks both.
         args: list[bytes | str | int] = [self.ttl_ms or 0, self.expire_at_ms or 0]
@@ -317,12 +431,12 @@ class SaveModel(Command[None]):
         )
 
     @classmethod
-    def from_record(cls, args: dict[str, Any], target: Target) -> Command[Any]:
+    def from_record(cls, args: dict[str, Any], target: RecordTarget) -> Command[Any]:
         ttl_ms = args["ttl_ms"]
         if ttl_ms is not None and (type(ttl_ms) is not int or not 0 < ttl_ms <= MAX_TTL_MS):
             # Refused here, before the batch is sent: the program would refuse it anyway.
             raise ValueError(f"ttl_ms {ttl_ms!r} is not a whole number of ms in 1..{MAX_TTL_MS}")
-        return cls._on_model(
+        return cls._for_model(
             target,
             fields=_encoded_fields(args["fields"]),
             sets=tuple(
@@ -338,6 +452,19 @@ class SaveModel(Command[None]):
             expire_at_ms=None if ttl_ms is None else target.ts + ttl_ms,
         )
 
+    @classmethod
+    def summary(cls, args: dict[str, Any]) -> str:
+        sets = args.get("sets")
+        sets = sets if isinstance(sets, dict) else {}
+        parts = _field_parts(args.get("fields"), skip=sets)
+        for field, members in sets.items():
+            count = f"{{{len(members)} members}}" if isinstance(members, list) else _shown(members)
+            parts.append(f"{field}=" + ("None" if members is None else count))
+        ttl = args.get("ttl_ms")
+        if isinstance(ttl, int | float) and ttl:
+            parts.append(f"ttl={ttl / 1000:g}s")
+        return ", ".join(parts) or "(no fields)"
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class UpdateModel(Command[None]):
@@ -345,6 +472,10 @@ class UpdateModel(Command[None]):
 
     name: ClassVar[str] = "model.update"
     fields: tuple[tuple[str, bytes], ...]
+
+    @property
+    def addresses(self) -> tuple[Address, ...]:
+        return (self._model_address(),)
 
     def compile(self, program: Program) -> None:
         args: list[bytes | str | int] = []
@@ -362,11 +493,15 @@ class UpdateModel(Command[None]):
         )
 
     @classmethod
-    def from_record(cls, args: dict[str, Any], target: Target) -> Command[Any]:
-        return cls._on_model(
+    def from_record(cls, args: dict[str, Any], target: RecordTarget) -> Command[Any]:
+        return cls._for_model(
             target,
             fields=_encoded_fields(args["fields"]),
         )
+
+    @classmethod
+    def summary(cls, args: dict[str, Any]) -> str:
+        return ", ".join(_field_parts(args.get("fields"), skip={})) or "(no fields)"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -376,6 +511,11 @@ class DeleteModel(Command[bool]):
     name: ClassVar[str] = "model.delete"
     #: ``(field, key)`` of every set field.
     sets: tuple[tuple[str, str], ...]
+
+    @property
+    def addresses(self) -> tuple[Address, ...]:
+        sets = (Address(self.model, self.pk, field, key, self.key) for field, key in self.sets)
+        return (self._model_address(), *sets)
 
     def compile(self, program: Program) -> None:
         program.op(OPS["DELETE"], (self.key,))
@@ -389,11 +529,34 @@ class DeleteModel(Command[bool]):
         return orjson.dumps({"sets": [field for field, _ in self.sets]})
 
     @classmethod
-    def from_record(cls, args: dict[str, Any], target: Target) -> Command[Any]:
-        return cls._on_model(
+    def from_record(cls, args: dict[str, Any], target: RecordTarget) -> Command[Any]:
+        return cls._for_model(
             target,
             sets=tuple((field, target.set_key(field)) for field in args["sets"]),
         )
+
+    @classmethod
+    def summary(cls, args: dict[str, Any]) -> str:
+        sets = args.get("sets")
+        if not isinstance(sets, list):
+            return _shown(args)
+        return "the model" + (f" and sets {', '.join(map(str, sets))}" if sets else "")
+
+
+def _shown(value: object) -> str:
+    """``value`` as compact JSON, for a summary (anything JSON cannot hold as its ``str``)."""
+    return orjson.dumps(value, default=str).decode()
+
+
+def _field_parts(fields: object, skip: dict[str, Any]) -> list[str]:
+    """``name=value`` of each scalar field a record writes (not the pk, not the sets)."""
+    if not isinstance(fields, dict):
+        return []
+    return [
+        f"{name}={_shown(value)}"
+        for name, value in fields.items()
+        if name != "pk" and name not in skip
+    ]
 
 
 def _encoded_fields(fields: dict[str, Any]) -> tuple[tuple[str, bytes], ...]:

@@ -34,11 +34,10 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ledgerset._events import DEBUG, ERROR, INFO, WARNING, emit, enabled
+from ledgerset._events import DEBUG, INFO, WARNING, emit, enabled
+from ledgerset._server_errors import translate
 from ledgerset.commands import wire
 from ledgerset.commands.catalog import Command
 from ledgerset.commands.program import OPS, SOURCE, Program, Refusal
@@ -48,7 +47,6 @@ from ledgerset.errors import (
     ModelNotFoundError,
     PermissionDeniedError,
     RequestTooLargeError,
-    ServerUnavailableError,
     StreamExhaustedError,
     TransactionError,
     WrongTypeError,
@@ -64,10 +62,8 @@ __all__ = [
     "apply_batch",
     "defer",
     "execute",
-    "server_address",
     "transaction",
     "transaction_for",
-    "unavailable",
 ]
 
 R = TypeVar("R")
@@ -445,35 +441,35 @@ class transaction:
             )
 
 
+#: A write lost after it was sent: the program may or may not have run.
+_MAY_HAVE_LANDED = (
+    "The program runs atomically, so either all of it or none of it was applied; "
+    "read the data back before retrying."
+)
+
+
 async def _run(redis: Redis, program: Program, what: str) -> list[object] | Refusal:
     """Send ``program`` in one EVALSHA; its replies, or why the server refused it."""
     command = ("EVALSHA", _SHA, len(program.keys), *program.keys, *program.argv)
     pool = redis.connection_pool
     try:
-        try:
-            reply = await wire.call(redis, command)
-        except NoScriptError:
-            # The server does not have the program (never loaded; SCRIPT FLUSH, restart,
-            # failover): load, retry once. Safe: NOSCRIPT means nothing of the program ran.
-            await wire.call(redis, ("SCRIPT", "LOAD", SOURCE), resend=True)
-            if pool in _ran:  # it ran there before: the server lost it, worth an INFO
-                if enabled(INFO):
-                    emit(INFO, "script.reloaded", sha=_SHA)
-            elif enabled(DEBUG):
-                emit(DEBUG, "script.loaded", sha=_SHA)
-            reply = await wire.call(redis, command)
-        if pool not in _ran:
-            _ran.add(pool)
-    except RequestTooLargeError as exc:
+        async with translate(what, redis, _MAY_HAVE_LANDED):
+            try:
+                reply = await wire.call(redis, command)
+            except NoScriptError:
+                # The server does not have the program (never loaded; SCRIPT FLUSH, restart,
+                # failover): load, retry once. Safe: NOSCRIPT means nothing of the program ran.
+                await wire.call(redis, ("SCRIPT", "LOAD", SOURCE), resend=True)
+                if pool in _ran:  # it ran there before: the server lost it, worth an INFO
+                    if enabled(INFO):
+                        emit(INFO, "script.reloaded", sha=_SHA)
+                elif enabled(DEBUG):
+                    emit(DEBUG, "script.loaded", sha=_SHA)
+                reply = await wire.call(redis, command)
+            if pool not in _ran:
+                _ran.add(pool)
+    except RequestTooLargeError as exc:  # refused before sending: name the command it was for
         raise _entry_too_large(program, exc) from None
-    except (RedisConnectionError, RedisTimeoutError, TimeoutError) as exc:
-        raise unavailable(
-            redis,
-            what,
-            exc,
-            "The program runs atomically, so either all of it or none of it was applied; "
-            "read the data back before retrying.",
-        ) from exc
     if reply[0] == 1:
         return list(reply[1:])
     refusal = program.refusal(reply)
@@ -501,25 +497,6 @@ async def _acl_user(redis: Redis) -> str | None:
     except Exception:  # the refusal is the error to report; a failure here only loses a name
         return None
     return user.decode() if isinstance(user, bytes) else str(user)
-
-
-def server_address(redis: Redis) -> str:
-    """``host:port`` (or the socket path) of the server ``redis`` talks to."""
-    kwargs = redis.connection_pool.connection_kwargs
-    if "path" in kwargs:
-        return str(kwargs["path"])
-    return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
-
-
-def unavailable(redis: Redis, what: str, exc: Exception, advice: str) -> ServerUnavailableError:
-    """The error (and ``connection.error`` event) for losing the server during ``what``."""
-    address = server_address(redis)
-    if enabled(ERROR):
-        emit(ERROR, "connection.error", address=address, command=what, error=str(exc))
-    return ServerUnavailableError(
-        f"{what}: cannot reach the Redis server at {address} ({exc}). {advice}",
-        address=address,
-    )
 
 
 def _executed(command: Command[Any], result: object, started: float, journal_id: object) -> None:

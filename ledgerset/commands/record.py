@@ -1,4 +1,4 @@
-"""Journal records: where they go (``StreamJournal``), the entry schema, and the command registry.
+"""Journal records: where they go (``StreamJournal``), the entry schema, and reading them back.
 
 One stream entry per command, written by the dispatcher in the same atomic program as the
 command's writes. Schema version 1, every field a string:
@@ -30,20 +30,9 @@ from typing import Any
 import orjson
 
 from ledgerset import _events
-from ledgerset.commands.catalog import (
-    AddMembers,
-    ClearSet,
-    Command,
-    DeleteModel,
-    MembersCommand,
-    PopMember,
-    RemoveMembers,
-    RetainMembers,
-    SaveModel,
-    Target,
-    ToggleMembers,
-    UpdateModel,
-)
+
+# REGISTRY is the catalog's: every command class adds itself when it is defined.
+from ledgerset.commands.catalog import REGISTRY, Command, MembersCommand, RecordTarget
 
 __all__ = [
     "DEFAULT_CTX_REDACT",
@@ -66,22 +55,6 @@ DEFAULT_STREAM = "ledgerset:journal"
 #: a split record fits under any server's limit with room for its other fields, so it never
 #: needs the wire to ask the server for its limit.
 SPLIT_BYTES = 512 * 1024
-
-#: Every command a journal may hold, by ``(name, version)``.
-REGISTRY: dict[tuple[str, int], type[Command[Any]]] = {
-    (command.name, command.version): command
-    for command in (
-        AddMembers,
-        RemoveMembers,
-        PopMember,
-        ClearSet,
-        RetainMembers,
-        ToggleMembers,
-        SaveModel,
-        UpdateModel,
-        DeleteModel,
-    )
-}
 
 #: ``(name, old version)`` -> a function turning that version's args into the next version's.
 #: When a command's record changes, bump its ``version`` and add its old version here.
@@ -272,7 +245,9 @@ def upcast(name: str, version: int, args: dict[str, Any]) -> tuple[int, dict[str
     return version, args
 
 
-def decode(name: str, version: int, args: dict[str, Any], target: Target) -> Command[Any] | None:
+def decode(
+    name: str, version: int, args: dict[str, Any], target: RecordTarget
+) -> Command[Any] | None:
     """The command a record describes; raises ``LookupError`` for an unknown ``(name, version)``."""
     current = upcast(name, version, args)
     if current is None:

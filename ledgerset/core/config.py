@@ -21,16 +21,15 @@ from datetime import timedelta
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ledgerset._server_errors import translate
 from ledgerset.commands import wire
-from ledgerset.commands.dispatcher import unavailable
 from ledgerset.commands.program import MAX_TTL_MS
 from ledgerset.commands.record import StreamJournal
 from ledgerset.errors import (
     ModelDefinitionError,
     NotInitializedError,
+    ServerUnavailableError,
     invalid_client,
     invalid_journal,
 )
@@ -116,6 +115,10 @@ class _Defaults:
 _defaults = _Defaults()
 
 
+#: How ``init`` ends a "cannot reach" message.
+_NO_SERVER = "Start a server there, or pass another address to ledgerset.init(redis=...)."
+
+
 async def init(redis: Redis | str, journal: StreamJournal | None = None) -> Redis:
     """Set the default Redis connection (and journal) for every model; check the server answers.
 
@@ -135,16 +138,12 @@ async def init(redis: Redis | str, journal: StreamJournal | None = None) -> Redi
         client = wire.check_client(redis, "ledgerset.init")
         url = None
     try:
-        await wire.call(client, ("PING",), resend=True)
-    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        async with translate("ledgerset.init", client, _NO_SERVER):
+            await wire.call(client, ("PING",), resend=True)
+    except ServerUnavailableError:
         if url is not None:
             await client.aclose()
-        raise unavailable(
-            client,
-            "ledgerset.init",
-            exc,
-            "Start a server there, or pass another address to ledgerset.init(redis=...).",
-        ) from exc
+        raise
     previous = _release_defaults()
     _defaults.redis, _defaults.url, _defaults.journal = client, url, journal
     _defaults.loop = asyncio.get_running_loop() if url is not None else None

@@ -32,10 +32,9 @@ from typing import Any, ClassVar, Self, TypeVar, Union, get_args, get_origin
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 from pydantic_core import InitErrorDetails, ValidationError
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ledgerset._server_errors import translate
 from ledgerset.commands import dispatcher, wire
 from ledgerset.commands.catalog import Command, DeleteModel, SaveModel, SetContents, UpdateModel
 from ledgerset.core.codec import MEMBER_TYPES, MemberCodec
@@ -362,20 +361,19 @@ class AtomicRedisModel(BaseModel):
         pk = cls._pk_of(key)
         known = cls.model_fields.keys() | cls.__ledgerset_paths__.keys()
         try:
-            stored = await wire.call(redis, ("HKEYS", key), resend=True)
-            unknown = [name for name in map(_field_name, stored) if name and name not in known]
-            if not unknown:
-                return []
-            async with redis.pipeline(transaction=False) as pipe:
-                for name in unknown:
-                    pipe.exists(cls._set_key(pk, name))
-                exists = await pipe.execute()
+            async with translate(what, redis, command=("HKEYS", key)):
+                stored = await wire.call(redis, ("HKEYS", key), resend=True)
+                unknown = [name for name in map(_field_name, stored) if name and name not in known]
+                if not unknown:
+                    return []
+                async with redis.pipeline(transaction=False) as pipe:
+                    for name in unknown:
+                        pipe.exists(cls._set_key(pk, name))
+                    exists = await pipe.execute()
         except ResponseError as exc:
             if "WRONGTYPE" in str(exc):
                 return []  # not a hash: the write itself refuses it, naming the key
             raise
-        except (RedisConnectionError, RedisTimeoutError, TimeoutError) as exc:
-            raise dispatcher.unavailable(redis, what, exc, "Nothing was changed.") from exc
         return [name for name, found in zip(unknown, exists, strict=True) if found]
 
     async def aupdate(self, **fields: Any) -> None:
@@ -469,15 +467,8 @@ class AtomicRedisModel(BaseModel):
         paths = cls.__ledgerset_paths__
         set_keys = {path: cls._set_key(pk, path) for path in paths}
         redis = cls._redis_of()
-        try:
-            async with redis.pipeline(transaction=True) as pipe:
-                pipe.hgetall(key)
-                for path in paths:
-                    pipe.smembers(set_keys[path])
-                replies = await pipe.execute()
-        except ResponseError as exc:
-            if "WRONGTYPE" not in str(exc):
-                raise
+
+        async def wrong_type(exc: ResponseError) -> None:
             expected = {key: "hash", **{set_key: "set" for set_key in set_keys.values()}}
             for checked, kind in expected.items():
                 actual = _text(await redis.type(checked))
@@ -492,9 +483,13 @@ class AtomicRedisModel(BaseModel):
                         pk=pk,
                         field=None if checked == key else checked.rsplit(":", 1)[-1],
                     ) from exc
-            raise
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            raise dispatcher.unavailable(redis, "model.get", exc, "Nothing was changed.") from exc
+
+        translated = translate("model.get", redis, command=("HGETALL", key), wrong_type=wrong_type)
+        async with translated, redis.pipeline(transaction=True) as pipe:
+            pipe.hgetall(key)
+            for path in paths:
+                pipe.smembers(set_keys[path])
+            replies = await pipe.execute()
         stored: dict[bytes, bytes] = replies[0]
         if not stored:
             raise ModelNotFoundError(
@@ -554,12 +549,8 @@ class AtomicRedisModel(BaseModel):
         """Whether a model is stored at ``key``."""
         cls._pk_of(key)
         redis = cls._redis_of()
-        try:
+        async with translate("model.exists", redis, command=("EXISTS", key)):
             return bool(await redis.exists(key))
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            raise dispatcher.unavailable(
-                redis, "model.exists", exc, "Nothing was changed."
-            ) from exc
 
     # -- connection ----------------------------------------------------------------------------
 

@@ -25,11 +25,10 @@ from typing import Any, NoReturn, TypedDict, TypeVar, cast, get_args, overload
 from pydantic import GetCoreSchemaHandler
 from pydantic_core import core_schema
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ledgerset import _events
+from ledgerset._server_errors import server_address, translate
 from ledgerset.commands import dispatcher, wire
 from ledgerset.commands.catalog import (
     AddMembers,
@@ -132,13 +131,16 @@ class SetBinding:
         the Redis command whose absence an unknown-command error means (default: the command
         itself; for a script, the command the script calls).
         """
+        redis = self.redis()
+
+        async def wrong_type(exc: ResponseError) -> None:
+            await self._wrong_type(what, command[first_key : first_key + keys], exc)
+
         try:
-            return await wire.call(self.redis(), command, resend=True)
+            async with translate(what, redis, command=command, wrong_type=wrong_type):
+                return await wire.call(redis, command, resend=True)
         except ResponseError as exc:
-            message = str(exc)
-            if message.startswith("WRONGTYPE"):
-                await self._wrong_type(what, command[first_key : first_key + keys], exc)
-            missing = _missing_command(message, needs or str(command[0]))
+            missing = _missing_command(str(exc), needs or str(command[0]))
             if missing is not None:
                 raise UnsupportedCommandError(
                     command=what,
@@ -146,11 +148,9 @@ class SetBinding:
                     field=self.field,
                     redis_command=missing,
                     since=_SINCE.get(missing, "a later version"),
-                    address=dispatcher.server_address(self.redis()),
+                    address=server_address(redis),
                 ) from exc
             raise
-        except (RedisConnectionError, RedisTimeoutError, TimeoutError) as exc:
-            raise dispatcher.unavailable(self.redis(), what, exc, "Nothing was changed.") from exc
 
     async def _wrong_type(self, what: str, keys: tuple[wire.Arg, ...], exc: ResponseError) -> None:
         """Raise ``WrongTypeError`` for the first of ``keys`` that is not a set (if one is)."""

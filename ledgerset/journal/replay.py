@@ -26,13 +26,14 @@ from redis.asyncio import Redis
 from redis.exceptions import NoPermissionError
 
 from ledgerset._events import DEBUG, INFO, emit, enabled
+from ledgerset._server_errors import server_address
 from ledgerset.commands import dispatcher, wire
 from ledgerset.commands.catalog import (
     Command,
     DeleteModel,
+    RecordTarget,
     SaveModel,
     SetCommand,
-    Target,
     UpdateModel,
 )
 from ledgerset.commands.program import Refusal
@@ -129,7 +130,7 @@ async def check_target(
     raw = await wire.call(target, ("GET", checkpoint), resend=True)
     resume_at = raw.decode() if isinstance(raw, bytes) else raw
     mine, theirs = await _identity(source), await _identity(target)
-    where = f"{dispatcher.server_address(target)}/{theirs.db}"
+    where = f"{server_address(target)}/{theirs.db}"
     if mine.same_database(theirs):
         raise ReplayTargetError.is_source(stream, where)
     if resume_at is None and not into_existing:
@@ -285,7 +286,7 @@ class _Run:
         fault = unwritable(entry.model, entry.pk, [entry.field] if entry.field else [], self.layout)
         if fault is not None:
             raise self.foreign(entry, *fault)
-        target = Target(entry.model, entry.pk, entry.field, self.layout, entry.ts_ms)
+        target = RecordTarget(entry.model, entry.pk, entry.field, self.layout, entry.ts_ms)
         try:
             command = decode(entry.cmd, entry.v, entry.args, target)
         except LookupError as exc:
@@ -323,15 +324,19 @@ class _Run:
         )
 
     def expired(self, entry: JournalEntry, command: Command[Any]) -> bool:
-        """Whether ``command`` acts on a model whose absolute expiry has passed."""
-        owner = (entry.model, entry.pk)
+        """Whether ``command`` acts on a model whose absolute expiry has passed: any model it
+        touches (its ``addresses``), not only the one its entry is filed under."""
+        models = {(address.model, address.pk) for address in command.addresses}
         if isinstance(command, SaveModel):
             gone = command.expire_at_ms is not None and command.expire_at_ms <= _now_ms()
-            (self.report.expired_models.add if gone else self.report.expired_models.discard)(owner)
+            if gone:
+                self.report.expired_models.update(models)
+            else:
+                self.report.expired_models.difference_update(models)
             return gone
-        if owner in self.report.expired_models:
+        if not models.isdisjoint(self.report.expired_models):
             if isinstance(command, DeleteModel):
-                self.report.expired_models.discard(owner)
+                self.report.expired_models.difference_update(models)
             return True
         return False
 
@@ -392,9 +397,12 @@ class _Run:
                 raise self.conflict(refusal, batch)
             # The journal holds only commands that succeeded, so a model missing on the target
             # expired there (e.g. during an earlier, resumed run): drop the command, try again.
-            entry = next(entry for entry, command in batch if command is refusal.command)
-            batch = [(e, command) for e, command in batch if command is not refusal.command]
-            self.report.expired_models.add((entry.model, entry.pk))
+            missing = refusal.command
+            batch = [(e, command) for e, command in batch if command is not missing]
+            # The model whose key the refusal names, among those the command touches.
+            touched = {(address.model, address.pk): address.owner for address in missing.addresses}
+            named = {model for model, owner in touched.items() if owner == refusal.key}
+            self.report.expired_models.update(named or touched)
             self.report.applied -= 1
             self.report.expired += 1
         if enabled(DEBUG):

@@ -33,12 +33,10 @@ from datetime import timedelta
 from typing import Any, Self
 
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ledgerset._events import INFO, WARNING, emit, enabled
-from ledgerset.commands.dispatcher import server_address, unavailable
+from ledgerset._server_errors import server_address, translate
 from ledgerset.commands.record import DEFAULT_STREAM, StreamJournal
 from ledgerset.errors import SubscriptionError
 from ledgerset.journal.reader import JournalEntry, MalformedEntry, parse_any
@@ -251,16 +249,13 @@ class Subscription:
 
     async def _server(self, call: Any) -> Any:
         """Await one command; the server's refusals and a lost server become ledgerset errors."""
+        pending = (
+            f"What consumer {self.consumer!r} had not acknowledged stays pending to it: "
+            f"subscribe again with the same consumer name to get it first."
+        )
         try:
-            return await call
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise unavailable(
-                self.redis,
-                "journal.subscribe",
-                exc,
-                f"What consumer {self.consumer!r} had not acknowledged stays pending to it: "
-                f"subscribe again with the same consumer name to get it first.",
-            ) from exc
+            async with translate("journal.subscribe", self.redis, pending):
+                return await call
         except ResponseError as exc:
             if str(exc).startswith("NOGROUP"):
                 raise SubscriptionError.group_gone(self.stream, self.group, self.consumer) from exc
