@@ -60,6 +60,15 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
 
 
 @pytest.fixture
+async def target(redis_url: str) -> AsyncIterator[Redis]:
+    """Database 1 of the same server, empty: where a test replays a journal."""
+    client = Redis.from_url(redis_url.replace("/0", "/1"))
+    await client.flushdb()
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
 def snapshot(redis: Redis) -> Callable[[], Awaitable[Snapshot]]:
     """``await snapshot()``: the whole database, to compare before and after a refused write."""
     return lambda: take_snapshot(redis)

@@ -11,7 +11,7 @@ command's journal name.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -92,15 +92,6 @@ EXAMPLES: dict[type[Command[Any]], Callable[[], Command[Any]]] = {
     ),
     DeleteModel: lambda: DeleteModel(model=MODEL, pk=PK, key=MODEL_KEY, sets=((FIELD, SET_KEY),)),
 }
-
-
-@pytest.fixture
-async def target(redis_url: str) -> AsyncIterator[Redis]:
-    """Database 1 of the same server, empty."""
-    client = Redis.from_url(redis_url.replace("/0", "/1"))
-    await client.flushdb()
-    yield client
-    await client.aclose()
 
 
 def data(snapshot: Snapshot) -> Snapshot:

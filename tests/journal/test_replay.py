@@ -59,15 +59,6 @@ async def source(redis: Redis) -> AsyncIterator[Redis]:
     yield redis
 
 
-@pytest.fixture
-async def target(redis_url: str) -> AsyncIterator[Redis]:
-    """Database 1 of the same server, empty."""
-    client = Redis.from_url(redis_url.replace("/0", "/1"))
-    await client.flushdb()
-    yield client
-    await client.aclose()
-
-
 # -- comparing databases --------------------------------------------------------------------------
 
 

@@ -61,15 +61,6 @@ async def source(redis: Redis) -> AsyncIterator[Redis]:
     yield redis
 
 
-@pytest.fixture
-async def target(redis_url: str) -> AsyncIterator[Redis]:
-    """Database 1 of the same server, empty."""
-    client = Redis.from_url(redis_url.replace("/0", "/1"))
-    await client.flushdb()
-    yield client
-    await client.aclose()
-
-
 async def ids_of(redis: Redis) -> list[str]:
     return [raw_id.decode() for raw_id, _ in await redis.xrange(STREAM)]
 

@@ -45,14 +45,6 @@ async def source(redis: Redis) -> AsyncIterator[Redis]:
     yield redis
 
 
-@pytest.fixture
-async def target(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url.replace("/0", "/1"))
-    await client.flushdb()
-    yield client
-    await client.aclose()
-
-
 async def take_snapshot(redis: Redis) -> dict[bytes, tuple[bytes | None, bool]]:
     """Every key of the database: its serialized value, and whether it has a TTL."""
     return {key: (await redis.dump(key), await redis.pttl(key) > 0) for key in await redis.keys()}
