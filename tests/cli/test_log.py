@@ -28,6 +28,7 @@ from toolrun import (
     ToolArticle,
     cli_env,
     one_line,
+    wait_for_blocked_xread,
     write_entries,
 )
 
@@ -109,17 +110,6 @@ async def test_log_model_filter_matching_nothing_warns_with_the_journals_models(
     assert ranged.returncode == 1 and "in the range given" in ranged.stderr
     found = cli("--url", redis_url, "log", "--model", "ToolArticle")
     assert found.returncode == 0 and "matches no entry" not in found.stderr
-
-
-async def wait_for_blocked_xread(redis: Redis, tail: subprocess.Popen[str]) -> None:
-    """Return once a client of the server is blocked in XREAD (the tail is listening)."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert tail.poll() is None, f"tail exited early: {tail.stderr.read()}"  # type: ignore[union-attr]
-        clients = await redis.client_list()
-        if any(c["cmd"] == "xread" and "b" in c["flags"] for c in clients):
-            return
-    pytest.fail("tail never blocked in XREAD")
 
 
 async def read_until(tail: subprocess.Popen[str], needle: str) -> list[str]:

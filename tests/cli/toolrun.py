@@ -11,9 +11,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from pydantic import Field
 from redis.asyncio import Redis
 
@@ -74,3 +76,14 @@ async def write_entries(redis: Redis, count: int) -> list[str]:
                                    b"args": f'{{"members":["m{number}"]}}'.encode()})  # fmt: skip
             await pipe.execute()
     return [raw_id.decode() for raw_id, _ in await redis.xrange(STREAM)]
+
+
+async def wait_for_blocked_xread(redis: Redis, tail: subprocess.Popen[str]) -> None:
+    """Return once a client of the server is blocked in XREAD (the tail is listening)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert tail.poll() is None, f"tail exited early: {tail.stderr.read()}"  # type: ignore[union-attr]
+        clients = await redis.client_list()
+        if any(c["cmd"] == "xread" and "b" in c["flags"] for c in clients):
+            return
+    pytest.fail("tail never blocked in XREAD")

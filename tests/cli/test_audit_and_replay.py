@@ -12,27 +12,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import Field
 from redis.asyncio import Redis
+from toolrun import LEDGERSET, STREAM, cli_env, wait_for_blocked_xread
+from toolrun import run_cli as cli
 
 import ledgerset
 from ledgerset import AtomicRedisModel, RedisSet
 
-LEDGERSET = Path(sys.executable).with_name("ledgerset")
-STREAM = "ledgerset:journal"
 JSON_KEYS = {"id", "ts", "cmd", "v", "model", "pk", "field", "key", "args", "txn", "seq", "of"}
 
 
@@ -57,26 +54,6 @@ class Journaled:
 
 def tag_key(model: AtomicRedisModel, field: str) -> str:
     return f"__rapyer_special__:{type(model).__name__}:{model.pk}:{field}"
-
-
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the console script with ``args``; its exit status, stdout and stderr."""
-    assert LEDGERSET.exists(), f"the console script is not installed at {LEDGERSET}"
-    return subprocess.run(
-        [str(LEDGERSET), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env if env is not None else cli_env(),
-    )
-
-
-def cli_env(**extra: str) -> dict[str, str]:
-    env = {name: value for name, value in os.environ.items() if name != "LEDGERSET_URL"}
-    env["PYTHONUNBUFFERED"] = "1"
-    env["COLUMNS"] = "200"
-    env.update(extra)
-    return env
 
 
 def json_lines(stdout: str) -> list[dict[str, object]]:
@@ -247,17 +224,6 @@ async def test_log_refuses_a_since_that_is_neither_id_nor_time(
 
 
 # -- tail ------------------------------------------------------------------------------------
-
-
-async def wait_for_blocked_xread(redis: Redis, tail: subprocess.Popen[str]) -> None:
-    """Return once a client of the server is blocked in XREAD (the tail is listening)."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert tail.poll() is None, f"tail exited early: {tail.stderr.read()}"  # type: ignore[union-attr]
-        clients = await redis.client_list()
-        if any(c["cmd"] == "xread" and "b" in c["flags"] for c in clients):
-            return
-    pytest.fail("tail never blocked in XREAD")
 
 
 async def test_tail_prints_a_new_entry_as_json_and_exits_0_on_ctrl_c(
