@@ -37,6 +37,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ledgerset._server_errors import server_address
 from ledgerset.errors import invalid_client, request_too_large
 
 __all__ = ["TIMEOUT_S", "Arg", "call", "check_client", "drop_connections", "for_this_loop", "pack"]
@@ -136,14 +137,7 @@ async def _check_size(redis: Redis, args: Sequence[Arg], longest: int) -> None:
         limit = DEFAULT_BULK_LIMIT
     if longest > limit:
         command = args[0].decode() if isinstance(args[0], bytes) else str(args[0])
-        raise request_too_large(command, longest, limit, _pool_address(redis.connection_pool))
-
-
-def _pool_address(pool: Any) -> str:
-    kwargs = pool.connection_kwargs
-    if "path" in kwargs:
-        return str(kwargs["path"])
-    return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
+        raise request_too_large(command, longest, limit, server_address(redis))
 
 
 async def _fresh(connection: Any) -> None:
