@@ -20,7 +20,7 @@ from redis.exceptions import ResponseError
 
 from ledgerset.embedded import EmbeddedCluster, find_server_binary
 from ledgerset.errors import InvalidKeyError
-from ledgerset.keys import CLUSTER_SLOTS, KeyLayout, key_slot
+from ledgerset.keys import CLUSTER_SLOTS, KeyLayout, journal_stream, key_slot, slot_tag
 
 SINGLE = KeyLayout()
 CLUSTER = KeyLayout(cluster=True)
@@ -154,6 +154,18 @@ async def test_key_slot_agrees_with_the_server(cluster: EmbeddedCluster) -> None
     ]
     assert mismatches == []
     assert all(0 <= slot < CLUSTER_SLOTS for slot in slots)
+
+
+def test_every_slot_has_a_short_tag_of_its_own() -> None:
+    tags = [slot_tag(slot) for slot in range(CLUSTER_SLOTS)]
+    assert [key_slot(tag) for tag in tags] == list(range(CLUSTER_SLOTS))
+    assert all(1 <= len(tag) <= 3 and tag.isalnum() and tag.isascii() for tag in tags)
+    # Fixed for good: existing journals on clusters are named with these.
+    assert (slot_tag(0), slot_tag(4213), slot_tag(CLUSTER_SLOTS - 1)) == ("06S", "2Ib", "6ZJ")
+    assert journal_stream("ledgerset:journal", 4213) == "ledgerset:journal:{2Ib}"
+    assert key_slot(journal_stream("audit", 4213)) == 4213
+    with pytest.raises(ValueError, match="0 to 16383"):
+        slot_tag(CLUSTER_SLOTS)
 
 
 # -- on a real cluster ----------------------------------------------------------------------------
