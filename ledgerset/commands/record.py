@@ -23,7 +23,8 @@ have brought an old version's args up to date; an unknown ``(cmd, v)`` is an err
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+import time
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -33,6 +34,7 @@ from ledgerset import _events
 
 # REGISTRY is the catalog's: every command class adds itself when it is defined.
 from ledgerset.commands.catalog import REGISTRY, Command, MembersCommand, RecordTarget
+from ledgerset.commands.program import OPS, Program
 
 __all__ = [
     "DEFAULT_CTX_REDACT",
@@ -45,6 +47,8 @@ __all__ = [
     "decode",
     "entry_args",
     "entry_fields",
+    "journal_ops",
+    "longest_entry",
     "upcast",
 ]
 
@@ -195,6 +199,53 @@ def entry_fields(
         fields.append("args")
         fields.append(args.decode())
     return orjson.dumps(fields)
+
+
+def journal_ops(
+    program: Program, journaled: Sequence[tuple[Command[Any], StreamJournal]], txn: str
+) -> None:
+    """Append to ``program`` the ``JOURNAL`` op of every entry that records ``journaled``'s
+    commands (compiled into it already), in order; ``txn`` names their transaction.
+
+    A command's record too long for one entry may be several (``entry_args``). ``seq``/``of``
+    count entries within each stream: a transaction over models with different journals leaves
+    in each stream a complete transaction of its own commands. A pop's entry is completed on the
+    server with the member its (first) op removed.
+    """
+    ts = int(time.time() * 1000)
+    ctxs: dict[StreamJournal, str] = {}  # each journal records the context its policy lets through
+    sizes: dict[str, int] = {}
+    entries = []
+    for command, journal in journaled:
+        parts = entry_args(command)
+        entries.append((command, journal, parts))
+        sizes[journal.stream] = sizes.get(journal.stream, 0) + len(parts)
+        if journal not in ctxs:
+            ctxs[journal] = bound_context(journal)
+    seqs = dict.fromkeys(sizes, 0)
+    for command, journal, parts in entries:
+        stream = journal.stream
+        for args in parts:
+            seq = seqs[stream] = seqs[stream] + 1
+            fields = entry_fields(
+                command, args, txn=txn, seq=seq, of=sizes[stream], ts=ts, ctx=ctxs[journal]
+            )
+            popped = _first_op(program, command) + 1 if args is None else 0
+            index = program.op(OPS["JOURNAL"], (stream,), [journal.maxlen or 0, popped, fields])
+            program.journaled[index] = command
+
+
+def _first_op(program: Program, command: Command[Any]) -> int:
+    return next(start for compiled, start, _ in program.spans if compiled is command)
+
+
+def longest_entry(program: Program) -> Command[Any] | None:
+    """The journaled command of ``program`` whose entry is the longest (``None``: none is
+    journaled): the argument a request refused as too long belongs to it."""
+    journaled = {id(command): command for command in program.journaled.values()}.values()
+    if not journaled:
+        return None
+    return max(journaled, key=lambda each: max(len(args or b"") for args in entry_args(each)))
 
 
 def bound_context(journal: StreamJournal) -> str:
