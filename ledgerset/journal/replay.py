@@ -37,7 +37,7 @@ from ledgerset.commands.catalog import (
     UpdateModel,
 )
 from ledgerset.commands.program import Refusal
-from ledgerset.commands.record import DEFAULT_STREAM, decode
+from ledgerset.commands.record import DEFAULT_STREAM, JournalEntry, decode
 from ledgerset.errors import (
     JournalEntryError,
     PermissionDeniedError,
@@ -45,7 +45,7 @@ from ledgerset.errors import (
     ReplayTargetError,
     permission_denied,
 )
-from ledgerset.journal.reader import JournalEntry, Position, read_entries
+from ledgerset.journal.reader import Position, read_entries
 from ledgerset.keys import KeyLayout, checkpoint_key, unwritable
 
 __all__ = ["ReplayReport", "check_target", "read_skipping", "replay"]
