@@ -166,6 +166,7 @@ def read_for_display(
     For the audit tool, which shows such an entry flagged and goes on. A ``model`` or ``key``
     filter keeps a malformed entry only if its own ``model``/``key`` field matches.
     """
+    wire.check_client(redis, "read_for_display")
     return _select(redis, stream, start, end, model, key, None, stop_at_malformed=False)
 
 
@@ -183,6 +184,7 @@ async def read_last(
     The stream is read backwards, page by page, until ``count`` entries are found: the cost is
     that of the entries read, not of the stream. Moments filter each entry by its ``ts``.
     """
+    wire.check_client(redis, "read_last")
     since = _utc(start) if isinstance(start, datetime) else None
     until = _utc(end) if isinstance(end, datetime) else None
     found: list[JournalEntry | MalformedEntry] = []

@@ -126,6 +126,8 @@ async def check_target(
     into ``target``: it is the source (same server ``run_id``, same database), or it holds keys
     but no checkpoint of this replay, unless ``into_existing``. Returns that checkpoint, if any:
     the entry a replay there resumes after."""
+    wire.check_client(source, "check_target", "source")
+    wire.check_client(target, "check_target", "target")
     checkpoint = checkpoint_key(stream, model)
     raw = await wire.call(target, ("GET", checkpoint), resend=True)
     resume_at = raw.decode() if isinstance(raw, bytes) else raw

@@ -55,6 +55,7 @@ async def journal_models(
 
     ``on_progress(done, total)`` is called every few hundred entries read, and at the end.
     """
+    wire.check_client(redis, "journal_models")
     total = int(await redis.xlen(stream)) if on_progress is not None else 0
     models: set[str] = set()
     done = 0
