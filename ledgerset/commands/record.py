@@ -50,10 +50,10 @@ __all__ = [
     "JournalEntry",
     "MalformedEntry",
     "StreamJournal",
-    "bound_context",
     "decode",
     "entry_args",
     "entry_fields",
+    "journal_context",
     "journal_ops",
     "longest_entry",
     "parse_any",
@@ -229,7 +229,7 @@ def journal_ops(
         entries.append((command, journal, parts))
         sizes[journal.stream] = sizes.get(journal.stream, 0) + len(parts)
         if journal not in ctxs:
-            ctxs[journal] = bound_context(journal)
+            ctxs[journal] = journal_context(journal)
     seqs = dict.fromkeys(sizes, 0)
     for command, journal, parts in entries:
         stream = journal.stream
@@ -256,7 +256,7 @@ def longest_entry(program: Program) -> Command[Any] | None:
     return max(journaled, key=lambda each: max(len(args or b"") for args in entry_args(each)))
 
 
-def bound_context(journal: StreamJournal) -> str:
+def journal_context(journal: StreamJournal) -> str:
     """The caller's structlog context variables as ``journal`` records them (``ctx``): JSON.
 
     Only the keys the journal's redaction policy lets through are encoded. A value JSON cannot
@@ -274,7 +274,7 @@ def bound_context(journal: StreamJournal) -> str:
     except (orjson.JSONEncodeError, TypeError):
         # Rare: find the values orjson refused, one by one.
         return orjson.dumps(
-            {_text(name): _json_value(value) for name, value in kept.items()}
+            {_safe_str(name): _json_value(value) for name, value in kept.items()}
         ).decode()
 
 
@@ -282,10 +282,10 @@ def _json_value(value: object) -> object:
     try:
         return orjson.Fragment(orjson.dumps(value, default=str))
     except (orjson.JSONEncodeError, TypeError):
-        return _text(value)
+        return _safe_str(value)
 
 
-def _text(value: object) -> str:
+def _safe_str(value: object) -> str:
     """``str(value)``, with what UTF-8 cannot hold (lone surrogates) as backslash escapes."""
     try:
         text = str(value)
