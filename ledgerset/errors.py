@@ -32,9 +32,10 @@ Each error names what was attempted and with what (model, field, key, value) and
 one, the fix; the same facts are attributes, so callers and log processors need not parse text.
 The errors that a command can meet on the server (``ModelNotFoundError``, ``WrongTypeError``,
 ``PermissionDeniedError``, ``ExpiryOutOfRangeError``, ``StreamExhaustedError``) also carry
-``command``: the journal name of the refused command. The last three are built by the
-constructors at the end of this module (``permission_denied``, ...), used by the dispatcher and
-by replay.
+``command``: the journal name of the refused command. The first two are built by their
+``refused`` classmethods, the last three by the constructors at the end of this module
+(``permission_denied``, ...), used by the dispatcher and by replay; ``TransactionError``'s
+classmethods word what a transaction refuses.
 """
 
 from __future__ import annotations
@@ -335,6 +336,24 @@ class ModelNotFoundError(LedgersetError, KeyError):
         # KeyError would print the message quoted, like a missing dict key.
         return str(self.args[0])
 
+    @classmethod
+    def refused(
+        cls, command: str, model: str, pk: str, field: str | None, key: str, in_transaction: str
+    ) -> Self:
+        """The server program refused ``command``: its model's key ``key`` does not exist.
+        ``in_transaction`` is empty, or says what became of the transaction it was in."""
+        where = f"{model}.{field}" if field else model
+        return cls(
+            f"{command} on {where} refused: model key {key!r} is not in Redis (never saved, "
+            f"deleted or expired); nothing was written{in_transaction}. Save the model first "
+            f"with await model.asave().",
+            model=model,
+            key=key,
+            command=command,
+            pk=pk,
+            field=field,
+        )
+
 
 class WrongTypeError(LedgersetError):
     """A key ledgerset writes holds another Redis type (another client overwrote it).
@@ -362,6 +381,32 @@ class WrongTypeError(LedgersetError):
         self.model = model
         self.pk = pk
         self.field = field
+
+    @classmethod
+    def refused(
+        cls,
+        command: str,
+        model: str,
+        pk: str,
+        field: str | None,
+        key: str,
+        actual: str,
+        in_transaction: str,
+    ) -> Self:
+        """The server program refused ``command``: ``key`` holds a Redis ``actual``, not what
+        ledgerset stored there. ``in_transaction``: as for ``ModelNotFoundError.refused``."""
+        where = f"{model}.{field}" if field else model
+        return cls(
+            f"{command} on {where} refused: key {key!r} holds a Redis {actual}, not what "
+            f"ledgerset stored there; another client overwrote it. Nothing was "
+            f"written{in_transaction}. Delete or rename that key, then retry.",
+            key=key,
+            actual=actual,
+            command=command,
+            model=model,
+            pk=pk,
+            field=field,
+        )
 
 
 class PermissionDeniedError(LedgersetError, PermissionError):
@@ -420,6 +465,47 @@ class TransactionError(LedgersetError):
         super().__init__(message)
         self.command = command
         self.key = key
+
+    @classmethod
+    def other_task(cls, command: str, key: str, txn: str) -> Self:
+        """``command`` on ``key`` comes from another task while transaction ``txn`` is open."""
+        return cls(
+            f"{command} on {key!r} comes from another task than the one that opened transaction "
+            f"{txn}, which is still open (a task started inside its block, e.g. by "
+            f"asyncio.create_task, asyncio.gather, asyncio.to_thread, or asyncio.wait_for on "
+            f"Python 3.11): a transaction belongs to the task that opened it, so the command was "
+            f"neither buffered nor sent. Await it in that task (asyncio.timeout rather than "
+            f"wait_for), or open a transaction of its own in the new task.",
+            command=command,
+            key=key,
+        )
+
+    @classmethod
+    def none_open(cls, command: str, key: str) -> Self:
+        """``command`` on ``key`` was to be buffered, and no transaction is open."""
+        return cls(f"{command} on {key!r}: no transaction is open", command=command, key=key)
+
+    @classmethod
+    def not_deferrable(cls, command: str, key: str) -> Self:
+        """``command`` (``set.pop``) cannot wait for a commit: its caller needs its result."""
+        return cls(
+            f"{command} on {key!r} cannot run inside a transaction: its result is needed at "
+            f"once, and a transaction only applies its commands on exit. Call it before or "
+            f"after the transaction block.",
+            command=command,
+            key=key,
+        )
+
+    @classmethod
+    def other_client(cls, command: str, key: str) -> Self:
+        """``command`` uses another client than the transaction's first command."""
+        return cls(
+            f"{command} on {key!r} uses another Redis client than the transaction's first "
+            f"command; one transaction runs on one server. Use separate transactions, or give "
+            f"the models the same RedisConfig(redis=...).",
+            command=command,
+            key=key,
+        )
 
 
 class UnknownMirrorError(LedgersetError):

@@ -14,14 +14,8 @@ from redis.asyncio import Redis
 
 from ledgerset.cli import Interrupted, Options, connect, moment, require_stream, run
 from ledgerset.cli.display import EntryTable, printable
-from ledgerset.journal.reader import (
-    JournalEntry,
-    MalformedEntry,
-    Position,
-    parse_any,
-    read_for_display,
-    read_last,
-)
+from ledgerset.commands.record import JournalEntry, MalformedEntry, parse_any
+from ledgerset.journal.reader import Position, read_for_display, read_last
 
 __all__ = ["log", "print_table", "tail"]
 

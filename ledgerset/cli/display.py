@@ -23,8 +23,7 @@ from typing import Any
 import orjson
 from rich.cells import cell_len
 
-from ledgerset.commands.record import REGISTRY, upcast
-from ledgerset.journal.reader import JournalEntry, MalformedEntry
+from ledgerset.commands.record import REGISTRY, JournalEntry, MalformedEntry, upcast
 
 __all__ = ["EntryTable", "printable", "summary"]
 

@@ -11,6 +11,10 @@ command from another task while the block is open raises ``TransactionError`` (b
 commit it with a block it does not belong to; running it would silently take it out of the
 transaction it was written in), and once the block has closed it runs at once.
 
+An immediate call is a transaction of one command: ``execute`` and ``Transaction.commit`` both
+hand their commands to ``_commit``, the one way commands are compiled, run, read back and
+called back (``on_result``, ``on_unknown``).
+
 When the outcome of a write cannot be known (cancelled, timed out, connection lost after sending),
 the caller's ``on_unknown`` is told, so it can stop trusting its local copy of what it touched.
 
@@ -27,11 +31,10 @@ import hashlib
 import os
 import time
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar, Token
-from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, ResponseError
@@ -41,7 +44,7 @@ from ledgerset._server_errors import translate
 from ledgerset.commands import wire
 from ledgerset.commands.catalog import Command
 from ledgerset.commands.program import OPS, SOURCE, Program, Refusal
-from ledgerset.commands.record import StreamJournal, bound_context, entry_args, entry_fields
+from ledgerset.commands.record import StreamJournal, journal_ops, longest_entry
 from ledgerset.errors import (
     ExpiryOutOfRangeError,
     ModelNotFoundError,
@@ -92,16 +95,7 @@ def transaction_for(command: str, key: str) -> Transaction | None:
         return None
     if tx.owned_by(_this_task()):
         return tx
-    raise TransactionError(
-        f"{command} on {key!r} comes from another task than the one that opened transaction "
-        f"{tx.id}, which is still open (a task started inside its block, e.g. by "
-        f"asyncio.create_task, asyncio.gather, asyncio.to_thread, or asyncio.wait_for on Python "
-        f"3.11): a transaction belongs to the task that opened it, so the command was neither "
-        f"buffered nor sent. Await it in that task (asyncio.timeout rather than wait_for), or "
-        f"open a transaction of its own in the new task.",
-        command=command,
-        key=key,
-    )
+    raise TransactionError.other_task(command, key, tx.id)
 
 
 def _this_task() -> asyncio.Task[Any] | None:
@@ -125,64 +119,70 @@ async def execute(
     ``on_result`` is called with the command's result once it is applied (at once, or when the
     transaction commits); callers use it to keep their local state in step with the server.
     ``on_unknown`` is called with the command when its outcome cannot be known (see
-    ``_send_once``). With a ``journal``, the command's entry is appended in the same atomic program.
+    ``_commit``). With a ``journal``, the command's entry is appended in the same atomic program.
     """
     tx = transaction_for(command.name, command.key)
     if tx is not None:
         tx.buffer(command, redis, on_result, journal, on_unknown=on_unknown)
         return None
-    program = Program()
-    program.add(command)
-    if journal is not None:
-        _journal(program, [(command, journal)], _new_txn())
     started = time.perf_counter() if enabled(INFO) else None
-    outcome = await _send_once(redis, program, command.name, [(command, on_unknown)])
-    if isinstance(outcome, Refusal):
-        raise _refused(outcome)
-    result = command.result(outcome)
-    if on_result is not None:
-        on_result(result)
+    _, replies, results = await _commit(redis, (_Pending(command, on_result, on_unknown, journal),))
+    result: R = results[0]  # type: ignore[assignment]
     if started is not None:
-        journal_id = outcome[-1] if journal is not None else None
+        journal_id = replies[-1] if journal is not None else None
         _executed(command, result, started, journal_id)
     return result
 
 
-def _journal(
-    program: Program, journaled: list[tuple[Command[Any], StreamJournal]], txn: str
-) -> None:
-    """Append journal entry ops for each command (compiled already), in order.
+class _Pending(NamedTuple):
+    """A command on its way to the server, and what its caller wants done once its outcome is
+    known, or not. (A tuple: one is made for every immediate call.)"""
 
-    A command's record too long for one entry may be several (``entry_args``). ``seq``/``of``
-    count entries within each stream: a transaction over models with different journals leaves
-    in each stream a complete transaction of its own commands.
+    command: Command[Any]
+    on_result: OnResult | None
+    on_unknown: OnUnknown | None
+    journal: StreamJournal | None
+
+
+async def _commit(
+    redis: Redis, pending: Sequence[_Pending], tx: Transaction | None = None
+) -> tuple[Program, list[object], list[object]]:
+    """Run ``pending`` as one atomic program: the program, its replies, each command's result.
+
+    Compiles every command and its journal entries, sends the program once (``_run``), hands
+    each command the replies of its own ops and calls its ``on_result``. A refusal raises the
+    error naming the refused command (``tx``: the transaction it was in, if it is not a call of
+    its own). Only a reply says what happened: a refusal or an error reply is the server's
+    answer, given before the program's first write (it checks everything first), and a request
+    refused as too long was never sent; anything else (the task cancelled, a timeout, the
+    connection lost, before or after the request went out) leaves the outcome unknown, and
+    every ``on_unknown`` is told before the exception propagates.
     """
-    ts = int(time.time() * 1000)
-    ctxs: dict[StreamJournal, str] = {}  # each journal records the context its policy lets through
-    sizes: dict[str, int] = {}
-    entries = []
-    for command, journal in journaled:
-        parts = entry_args(command)
-        entries.append((command, journal, parts))
-        sizes[journal.stream] = sizes.get(journal.stream, 0) + len(parts)
-        if journal not in ctxs:
-            ctxs[journal] = bound_context(journal)
-    seqs = dict.fromkeys(sizes, 0)
-    for command, journal, parts in entries:
-        stream = journal.stream
-        for args in parts:
-            seq = seqs[stream] = seqs[stream] + 1
-            fields = entry_fields(
-                command, args, txn=txn, seq=seq, of=sizes[stream], ts=ts, ctx=ctxs[journal]
-            )
-            # A pop's entry records its effect: the server adds the member its (first) op removed.
-            popped = _first_op(program, command) + 1 if args is None else 0
-            index = program.op(OPS["JOURNAL"], (stream,), [journal.maxlen or 0, popped, fields])
-            program.journaled[index] = command
-
-
-def _first_op(program: Program, command: Command[Any]) -> int:
-    return next(start for compiled, start, _ in program.spans if compiled is command)
+    program = Program()
+    for each in pending:
+        program.add(each.command)
+    journaled = [(each.command, each.journal) for each in pending if each.journal is not None]
+    if journaled:
+        journal_ops(program, journaled, tx.id if tx is not None else _new_txn())
+    what = "transaction" if tx is not None else pending[0].command.name
+    try:
+        outcome = await _run(redis, program, what)
+    except (ResponseError, RequestTooLargeError):
+        raise
+    except BaseException:
+        for each in pending:
+            if each.on_unknown is not None:
+                each.on_unknown(each.command)
+        raise
+    if isinstance(outcome, Refusal):
+        raise _refused(outcome, tx)
+    results: list[object] = []
+    for (command, start, end), each in zip(program.spans, pending, strict=True):
+        result = command.result(outcome[start:end])
+        if each.on_result is not None:
+            each.on_result(result)
+        results.append(result)
+    return program, outcome, results
 
 
 def _new_txn() -> str:
@@ -204,37 +204,8 @@ def defer(
     """
     tx = transaction_for(command.name, command.key)
     if tx is None:
-        raise TransactionError(
-            f"{command.name} on {command.key!r}: no transaction is open",
-            command=command.name,
-            key=command.key,
-        )
+        raise TransactionError.none_open(command.name, command.key)
     tx.buffer(command, redis, on_result, journal, on_unknown=on_unknown)
-
-
-async def _send_once(
-    redis: Redis,
-    program: Program,
-    what: str,
-    commands: Iterable[tuple[Command[Any], OnUnknown | None]],
-) -> list[object] | Refusal:
-    """``_run(program)``; if it fails without the server's answer, tell each ``on_unknown``.
-
-    Only a reply says what happened: a refusal or an error reply is the server's answer, given
-    before the program's first write (it checks everything first); a request refused as too
-    long was never sent. Anything else (the task cancelled, a timeout, the connection lost,
-    before or after the request went out) leaves the outcome unknown, and callers must not act
-    as if they knew it.
-    """
-    try:
-        return await _run(redis, program, what)
-    except (ResponseError, RequestTooLargeError):
-        raise
-    except BaseException:
-        for command, on_unknown in commands:
-            if on_unknown is not None:
-                on_unknown(command)
-        raise
 
 
 async def apply_batch(
@@ -252,7 +223,9 @@ async def apply_batch(
     any moment resumes exactly after the last batch applied. ``key_types`` are ``(key, type)``
     pairs checked first: each key must hold that type (``hash``, ``set``) or nothing. Returns why
     the server refused, if it did (a command's precondition, a key of another type, or
-    ``checkpoint_moved`` by a concurrent replay).
+    ``checkpoint_moved`` by a concurrent replay). It runs the program without what ``_commit``
+    does around it (journal entries, results, callbacks): the checkpoint tells a resumed replay
+    what landed.
     """
     program = Program()
     for key, kind in key_types:
@@ -264,16 +237,6 @@ async def apply_batch(
     return outcome if isinstance(outcome, Refusal) else None
 
 
-@dataclass(frozen=True, slots=True)
-class _Buffered:
-    """One buffered command and what its caller wants done once its outcome is known, or not."""
-
-    command: Command[Any]
-    on_result: OnResult | None
-    on_unknown: OnUnknown | None
-    journal: StreamJournal | None
-
-
 class Transaction:
     """Commands buffered by one task; sent all-or-nothing, in one round trip, on exit.
 
@@ -283,12 +246,12 @@ class Transaction:
     block exits (``closed``).
     """
 
-    __slots__ = ("_buffered", "_owner", "_redis", "closed", "id", "results")
+    __slots__ = ("_owner", "_pending", "_redis", "closed", "id", "results")
 
     def __init__(self) -> None:
         #: Names this transaction in log events (and, journaled, in its entries' ``txn``).
         self.id = _new_txn()
-        self._buffered: list[_Buffered] = []
+        self._pending: list[_Pending] = []
         self._redis: Redis | None = None
         self._owner = _this_task()
         #: True once the block has exited: nothing joins the transaction any more.
@@ -298,7 +261,7 @@ class Transaction:
     @property
     def commands(self) -> tuple[Command[Any], ...]:
         """The buffered commands, in the order they will be applied."""
-        return tuple(buffered.command for buffered in self._buffered)
+        return tuple(each.command for each in self._pending)
 
     def owned_by(self, task: asyncio.Task[Any] | None) -> bool:
         """Whether ``task`` opened this transaction (and it is still open)."""
@@ -320,28 +283,16 @@ class Transaction:
     ) -> None:
         """Add ``command`` to the transaction (called by ``execute`` and ``defer``)."""
         if not command.deferrable:
-            raise TransactionError(
-                f"{command.name} on {command.key!r} cannot run inside a transaction: its result "
-                f"is needed at once, and a transaction only applies its commands on exit. "
-                f"Call it before or after the transaction block.",
-                command=command.name,
-                key=command.key,
-            )
+            raise TransactionError.not_deferrable(command.name, command.key)
         if self._redis is None:
             self._redis = redis
         elif redis is not self._redis:
-            raise TransactionError(
-                f"{command.name} on {command.key!r} uses another Redis client than the "
-                f"transaction's first command; one transaction runs on one server. "
-                f"Use separate transactions, or give the models the same RedisConfig(redis=...).",
-                command=command.name,
-                key=command.key,
-            )
-        self._buffered.append(_Buffered(command, on_result, on_unknown, journal))
+            raise TransactionError.other_client(command.name, command.key)
+        self._pending.append(_Pending(command, on_result, on_unknown, journal))
 
     def discard_from(self, mark: int) -> None:
         """Drop the commands buffered after the first ``mark`` ones (a failed nested block)."""
-        del self._buffered[mark:]
+        del self._pending[mark:]
 
     async def commit(self) -> None:
         """Send every buffered command in one atomic program; raise if the server refused it.
@@ -349,38 +300,17 @@ class Transaction:
         If the outcome cannot be known (cancelled, timed out, connection lost), every command's
         ``on_unknown`` is told: all of them were applied, or none.
         """
-        if not self._buffered or self._redis is None:
+        if not self._pending or self._redis is None:
             self.results = []
             return
-        program = Program()
-        for buffered in self._buffered:
-            program.add(buffered.command)
-        journaled = [
-            (buffered.command, buffered.journal)
-            for buffered in self._buffered
-            if buffered.journal is not None
-        ]
-        if journaled:
-            _journal(program, journaled, self.id)
         started = time.perf_counter()
-        unknown = [(buffered.command, buffered.on_unknown) for buffered in self._buffered]
-        outcome = await _send_once(self._redis, program, "transaction", unknown)
-        if isinstance(outcome, Refusal):
-            raise _refused(outcome, self)
-        replies = outcome
-        results: list[object] = []
-        for (command, start, end), buffered in zip(program.spans, self._buffered, strict=True):
-            result = command.result(replies[start:end])
-            if buffered.on_result is not None:
-                buffered.on_result(result)
-            results.append(result)
-        self.results = results
+        program, _, self.results = await _commit(self._redis, self._pending, self)
         if enabled(INFO):
             emit(
                 INFO,
                 "transaction.committed",
                 txn=self.id,
-                commands=len(self._buffered),
+                commands=len(self._pending),
                 keys=len(program.keys),
                 duration_ms=_ms_since(started),
             )
@@ -469,25 +399,18 @@ async def _run(redis: Redis, program: Program, what: str) -> list[object] | Refu
             if pool not in _ran:
                 _ran.add(pool)
     except RequestTooLargeError as exc:  # refused before sending: name the command it was for
-        raise _entry_too_large(program, exc) from None
+        longest = longest_entry(program)
+        if longest is None:
+            raise
+        if enabled(WARNING):
+            emit(WARNING, "command.refused", **_event_fields(longest), reason="request_too_large")
+        raise entry_too_large(longest.name, longest.model, longest.pk, longest.field, exc) from None
     if reply[0] == 1:
         return list(reply[1:])
     refusal = program.refusal(reply)
     if refusal.reason == "no_permission":
         refusal.user = await _acl_user(redis)
     return refusal
-
-
-def _entry_too_large(program: Program, refused: RequestTooLargeError) -> RequestTooLargeError:
-    """``refused`` naming the journaled command of ``program`` with the longest entry, which is
-    the argument the wire refused (it holds the command's largest value too); as it is if none."""
-    journaled = {id(command): command for command in program.journaled.values()}.values()
-    if not journaled:
-        return refused
-    command = max(journaled, key=lambda each: max(len(args or b"") for args in entry_args(each)))
-    if enabled(WARNING):
-        emit(WARNING, "command.refused", **_describe(command), reason="request_too_large")
-    return entry_too_large(command.name, command.model, command.pk, command.field, refused)
 
 
 async def _acl_user(redis: Redis) -> str | None:
@@ -500,7 +423,7 @@ async def _acl_user(redis: Redis) -> str | None:
 
 
 def _executed(command: Command[Any], result: object, started: float, journal_id: object) -> None:
-    fields = _describe(command)
+    fields = _event_fields(command)
     if isinstance(result, (bool, int)):
         fields["result"] = result
     fields["duration_ms"] = _ms_since(started)
@@ -514,7 +437,7 @@ def _executed(command: Command[Any], result: object, started: float, journal_id:
         emit(DEBUG, "command.members", command=command.name, key=command.key, values=values)
 
 
-def _describe(command: Command[Any]) -> dict[str, Any]:
+def _event_fields(command: Command[Any]) -> dict[str, Any]:
     """The facts an event tells about ``command``: names, keys and counts, never member values."""
     fields: dict[str, Any] = {
         "command": command.name,
@@ -546,7 +469,7 @@ def _refused(
     command = refusal.command
     assert command is not None  # only a replay's checkpoint op belongs to no command
     if enabled(WARNING):
-        facts = {**_describe(command), "key": refusal.key, "reason": refusal.reason}
+        facts = {**_event_fields(command), "key": refusal.key, "reason": refusal.reason}
         emit(WARNING, "command.refused", **facts)
         if tx is not None:
             emit(
@@ -558,12 +481,6 @@ def _refused(
                 key=refusal.key,
                 commands=len(tx.commands),
             )
-    where = f"{command.model}.{command.field}" if command.field else command.model
-    context = (
-        f" (in a transaction of {len(tx.commands)} commands: none of them was applied)"
-        if tx is not None
-        else ""
-    )
     if refusal.reason == "no_permission":
         return permission_denied(
             command.name, refusal.detail, refusal.key, refusal.user, command.model
@@ -572,25 +489,13 @@ def _refused(
         return stream_exhausted(command.name, refusal.key)
     if refusal.reason == "expiry_out_of_range":
         return expiry_out_of_range(command.name, command.model, refusal.key, refusal.detail)
-    if refusal.reason == "model_not_found":
-        return ModelNotFoundError(
-            f"{command.name} on {where} refused: model key {refusal.key!r} is not in Redis "
-            f"(never saved, deleted or expired); nothing was written{context}. "
-            f"Save the model first with await model.asave().",
-            model=command.model,
-            key=refusal.key,
-            command=command.name,
-            pk=command.pk,
-            field=command.field,
-        )
-    return WrongTypeError(
-        f"{command.name} on {where} refused: key {refusal.key!r} holds a Redis "
-        f"{refusal.detail}, not what ledgerset stored there; another client overwrote it. "
-        f"Nothing was written{context}. Delete or rename that key, then retry.",
-        key=refusal.key,
-        actual=refusal.detail,
-        command=command.name,
-        model=command.model,
-        pk=command.pk,
-        field=command.field,
+    context = (
+        f" (in a transaction of {len(tx.commands)} commands: none of them was applied)"
+        if tx is not None
+        else ""
     )
+    name, model, pk, field = command.name, command.model, command.pk, command.field
+    key = refusal.key
+    if refusal.reason == "model_not_found":
+        return ModelNotFoundError.refused(name, model, pk, field, key, context)
+    return WrongTypeError.refused(name, model, pk, field, key, refusal.detail, context)

@@ -13,14 +13,14 @@ from collections.abc import Sequence
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any, Final
 
+from ledgerset.commands.wire import Arg
+
 if TYPE_CHECKING:
     from ledgerset.commands.catalog import Command
 
-__all__ = ["MAX_TTL_MS", "OPS", "SOURCE", "Arg", "Program", "Refusal"]
+__all__ = ["MAX_TTL_MS", "OPS", "SOURCE", "Program", "Refusal"]
 
 SOURCE: str = files("ledgerset.commands").joinpath("program.lua").read_text(encoding="utf-8")
-
-Arg = bytes | str | int
 
 #: The program's operations by name (see ``program.lua``): one byte each in its header.
 OPS: Final[dict[str, bytes]] = {
@@ -120,7 +120,9 @@ class Program:
             (cmd for cmd, start, end in self.spans if start <= op_index < end),
             self.journaled.get(op_index),
         )
-        return Refusal(command=command, reason=_text(reason), key=_text(key), detail=_text(detail))
+        return Refusal(
+            command=command, reason=_decoded(reason), key=_decoded(key), detail=_decoded(detail)
+        )
 
 
 class Refusal:
@@ -141,5 +143,5 @@ class Refusal:
         self.user: str | None = None
 
 
-def _text(value: object) -> str:
+def _decoded(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)

@@ -17,14 +17,19 @@ command's writes. Schema version 1, every field a string:
            lets through, as a JSON object
 =========  =================================================================================
 
+Reading: ``parse_any`` decodes a raw stream entry into a ``JournalEntry``, or says what is wrong
+with it (``MalformedEntry``); ``decode`` turns an entry's record back into its command.
+
 Reading a record back goes through ``REGISTRY`` (``(cmd, v)`` -> class) after ``UPCASTERS``
 have brought an old version's args up to date; an unknown ``(cmd, v)`` is an error, never a skip.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+import time
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -33,6 +38,8 @@ from ledgerset import _events
 
 # REGISTRY is the catalog's: every command class adds itself when it is defined.
 from ledgerset.commands.catalog import REGISTRY, Command, MembersCommand, RecordTarget
+from ledgerset.commands.program import OPS, Program
+from ledgerset.errors import JournalEntryError
 
 __all__ = [
     "DEFAULT_CTX_REDACT",
@@ -40,11 +47,16 @@ __all__ = [
     "REGISTRY",
     "SPLIT_BYTES",
     "UPCASTERS",
+    "JournalEntry",
+    "MalformedEntry",
     "StreamJournal",
-    "bound_context",
     "decode",
     "entry_args",
     "entry_fields",
+    "journal_context",
+    "journal_ops",
+    "longest_entry",
+    "parse_any",
     "upcast",
 ]
 
@@ -197,7 +209,54 @@ def entry_fields(
     return orjson.dumps(fields)
 
 
-def bound_context(journal: StreamJournal) -> str:
+def journal_ops(
+    program: Program, journaled: Sequence[tuple[Command[Any], StreamJournal]], txn: str
+) -> None:
+    """Append to ``program`` the ``JOURNAL`` op of every entry that records ``journaled``'s
+    commands (compiled into it already), in order; ``txn`` names their transaction.
+
+    A command's record too long for one entry may be several (``entry_args``). ``seq``/``of``
+    count entries within each stream: a transaction over models with different journals leaves
+    in each stream a complete transaction of its own commands. A pop's entry is completed on the
+    server with the member its (first) op removed.
+    """
+    ts = int(time.time() * 1000)
+    ctxs: dict[StreamJournal, str] = {}  # each journal records the context its policy lets through
+    sizes: dict[str, int] = {}
+    entries = []
+    for command, journal in journaled:
+        parts = entry_args(command)
+        entries.append((command, journal, parts))
+        sizes[journal.stream] = sizes.get(journal.stream, 0) + len(parts)
+        if journal not in ctxs:
+            ctxs[journal] = journal_context(journal)
+    seqs = dict.fromkeys(sizes, 0)
+    for command, journal, parts in entries:
+        stream = journal.stream
+        for args in parts:
+            seq = seqs[stream] = seqs[stream] + 1
+            fields = entry_fields(
+                command, args, txn=txn, seq=seq, of=sizes[stream], ts=ts, ctx=ctxs[journal]
+            )
+            popped = _first_op(program, command) + 1 if args is None else 0
+            index = program.op(OPS["JOURNAL"], (stream,), [journal.maxlen or 0, popped, fields])
+            program.journaled[index] = command
+
+
+def _first_op(program: Program, command: Command[Any]) -> int:
+    return next(start for compiled, start, _ in program.spans if compiled is command)
+
+
+def longest_entry(program: Program) -> Command[Any] | None:
+    """The journaled command of ``program`` whose entry is the longest (``None``: none is
+    journaled): the argument a request refused as too long belongs to it."""
+    journaled = {id(command): command for command in program.journaled.values()}.values()
+    if not journaled:
+        return None
+    return max(journaled, key=lambda each: max(len(args or b"") for args in entry_args(each)))
+
+
+def journal_context(journal: StreamJournal) -> str:
     """The caller's structlog context variables as ``journal`` records them (``ctx``): JSON.
 
     Only the keys the journal's redaction policy lets through are encoded. A value JSON cannot
@@ -215,7 +274,7 @@ def bound_context(journal: StreamJournal) -> str:
     except (orjson.JSONEncodeError, TypeError):
         # Rare: find the values orjson refused, one by one.
         return orjson.dumps(
-            {_text(name): _json_value(value) for name, value in kept.items()}
+            {_safe_str(name): _json_value(value) for name, value in kept.items()}
         ).decode()
 
 
@@ -223,10 +282,10 @@ def _json_value(value: object) -> object:
     try:
         return orjson.Fragment(orjson.dumps(value, default=str))
     except (orjson.JSONEncodeError, TypeError):
-        return _text(value)
+        return _safe_str(value)
 
 
-def _text(value: object) -> str:
+def _safe_str(value: object) -> str:
     """``str(value)``, with what UTF-8 cannot hold (lone surrogates) as backslash escapes."""
     try:
         text = str(value)
@@ -254,3 +313,196 @@ def decode(
         raise LookupError(f"no command {name!r} version {version} is known")
     version, args = current
     return REGISTRY[(name, version)].from_record(args, target)
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """One journal entry, decoded (the schema is this module's docstring)."""
+
+    id: str
+    cmd: str
+    v: int
+    key: str
+    args: dict[str, Any]
+    ts: datetime
+    txn: str
+    seq: int
+    of: int
+    model: str
+    pk: str
+    field: str | None
+    ctx: dict[str, Any]
+
+    @property
+    def target(self) -> str:
+        """What the entry wrote, as the tool shows it: ``Model:pk``, or ``Model:pk.field``."""
+        return f"{self.model}:{self.pk}" + (f".{self.field}" if self.field else "")
+
+    @property
+    def ts_ms(self) -> int:
+        """``ts`` as Unix milliseconds, as stored."""
+        return int(self.ts.timestamp() * 1000)
+
+    def as_json(self) -> dict[str, Any]:
+        """The entry as a JSON-ready dict (``ts`` as ISO 8601 UTC)."""
+        return {
+            "id": self.id,
+            "ts": self.ts.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "cmd": self.cmd,
+            "v": self.v,
+            "model": self.model,
+            "pk": self.pk,
+            "field": self.field,
+            "key": self.key,
+            "args": self.args,
+            "txn": self.txn,
+            "seq": self.seq,
+            "of": self.of,
+            "ctx": self.ctx,
+        }
+
+
+def parse_any(
+    stream: str, entry_id: str, fields: dict[bytes, bytes]
+) -> JournalEntry | MalformedEntry:
+    """Decode one raw stream entry, or say what is wrong with it (``MalformedEntry``), for the
+    readers that show or deliver such an entry flagged instead of stopping at it."""
+    try:
+        return _parse(entry_id, fields)
+    except _Malformed as exc:
+        return MalformedEntry(
+            id=entry_id, stream=stream, fields=fields, problem=str(exc), field=exc.field
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class MalformedEntry:
+    """A stream entry that is not a readable ledgerset entry: the tool flags it, a subscription
+    delivers it flagged, and replay stops at it (``error``).
+
+    ``fields`` is the entry as Redis holds it; ``problem`` says what is wrong in an operator's
+    words, and ``field`` names the field at fault. ``model`` and ``key`` are the entry's own
+    fields of those names, when it has them, so that filters can tell whose it is.
+    """
+
+    id: str
+    stream: str
+    fields: dict[bytes, bytes]
+    problem: str
+    field: str
+
+    @property
+    def shown(self) -> dict[str, str]:
+        """The fields decoded for people (undecodable bytes escaped)."""
+        return {
+            name.decode(errors="backslashreplace"): value.decode(errors="backslashreplace")
+            for name, value in self.fields.items()
+        }
+
+    @property
+    def model(self) -> str | None:
+        """The entry's ``model`` field, if it has one."""
+        return self.shown.get("model")
+
+    @property
+    def key(self) -> str | None:
+        """The entry's ``key`` field, if it has one."""
+        return self.shown.get("key")
+
+    @property
+    def target(self) -> None:
+        """A malformed entry names no target the tool could show."""
+        return None
+
+    @property
+    def ts(self) -> datetime:
+        """The entry's ``ts`` if it is a number, else the server's time in its id."""
+        stamp = self.shown.get("ts", "")
+        millis = int(stamp) if stamp.isdigit() else int(self.id.split("-")[0])
+        return datetime.fromtimestamp(millis / 1000, tz=UTC)
+
+    @property
+    def error(self) -> JournalEntryError:
+        """The error a reader that cannot go on raises for this entry."""
+        return JournalEntryError(
+            f"journal entry {self.id} of stream {self.stream!r} is malformed ({self.problem}); it "
+            f"was not written by ledgerset, or was changed. Nothing of its transaction is applied.",
+            stream=self.stream,
+            entry_id=self.id,
+            field=self.field,
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        """The entry as a JSON-ready dict: its id, ``"malformed"`` (the problem) and its fields."""
+        return {"id": self.id, "malformed": self.problem, "fields": self.shown}
+
+
+#: The fields every ledgerset entry has (see the schema above).
+_FIELDS = (b"cmd", b"v", b"key", b"args", b"ts", b"txn", b"seq", b"of", b"model", b"pk", b"field",
+           b"ctx")  # fmt: skip
+
+
+class _Malformed(ValueError):
+    """What is wrong with an entry, in an operator's words, and the field at fault."""
+
+    def __init__(self, problem: str, field: str) -> None:
+        super().__init__(problem)
+        self.field = field
+
+
+def _parse(entry_id: str, fields: dict[bytes, bytes]) -> JournalEntry:
+    missing = [name.decode() for name in _FIELDS if name not in fields]
+    if len(missing) == len(_FIELDS):
+        raise _Malformed("not a ledgerset entry: field 'cmd' is missing, and so are model, pk "
+                         "and the rest; another program wrote it", "cmd")  # fmt: skip
+    if missing:
+        names = ", ".join(repr(name) for name in missing)
+        raise _Malformed(f"field {names} is missing" if len(missing) == 1 else
+                         f"fields {names} are missing", missing[0])  # fmt: skip
+    ctx = fields[b"ctx"]
+    return JournalEntry(
+        id=entry_id,
+        cmd=_field_text(fields, b"cmd"),
+        v=_field_number(fields, b"v"),
+        key=_field_text(fields, b"key"),
+        args=_field_object(fields, b"args"),
+        ts=datetime.fromtimestamp(_field_number(fields, b"ts") / 1000, tz=UTC),
+        txn=_field_text(fields, b"txn"),
+        seq=_field_number(fields, b"seq"),
+        of=_field_number(fields, b"of"),
+        model=_field_text(fields, b"model"),
+        pk=_field_text(fields, b"pk"),
+        field=_field_text(fields, b"field") or None,
+        ctx={} if ctx == b"{}" else _field_object(fields, b"ctx"),
+    )
+
+
+def _field_text(fields: dict[bytes, bytes], name: bytes) -> str:
+    try:
+        return fields[name].decode()
+    except UnicodeDecodeError:
+        raise _Malformed(f"field {name.decode()!r} is not UTF-8 text", name.decode()) from None
+
+
+def _field_number(fields: dict[bytes, bytes], name: bytes) -> int:
+    try:
+        return int(fields[name])
+    except ValueError:
+        shown = fields[name][:40].decode(errors="backslashreplace")
+        raise _Malformed(
+            f"field {name.decode()!r} is {shown!r}, not a whole number", name.decode()
+        ) from None
+
+
+def _field_object(fields: dict[bytes, bytes], name: bytes) -> dict[str, Any]:
+    try:
+        value = orjson.loads(fields[name])
+    except orjson.JSONDecodeError:
+        value = None
+    if not isinstance(value, dict):
+        shown = fields[name][:40].decode(errors="backslashreplace")
+        raise _Malformed(f"field {name.decode()!r} is {shown!r}, not a JSON object", name.decode())
+    return value

@@ -18,21 +18,38 @@ pool the moment its call ends: none is ever withheld from another caller, howeve
 
 A connection is used only in the event loop that connected it: one that a closed (or other) loop
 left in the pool is dropped, without awaiting that loop, and a new one is made in this loop.
+
+Which of these paths a pool gets is decided once per pool (``_access``) and remembered: the
+direct write only for redis-py's own stream connections whose ``send_packed_command`` is redis-py's
+(a subclass that overrides it is sent through it), the pool's lists only for redis-py's pools.
 """
+
+# The redis-py internals this module reads or changes, tested against redis-py 8.1.0 (pyproject
+# requires >= 8.0; nothing here serves an older one):
+#   AbstractConnection: _writer (an asyncio.StreamWriter: write, drain, transport, its _loop),
+#     _reader and _parser (on_disconnect) when a socket is abandoned, _re_auth_token;
+#   ConnectionPool: _available_connections, _in_use_connections, _lock;
+#   BlockingConnectionPool: _condition (locked, _waiters), _in_maintenance;
+#   redis._defaults.DEFAULT_SOCKET_TIMEOUT, a connection's socket_timeout when none is given.
+# A few public methods redis-py leaves untyped (connect, get_connection, ...) are called with
+# `type: ignore[no-untyped-call]`.
+# Everything else is public API (get_connection, release, send_packed_command, read_response,
+# can_read, connect, disconnect, should_reconnect). A redis-py upgrade is checked against this
+# list; a pool or connection class that is not redis-py's takes only the public path.
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import inspect
 import socket
 import weakref
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import redis as sync_redis
+from redis._defaults import DEFAULT_SOCKET_TIMEOUT
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
+from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -140,7 +157,7 @@ async def _check_size(redis: Redis, args: Sequence[Arg], longest: int) -> None:
         raise request_too_large(command, longest, limit, server_address(redis))
 
 
-async def _fresh(connection: Any) -> None:
+async def _fresh(connection: AbstractConnection) -> None:
     """Make ``connection`` ready for a command in this event loop before using it.
 
     redis-py's pool skips the stale-socket check while its maintenance notifications are on (the
@@ -151,7 +168,7 @@ async def _fresh(connection: Any) -> None:
     if writer is not None and getattr(writer, "_loop", None) is not asyncio.get_running_loop():
         _abandon(connection)
     if not connection.is_connected:  # e.g. the client was closed, or the socket just abandoned
-        await connection.connect()
+        await connection.connect()  # type: ignore[no-untyped-call]
         return
     try:
         stale = await connection.can_read()
@@ -159,19 +176,21 @@ async def _fresh(connection: Any) -> None:
         stale = True
     if stale:
         await connection.disconnect()
-        await connection.connect()
+        await connection.connect()  # type: ignore[no-untyped-call]
 
 
-def _abandon(connection: Any) -> None:
+def _abandon(connection: AbstractConnection) -> None:
     """Forget the socket of ``connection``, which belongs to another event loop.
 
     Closing it the usual way would schedule a callback on its loop, which may be closed (``Event
     loop is closed``). Shutting the socket down ends the server's side now; the descriptor is
     closed with the transport object.
     """
-    with contextlib.suppress(OSError, AttributeError):
-        connection._writer.get_extra_info("socket").shutdown(socket.SHUT_RDWR)
-    connection._parser.on_disconnect()
+    writer = connection._writer
+    with contextlib.suppress(OSError, AttributeError):  # AttributeError: no socket (any more)
+        if writer is not None:
+            writer.get_extra_info("socket").shutdown(socket.SHUT_RDWR)
+    connection._parser.on_disconnect()  # type: ignore[no-untyped-call]
     connection._reader = connection._writer = None
 
 
@@ -199,7 +218,7 @@ def for_this_loop(redis: Redis) -> Redis:
 
 
 #: pool -> the event loop it was last swept for.
-_loop_of_pool: weakref.WeakKeyDictionary[Any, weakref.ref[asyncio.AbstractEventLoop]] = (
+_loop_of_pool: weakref.WeakKeyDictionary[ConnectionPool, weakref.ref[asyncio.AbstractEventLoop]] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -218,7 +237,7 @@ def drop_connections(redis: Redis) -> None:
     pool._in_use_connections.clear()
 
 
-async def _discard(connection: Any) -> None:
+async def _discard(connection: AbstractConnection) -> None:
     """Close ``connection`` without waiting: a reply may still be on its way to it."""
     writer = getattr(connection, "_writer", None)
     if writer is not None and getattr(writer, "_loop", None) is not asyncio.get_running_loop():
@@ -227,8 +246,9 @@ async def _discard(connection: Any) -> None:
         await connection.disconnect(nowait=True)
 
 
-async def _send(connection: Any, packed: bytes) -> None:
-    """Write ``packed`` on ``connection``, within its ``socket_timeout``.
+async def _send(connection: AbstractConnection, packed: bytes, direct: bool) -> None:
+    """Write ``packed`` on ``connection``, within its ``socket_timeout``; without ``direct``
+    (see ``_Access``), through its own ``send_packed_command``.
 
     redis-py's ``send_packed_command`` bounds every write with ``asyncio.wait_for``, which on
     Python 3.11 runs it in a task of its own, one more turn of the event loop: a third of a small
@@ -236,8 +256,8 @@ async def _send(connection: Any, packed: bytes) -> None:
     socket takes at once needs no bound; only a larger one waits for the socket to drain, and
     that wait is bounded.
     """
-    writer = getattr(connection, "_writer", None)
-    if writer is None:  # a connection class that is not redis-py's stream-based one
+    writer = connection._writer if direct else None
+    if writer is None:
         await connection.send_packed_command(packed)
         return
     try:
@@ -254,49 +274,64 @@ async def _send(connection: Any, packed: bytes) -> None:
         raise RedisConnectionError(f"Error writing to {_address(connection)}: {exc}") from exc
 
 
-def _address(connection: Any) -> str:
+def _address(connection: AbstractConnection) -> str:
     host, port = getattr(connection, "host", None), getattr(connection, "port", None)
     return f"{host}:{port}" if host is not None else repr(connection)
 
 
+class _Access:
+    """How ledgerset may use one pool: decided once (``_access``), on what its classes are."""
+
+    __slots__ = ("blocking", "bounded", "direct", "own")
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        kind = type(pool)
+        #: A redis-py pool: when it is quiet, its two lists may be changed directly.
+        self.own = issubclass(kind, ConnectionPool)
+        self.blocking = issubclass(kind, BlockingConnectionPool)
+        connection_class = getattr(pool, "connection_class", None)
+        #: redis-py's stream connections, sent to by its own send_packed_command: the direct
+        #: write does what that would do. A class that overrides it gets it called.
+        self.direct = (
+            isinstance(connection_class, type)
+            and issubclass(connection_class, AbstractConnection)
+            and connection_class.send_packed_command is AbstractConnection.send_packed_command
+        )
+        #: The pool's connections have a socket_timeout: redis-py bounds every wait itself.
+        kwargs = getattr(pool, "connection_kwargs", {})
+        self.bounded = kwargs.get("socket_timeout", DEFAULT_SOCKET_TIMEOUT) is not None
+
+
+def _access(pool: ConnectionPool) -> _Access:
+    access = _accesses.get(pool)
+    if access is None:
+        access = _accesses[pool] = _Access(pool)
+    return access
+
+
+#: pool -> how ledgerset uses it.
+_accesses: weakref.WeakKeyDictionary[ConnectionPool, _Access] = weakref.WeakKeyDictionary()
+
+
 async def _once(redis: Redis, packed: bytes) -> Any:
     pool = redis.connection_pool
-    if _socket_timeout(pool):  # redis-py bounds every wait itself
-        return await _exchange(pool, packed)
+    access = _access(pool)
+    if access.bounded:
+        return await _exchange(pool, access, packed)
     async with asyncio.timeout(TIMEOUT_S):  # getting a connection too: it may have to connect
-        return await _exchange(pool, packed)
+        return await _exchange(pool, access, packed)
 
 
-def _socket_timeout(pool: Any) -> float | None:
-    """The ``socket_timeout`` of the pool's connections: given to the pool, or their default."""
-    kwargs = pool.connection_kwargs
-    if "socket_timeout" in kwargs:
-        return kwargs["socket_timeout"]  # type: ignore[no-any-return]
-    return _default_socket_timeout(pool.connection_class)
-
-
-@functools.cache
-def _default_socket_timeout(connection_class: type) -> float | None:
-    # redis-py 8 defaults to 5 s; older ones to None. Ask the classes rather than assume.
-    for cls in connection_class.__mro__:
-        init = cls.__dict__.get("__init__")
-        parameter = inspect.signature(init).parameters.get("socket_timeout") if init else None
-        if parameter is not None:
-            default = parameter.default
-            return default if isinstance(default, (int, float)) else None
-    return None
-
-
-async def _exchange(pool: Any, packed: bytes) -> Any:
+async def _exchange(pool: ConnectionPool, access: _Access, packed: bytes) -> Any:
     task = asyncio.current_task()
     cancels = task.cancelling() if task is not None else 0
-    connection = _take(pool) if _quiet(pool) else None
+    connection = _take(pool) if _quiet(pool, access) else None
     if connection is None:
-        connection = await pool.get_connection()
+        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
     try:
         await _fresh(connection)
         _raise_if_cancelled(task, cancels)  # before anything is sent: nothing happened
-        await _send(connection, packed)
+        await _send(connection, packed, access.direct)
         reply = await connection.read_response()
         _raise_if_cancelled(task, cancels)
     except ResponseError as exc:
@@ -304,14 +339,14 @@ async def _exchange(pool: Any, packed: bytes) -> Any:
         # after this error (a protocol error): then the next call must not find it.
         if _closes_connection(exc):
             await _discard(connection)
-        await _give_back(pool, connection)
+        await _give_back(pool, access, connection)
         raise
     except BaseException:
         # A reply may still be on its way: this connection must not serve another command.
         await _discard(connection)
-        await _give_back(pool, connection)
+        await _give_back(pool, access, connection)
         raise
-    await _give_back(pool, connection)
+    await _give_back(pool, access, connection)
     return reply
 
 
@@ -331,13 +366,13 @@ def _closes_connection(error: ResponseError) -> bool:
     return str(error).startswith(("Protocol error", "ERR Protocol error"))
 
 
-async def _give_back(pool: Any, connection: Any) -> None:
-    if _quiet(pool) and _put(pool, connection):
+async def _give_back(pool: ConnectionPool, access: _Access, connection: AbstractConnection) -> None:
+    if _quiet(pool, access) and _put(pool, connection):
         return
     await pool.release(connection)
 
 
-def _quiet(pool: Any) -> bool:
+def _quiet(pool: ConnectionPool, access: _Access) -> bool:
     """Whether ``pool`` is a redis-py pool that nothing else is changing or waiting on right now.
 
     Then taking or returning a connection is two list operations that no await can interleave
@@ -345,16 +380,17 @@ def _quiet(pool: Any) -> bool:
     its lock is held (a maintenance update), or a caller waits for a connection (a blocking pool
     must wake it), the pool's own methods are used.
     """
-    if not isinstance(pool, ConnectionPool) or pool._lock.locked():
+    if not access.own or pool._lock.locked():
         return False
-    if isinstance(pool, BlockingConnectionPool):
-        condition = pool._condition
-        busy = condition.locked() or condition._waiters or getattr(pool, "_in_maintenance", False)
-        return not busy
+    if access.blocking:
+        blocking = cast(BlockingConnectionPool, pool)
+        condition = blocking._condition
+        waiting = getattr(condition, "_waiters", None)
+        return not (condition.locked() or waiting or blocking._in_maintenance)
     return True
 
 
-def _take(pool: Any) -> Any:
+def _take(pool: ConnectionPool) -> AbstractConnection | None:
     """An idle connection of ``pool``, taken as its ``get_connection`` would; ``None`` if none."""
     available = pool._available_connections
     if not available:
@@ -364,9 +400,10 @@ def _take(pool: Any) -> Any:
     return connection
 
 
-def _put(pool: Any, connection: Any) -> bool:
+def _put(pool: ConnectionPool, connection: AbstractConnection) -> bool:
     """Return ``connection`` to ``pool`` as its ``release`` would, if nothing else is due."""
-    if connection.should_reconnect() or getattr(connection, "_re_auth_token", None) is not None:
+    due = connection.should_reconnect()  # type: ignore[no-untyped-call]
+    if due or connection._re_auth_token is not None:
         return False  # the pool's release() renews or re-authenticates it
     in_use = pool._in_use_connections
     if connection in in_use:  # else the pool was reset during the call and forgot it

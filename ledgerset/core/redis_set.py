@@ -58,7 +58,9 @@ T = TypeVar("T", bound=Member)
 R = TypeVar("R")
 
 
-class _Target(TypedDict):
+class _SetCommandFields(TypedDict):
+    """The fields every ``SetCommand`` takes to name its set: what ``SetBinding.target`` gives."""
+
     model: str
     pk: str
     key: str
@@ -79,7 +81,7 @@ class SetBinding:
     config: RedisConfig | None
 
     @property
-    def target(self) -> _Target:
+    def target(self) -> _SetCommandFields:
         """The keyword arguments that address a set command to this set."""
         return {
             "model": self.model,

@@ -6,10 +6,16 @@ The journal names its targets logically (model, pk, field) and reads commands th
 replayed without the application's model classes.
 """
 
-from ledgerset.commands.record import DEFAULT_STREAM, UPCASTERS, StreamJournal
-from ledgerset.journal.reader import JournalEntry, read_entries
+from ledgerset.commands.record import (
+    DEFAULT_STREAM,
+    UPCASTERS,
+    JournalEntry,
+    MalformedEntry,
+    StreamJournal,
+)
+from ledgerset.journal.reader import read_entries
 from ledgerset.journal.replay import ReplayReport, replay
-from ledgerset.journal.subscription import Delivery, MalformedEntry, Subscription, subscribe
+from ledgerset.journal.subscription import Delivery, Subscription, subscribe
 
 __all__ = [
     "DEFAULT_STREAM",

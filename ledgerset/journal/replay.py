@@ -33,11 +33,9 @@ from ledgerset.commands.catalog import (
     DeleteModel,
     RecordTarget,
     SaveModel,
-    SetCommand,
-    UpdateModel,
 )
 from ledgerset.commands.program import Refusal
-from ledgerset.commands.record import DEFAULT_STREAM, decode
+from ledgerset.commands.record import DEFAULT_STREAM, JournalEntry, decode
 from ledgerset.errors import (
     JournalEntryError,
     PermissionDeniedError,
@@ -45,7 +43,7 @@ from ledgerset.errors import (
     ReplayTargetError,
     permission_denied,
 )
-from ledgerset.journal.reader import JournalEntry, Position, read_entries
+from ledgerset.journal.reader import Position, read_entries
 from ledgerset.keys import KeyLayout, checkpoint_key, unwritable
 
 __all__ = ["ReplayReport", "check_target", "read_skipping", "replay"]
@@ -126,6 +124,8 @@ async def check_target(
     into ``target``: it is the source (same server ``run_id``, same database), or it holds keys
     but no checkpoint of this replay, unless ``into_existing``. Returns that checkpoint, if any:
     the entry a replay there resumes after."""
+    wire.check_client(source, "check_target", "source")
+    wire.check_client(target, "check_target", "target")
     checkpoint = checkpoint_key(stream, model)
     raw = await wire.call(target, ("GET", checkpoint), resend=True)
     resume_at = raw.decode() if isinstance(raw, bytes) else raw
@@ -459,14 +459,12 @@ def _broken(stream: str, entry: JournalEntry) -> JournalEntryError:
 
 
 def _field_names(command: Command[Any]) -> list[str]:
-    """Every field name ``command`` writes: hash fields and set fields."""
-    if isinstance(command, SaveModel):
-        return [name for name, _ in command.fields] + [contents.field for contents in command.sets]
-    if isinstance(command, UpdateModel):
-        return [name for name, _ in command.fields]
-    if isinstance(command, DeleteModel):
-        return [name for name, _ in command.sets]
-    return [command.field] if isinstance(command, SetCommand) else []
+    """Every field name ``command`` writes: the set field of every key it touches (its
+    ``addresses``, so a command on a second set names that one too), and the hash fields of a
+    model write (``fields``, the ``(name, JSON)`` pairs of ``model.save``/``model.update``)."""
+    hash_fields: tuple[tuple[str, bytes], ...] = getattr(command, "fields", ())
+    set_fields = [address.field for address in command.addresses if address.field is not None]
+    return [name for name, _ in hash_fields] + set_fields
 
 
 def _deleted_types(command: Command[Any]) -> list[tuple[str, str]]:

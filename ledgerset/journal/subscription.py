@@ -37,9 +37,14 @@ from redis.exceptions import ResponseError
 
 from ledgerset._events import INFO, WARNING, emit, enabled
 from ledgerset._server_errors import server_address, translate
-from ledgerset.commands.record import DEFAULT_STREAM, StreamJournal
+from ledgerset.commands.record import (
+    DEFAULT_STREAM,
+    JournalEntry,
+    MalformedEntry,
+    StreamJournal,
+    parse_any,
+)
 from ledgerset.errors import SubscriptionError
-from ledgerset.journal.reader import JournalEntry, MalformedEntry, parse_any
 
 __all__ = ["Delivery", "MalformedEntry", "Subscription", "subscribe"]
 

@@ -55,6 +55,7 @@ async def journal_models(
 
     ``on_progress(done, total)`` is called every few hundred entries read, and at the end.
     """
+    wire.check_client(redis, "journal_models")
     total = int(await redis.xlen(stream)) if on_progress is not None else 0
     models: set[str] = set()
     done = 0
@@ -94,7 +95,7 @@ async def compare(
     keys = sorted(await _keys(live, patterns) | await _keys(replayed, patterns))
     differences = []
     for done, key in enumerate(keys, start=1):
-        mine, theirs = await _describe(live, key), await _describe(replayed, key)
+        mine, theirs = await _contents(live, key), await _contents(replayed, key)
         if not _same(mine, theirs):
             differences.append(Difference(key, _show(mine), _show(theirs)))
         if on_progress is not None and (done % PROGRESS_EVERY == 0 or done == len(keys)):
@@ -112,7 +113,7 @@ async def _keys(redis: Redis, patterns: list[str]) -> set[str]:
     return found
 
 
-async def _describe(redis: Redis, key: str) -> tuple[str, Any, int] | None:
+async def _contents(redis: Redis, key: str) -> tuple[str, Any, int] | None:
     kind = await redis.type(key)
     kind = kind.decode() if isinstance(kind, bytes) else kind
     if kind == "none":

@@ -13,9 +13,10 @@ from __future__ import annotations
 import asyncio
 import gc
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from pydantic import Field
-from redis.asyncio import Redis
+from redis.asyncio import Connection, Redis
 
 import ledgerset
 from ledgerset import AtomicRedisModel, RedisSet, StreamJournal
@@ -97,6 +98,27 @@ async def test_cancelling_a_replay_ends_the_task_at_every_point(
 
 
 async def test_cancelling_set_calls_ends_the_task_at_every_point(redis: Redis) -> None:
+    await cancel_set_calls(redis, 1200)
+
+
+class OwnSendConnection(Connection):
+    """A connection class with its own ``send_packed_command``: the wire's fallback path."""
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        await super().send_packed_command(command, check_health)
+
+
+async def test_cancelling_set_calls_on_the_fallback_path_ends_the_task_at_every_point(
+    redis_url: str,
+) -> None:
+    client = Redis.from_url(redis_url, connection_class=OwnSendConnection)
+    try:
+        await cancel_set_calls(client, 600)
+    finally:
+        await client.aclose()
+
+
+async def cancel_set_calls(redis: Redis, trials: int) -> None:
     await ledgerset.init(redis=redis, journal=StreamJournal())
     note = CancelNote()
     await note.asave()
@@ -109,8 +131,7 @@ async def test_cancelling_set_calls_ends_the_task_at_every_point(redis: Redis) -
             await note.tags.asize()
             number += 1
 
-    await cancel_everywhere(redis, call_forever, 1200)
+    await cancel_everywhere(redis, call_forever, trials)
     # Whatever was cancelled, the server's set and what ledgerset reads agree.
     assert await note.tags.asize() == await redis.scard(note.tags._require_binding().key)
     assert await note.tags.acontains("tag-0") is True
-

@@ -24,8 +24,9 @@ from redis.asyncio import ConnectionPool, Redis
 import ledgerset
 from ledgerset import AtomicRedisModel, ConfigurationError, RedisConfig, RedisSet, StreamJournal
 from ledgerset.journal import replay
-from ledgerset.journal.reader import read_entries
-from ledgerset.journal.verify import compare
+from ledgerset.journal.reader import read_entries, read_for_display, read_last
+from ledgerset.journal.replay import check_target
+from ledgerset.journal.verify import compare, journal_models
 from tests.conftest import Snapshot
 
 T = TypeVar("T")
@@ -86,6 +87,18 @@ async def test_a_client_that_decodes_responses_is_refused_wherever_it_enters(
         async for _ in read_entries(decoding):
             pass
     refusals.append(refused.value)
+    with pytest.raises(ConfigurationError) as refused:
+        read_for_display(decoding)
+    refusals.append(refused.value)
+    with pytest.raises(ConfigurationError) as refused:
+        await read_last(decoding, "ledgerset:journal", 10)
+    refusals.append(refused.value)
+    with pytest.raises(ConfigurationError) as refused:
+        await journal_models(decoding)
+    refusals.append(refused.value)
+    with pytest.raises(ConfigurationError) as refused:
+        await check_target(redis, decoding)
+    refusals.append(refused.value)
 
     assert [(error.where, error.argument) for error in refusals] == [
         ("ledgerset.init", "redis"),
@@ -94,6 +107,10 @@ async def test_a_client_that_decodes_responses_is_refused_wherever_it_enters(
         ("replay", "target"),
         ("compare", "replayed"),
         ("read_entries", "redis"),
+        ("read_for_display", "redis"),
+        ("read_last", "redis"),
+        ("journal_models", "redis"),
+        ("check_target", "target"),
     ]
     for error in refusals:
         assert error.value is decoding

@@ -26,9 +26,9 @@ import ledgerset
 from ledgerset import AtomicRedisModel, RedisSet, RequestTooLargeError, StreamJournal
 from ledgerset.commands import dispatcher
 from ledgerset.commands.catalog import ToggleMembers
-from ledgerset.commands.record import SPLIT_BYTES
+from ledgerset.commands.record import SPLIT_BYTES, JournalEntry
 from ledgerset.embedded import EmbeddedServer
-from ledgerset.journal.reader import JournalEntry, read_entries
+from ledgerset.journal.reader import read_entries
 from ledgerset.journal.replay import replay
 from ledgerset.journal.verify import compare
 

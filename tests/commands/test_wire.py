@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from pydantic import Field
-from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, Connection, ConnectionPool, Redis
 from redis.exceptions import ResponseError
 
 import ledgerset
@@ -25,6 +25,17 @@ from tests.conftest import Snapshot
 
 class WireNote(AtomicRedisModel):
     tags: RedisSet[str] = Field(default_factory=RedisSet)
+
+
+class SendingConnection(Connection):
+    """A redis-py connection whose own ``send_packed_command`` counts what it sends: one an
+    application instruments. The wire must send through it, not write past it."""
+
+    sent: list[bytes] = []  # noqa: RUF012 (shared by the pool's connections, reset per test)
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        self.sent.append(bytes(command) if isinstance(command, bytes) else b"".join(command))
+        await super().send_packed_command(command, check_health)
 
 
 class CountingPool(ConnectionPool):
@@ -175,3 +186,29 @@ async def test_a_protocol_error_does_not_poison_the_next_call(
     finally:
         await limited.aclose()
         await redis.acl_deluser("noconfig")
+
+
+async def test_a_connection_class_with_its_own_send_is_sent_through_it(
+    redis: Redis, redis_url: str
+) -> None:
+    SendingConnection.sent = []
+    client = Redis.from_url(redis_url, connection_class=SendingConnection)
+    try:
+        await ledgerset.init(redis=client, journal=StreamJournal())
+        note = WireNote()
+        await note.asave()
+        await note.tags.aadd("first")
+        async with ledgerset.transaction():
+            await note.tags.aadd_many(["second", "third"])
+            note.tags.discard("first")
+
+        # The whole call works through the fallback: writes, journal, reads.
+        assert await note.tags.amembers() == {"second", "third"}
+        assert await client.xlen("ledgerset:journal") == 4  # save, add, the two of the transaction
+        # Every one of ledgerset's requests went through the class's own method.
+        evals = [request for request in SendingConnection.sent if b"EVALSHA" in request[:40]]
+        loads = [request for request in SendingConnection.sent if b"LOAD" in request[:40]]
+        assert len(evals) == 3 + len(loads)  # asave, aadd, the transaction; a NOSCRIPT's retry
+        assert any(b"SMEMBERS" in request for request in SendingConnection.sent)
+    finally:
+        await client.aclose()
