@@ -78,10 +78,10 @@ def clean_structlog() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def cluster_url() -> Iterator[str]:
-    """A startup node of the run's embedded cluster (started when a test first needs it)."""
+def embedded_cluster() -> Iterator[EmbeddedCluster]:
+    """The run's embedded cluster of 3 primaries (started when a test first needs it)."""
     with EmbeddedCluster(binary=server_binary()) as cluster:
-        yield cluster.url
+        yield cluster
 
 
 @pytest.fixture
@@ -89,7 +89,7 @@ async def redis(request: pytest.FixtureRequest, server_kind: str) -> AsyncIterat
     """The test's client, its database flushed, given to ``ledgerset.init``."""
     client: Redis | RedisCluster
     if server_kind == "cluster":
-        client = RedisCluster.from_url(request.getfixturevalue("cluster_url"))
+        client = RedisCluster.from_url(request.getfixturevalue("embedded_cluster").url)
     else:
         client = Redis.from_url(request.getfixturevalue("redis_url"))
     await client.flushdb()

@@ -18,6 +18,8 @@ that nothing ran, so it is followed, up to ``MAX_REDIRECTIONS`` times:
 - ``TRYAGAIN``: during a migration, some of a program's keys have moved and some not; sent again
   after a short pause, until ``socket_timeout`` has passed.
 
+``SCRIPT LOAD`` goes to every primary, so a program redirected to another one finds it there.
+
 A connection lost or timed out after sending is an unknown outcome and raised as it is (the
 caller reports it), and the slot map is reloaded before the next call: the node may be gone.
 ``CLUSTERDOWN``/``MASTERDOWN`` (a failover under way) and redirections that never settle are
@@ -148,6 +150,10 @@ async def call(
     if not isinstance(redis, RedisCluster):
         return await wire.call(redis, args, resend=resend)
     nodes = await _nodes(redis)
+    if _name(args[0]) == b"SCRIPT":
+        # Loaded on every primary: a redirection may take the program to any of them.
+        replies = [await nodes.everywhere(node, args) for node in redis.get_primaries()]
+        return replies[0]
     if not keys:
         return await nodes.send(None, args, resend)
     slots = {key_slot(key if isinstance(key, (str, bytes)) else str(key)) for key in keys}
@@ -303,6 +309,10 @@ class _Nodes:
                 raise
             if redirections >= MAX_REDIRECTIONS:
                 raise _lost(client, f"still redirected after {MAX_REDIRECTIONS} redirections")
+
+    async def everywhere(self, node: ClusterNode, args: Sequence[wire.Arg]) -> Any:
+        """``args`` on ``node`` itself (no redirection applies: e.g. ``SCRIPT LOAD``)."""
+        return await wire.call(self.client(node), args, resend=True)
 
     async def aclose(self) -> None:
         for client in self.clients.values():
