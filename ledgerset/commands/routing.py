@@ -144,8 +144,9 @@ async def call(
 
     ``keys`` are the command's keys (none: any primary answers, e.g. ``PING``). ``resend``
     marks a read, which may be sent once more after a lost connection, and which may span
-    slots when it is set algebra (computed from per-slot reads). A write whose keys span slots
-    raises ``CrossSlotError``, before anything is sent.
+    slots when it is set algebra (computed from per-slot reads). A write goes to the slot of
+    its first key (``program_slot`` checked the rest); one whose keys span slots is refused
+    by the server, before it runs, as ``CrossSlotError``.
     """
     if not isinstance(redis, RedisCluster):
         return await wire.call(redis, args, resend=resend)
@@ -156,11 +157,13 @@ async def call(
         return replies[0]
     if not keys:
         return await nodes.send(None, args, resend)
-    slots = {key_slot(key if isinstance(key, (str, bytes)) else str(key)) for key in keys}
-    if len(slots) == 1:
-        return await nodes.send(slots.pop(), args, resend)
+    first = key_slot(_text(keys[0]))
+    if not resend or all(key_slot(_text(key)) == first for key in keys[1:]):
+        # A write's keys were checked by program_slot (one slot); should another caller's
+        # span slots, the server refuses it (CROSSSLOT, below) before anything runs.
+        return await nodes.send(first, args, resend)
     name = _name(args[0])
-    if resend and name in _SCATTERED_READS:
+    if name in _SCATTERED_READS:
         return await _Scattered(nodes).run(name, args)
     raise CrossSlotError.keys_span_slots(name.decode(), [_text(key) for key in keys])
 
