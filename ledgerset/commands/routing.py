@@ -52,6 +52,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ledgerset._events import WARNING, emit, enabled
 from ledgerset.commands import wire
 from ledgerset.commands.program import Program
 from ledgerset.errors import CrossSlotError, invalid_client
@@ -107,7 +108,8 @@ def program_slot(redis: Client, program: Program) -> int | None:
     """The one slot of every key of ``program`` on a cluster (``None`` on one server).
 
     Raises ``CrossSlotError`` before anything is sent when the keys span slots, naming each
-    model with its slot: one atomic program can only run in one slot. Called once the commands
+    model with its slot (and logs ``command.refused``, reason ``cross_slot``): one atomic
+    program can only run in one slot. Called once the commands
     are compiled and before their journal entries, which then go to that slot's stream.
     """
     if not isinstance(redis, RedisCluster):
@@ -119,10 +121,21 @@ def program_slot(redis: Client, program: Program) -> int | None:
     for command, _, _ in program.spans:
         for address in command.addresses:
             owners.setdefault((address.model, address.pk), key_slot(address.key))
-    raise CrossSlotError.spans_slots(
+    error = CrossSlotError.spans_slots(
         commands=[command.name for command, _, _ in program.spans],
         models=[(model, pk, slot) for (model, pk), slot in owners.items()],
     )
+    if enabled(WARNING):
+        emit(
+            WARNING,
+            "command.refused",
+            command=error.commands[0],
+            commands=len(error.commands),
+            models=[f"{model}:{pk}" for model, pk, _ in error.models],
+            slots=sorted({slot for _, _, slot in error.models}),
+            reason=error.reason,
+        )
+    raise error
 
 
 def same_slot(redis: Client, keys: Sequence[str]) -> bool:
