@@ -109,8 +109,8 @@ def program_slot(redis: Client, program: Program) -> int | None:
 
     Raises ``CrossSlotError`` before anything is sent when the keys span slots, naming each
     model with its slot (and logs ``command.refused``, reason ``cross_slot``): one atomic
-    program can only run in one slot. Called once the commands
-    are compiled and before their journal entries, which then go to that slot's stream.
+    program can only run in one slot. Called once the commands are compiled and before their
+    journal entries, which then go to that slot's stream.
     """
     if not isinstance(redis, RedisCluster):
         return None
