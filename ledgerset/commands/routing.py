@@ -360,8 +360,10 @@ async def _asking(client: Redis, args: Sequence[wire.Arg]) -> Any:
     try:
         async with asyncio.timeout(_timeout(client)):
             await connection.send_packed_command(wire.pack(("ASKING",)) + wire.pack(args))
-            await connection.read_response(disable_decoding=True)
-            reply = await connection.read_response(disable_decoding=True)
+            try:
+                await connection.read_response(disable_decoding=True)
+            finally:  # the command's reply follows, even after a refused ASKING: read it too
+                reply = await connection.read_response(disable_decoding=True)
     except ResponseError:
         raise  # the command's error reply: both replies were read, the connection is fine
     except BaseException:
