@@ -36,15 +36,15 @@ from contextvars import ContextVar, Token
 from types import TracebackType
 from typing import Any, NamedTuple, TypeVar
 
-from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, ResponseError
 
 from ledgerset._events import DEBUG, INFO, WARNING, emit, enabled
 from ledgerset._server_errors import translate
-from ledgerset.commands import wire
+from ledgerset.commands import routing
 from ledgerset.commands.catalog import Command
 from ledgerset.commands.program import OPS, SOURCE, Program, Refusal
 from ledgerset.commands.record import StreamJournal, journal_ops, longest_entry
+from ledgerset.commands.routing import Client
 from ledgerset.errors import (
     ExpiryOutOfRangeError,
     ModelNotFoundError,
@@ -108,7 +108,7 @@ def _this_task() -> asyncio.Task[Any] | None:
 
 async def execute(
     command: Command[R],
-    redis: Redis,
+    redis: Client,
     on_result: Callable[[R], None] | None = None,
     *,
     journal: StreamJournal | None = None,
@@ -145,7 +145,7 @@ class _Pending(NamedTuple):
 
 
 async def _commit(
-    redis: Redis, pending: Sequence[_Pending], tx: Transaction | None = None
+    redis: Client, pending: Sequence[_Pending], tx: Transaction | None = None
 ) -> tuple[Program, list[object], list[object]]:
     """Run ``pending`` as one atomic program: the program, its replies, each command's result.
 
@@ -161,9 +161,10 @@ async def _commit(
     program = Program()
     for each in pending:
         program.add(each.command)
+    slot = routing.program_slot(redis, program)
     journaled = [(each.command, each.journal) for each in pending if each.journal is not None]
     if journaled:
-        journal_ops(program, journaled, tx.id if tx is not None else _new_txn())
+        journal_ops(program, journaled, tx.id if tx is not None else _new_txn(), slot)
     what = "transaction" if tx is not None else pending[0].command.name
     try:
         outcome = await _run(redis, program, what)
@@ -192,7 +193,7 @@ def _new_txn() -> str:
 
 def defer(
     command: Command[R],
-    redis: Redis,
+    redis: Client,
     on_result: Callable[[R], None] | None = None,
     *,
     journal: StreamJournal | None = None,
@@ -209,7 +210,7 @@ def defer(
 
 
 async def apply_batch(
-    redis: Redis,
+    redis: Client,
     commands: list[Command[Any]],
     *,
     checkpoint: str,
@@ -252,7 +253,7 @@ class Transaction:
         #: Names this transaction in log events (and, journaled, in its entries' ``txn``).
         self.id = _new_txn()
         self._pending: list[_Pending] = []
-        self._redis: Redis | None = None
+        self._redis: Client | None = None
         self._owner = _this_task()
         #: True once the block has exited: nothing joins the transaction any more.
         self.closed = False
@@ -275,7 +276,7 @@ class Transaction:
     def buffer(
         self,
         command: Command[R],
-        redis: Redis,
+        redis: Client,
         on_result: Callable[[R], None] | None,
         journal: StreamJournal | None = None,
         *,
@@ -378,24 +379,25 @@ _MAY_HAVE_LANDED = (
 )
 
 
-async def _run(redis: Redis, program: Program, what: str) -> list[object] | Refusal:
+async def _run(redis: Client, program: Program, what: str) -> list[object] | Refusal:
     """Send ``program`` in one EVALSHA; its replies, or why the server refused it."""
     command = ("EVALSHA", _SHA, len(program.keys), *program.keys, *program.argv)
-    pool = redis.connection_pool
+    keys = program.keys
     try:
         async with translate(what, redis, _MAY_HAVE_LANDED):
+            pool = await routing.node_pool(redis, keys)
             try:
-                reply = await wire.call(redis, command)
+                reply = await routing.call(redis, command, keys=keys)
             except NoScriptError:
                 # The server does not have the program (never loaded; SCRIPT FLUSH, restart,
                 # failover): load, retry once. Safe: NOSCRIPT means nothing of the program ran.
-                await wire.call(redis, ("SCRIPT", "LOAD", SOURCE), resend=True)
+                await routing.call(redis, ("SCRIPT", "LOAD", SOURCE), keys=keys, resend=True)
                 if pool in _ran:  # it ran there before: the server lost it, worth an INFO
                     if enabled(INFO):
                         emit(INFO, "script.reloaded", sha=_SHA)
                 elif enabled(DEBUG):
                     emit(DEBUG, "script.loaded", sha=_SHA)
-                reply = await wire.call(redis, command)
+                reply = await routing.call(redis, command, keys=keys)
             if pool not in _ran:
                 _ran.add(pool)
     except RequestTooLargeError as exc:  # refused before sending: name the command it was for
@@ -413,10 +415,10 @@ async def _run(redis: Redis, program: Program, what: str) -> list[object] | Refu
     return refusal
 
 
-async def _acl_user(redis: Redis) -> str | None:
+async def _acl_user(redis: Client) -> str | None:
     """The connection's ACL user, to name in a permission error (``None`` if it cannot tell)."""
     try:
-        user = await wire.call(redis, ("ACL", "WHOAMI"), resend=True)
+        user = await routing.call(redis, ("ACL", "WHOAMI"), resend=True)
     except Exception:  # the refusal is the error to report; a failure here only loses a name
         return None
     return user.decode() if isinstance(user, bytes) else str(user)

@@ -40,6 +40,7 @@ from ledgerset import _events
 from ledgerset.commands.catalog import REGISTRY, Command, MembersCommand, RecordTarget
 from ledgerset.commands.program import OPS, Program
 from ledgerset.errors import JournalEntryError
+from ledgerset.keys import journal_stream
 
 __all__ = [
     "DEFAULT_CTX_REDACT",
@@ -210,10 +211,15 @@ def entry_fields(
 
 
 def journal_ops(
-    program: Program, journaled: Sequence[tuple[Command[Any], StreamJournal]], txn: str
+    program: Program,
+    journaled: Sequence[tuple[Command[Any], StreamJournal]],
+    txn: str,
+    slot: int | None = None,
 ) -> None:
     """Append to ``program`` the ``JOURNAL`` op of every entry that records ``journaled``'s
-    commands (compiled into it already), in order; ``txn`` names their transaction.
+    commands (compiled into it already), in order; ``txn`` names their transaction. On a
+    cluster, ``slot`` is the program's slot and each entry goes to that slot's stream of its
+    journal (``keys.journal_stream``).
 
     A command's record too long for one entry may be several (``entry_args``). ``seq``/``of``
     count entries within each stream: a transaction over models with different journals leaves
@@ -226,13 +232,13 @@ def journal_ops(
     entries = []
     for command, journal in journaled:
         parts = entry_args(command)
-        entries.append((command, journal, parts))
-        sizes[journal.stream] = sizes.get(journal.stream, 0) + len(parts)
+        stream = journal.stream if slot is None else journal_stream(journal.stream, slot)
+        entries.append((command, journal, stream, parts))
+        sizes[stream] = sizes.get(stream, 0) + len(parts)
         if journal not in ctxs:
             ctxs[journal] = journal_context(journal)
     seqs = dict.fromkeys(sizes, 0)
-    for command, journal, parts in entries:
-        stream = journal.stream
+    for command, journal, stream, parts in entries:
         for args in parts:
             seq = seqs[stream] = seqs[stream] + 1
             fields = entry_fields(
