@@ -23,6 +23,7 @@ from typing import Any, NoReturn, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import (
     AuthenticationError,
     NoPermissionError,
@@ -34,12 +35,18 @@ from redis.exceptions import (
 
 from ledgerset._server_errors import server_address
 from ledgerset.commands.record import DEFAULT_STREAM
-from ledgerset.errors import JournalError, LedgersetError, ServerUnavailableError
+from ledgerset.errors import (
+    JournalError,
+    LedgersetError,
+    ServerUnavailableError,
+    cluster_database,
+)
 
 __all__ = [
     "Interrupted",
     "Options",
     "connect",
+    "connect_any",
     "fail",
     "main",
     "moment",
@@ -353,6 +360,35 @@ async def connect(url: str, option: str | None = None) -> Redis:
         ) from exc
     _session.opened.append(_Opened(option, url, await _buffer_kills(client)))
     return client
+
+
+async def connect_any(url: str, option: str | None = None) -> Redis | RedisCluster:
+    """A client for ``url`` (checked as ``connect`` does): a ``RedisCluster`` when its server is
+    a cluster node (``INFO cluster``: ``cluster_enabled:1``), else a plain client.
+
+    A cluster has only database 0, so a URL naming another database of a cluster node is
+    refused (``ConfigurationError``) before anything else is sent; the URL's database is left out
+    of the first connection, which would otherwise fail on ``SELECT``.
+    """
+    from ledgerset.journal.streams import is_cluster  # here: the journal layer, imported late
+
+    option = option or _option_of(url)
+    parts = urlsplit(url)
+    database = parts.path.strip("/") if parts.scheme in {"redis", "rediss"} else ""
+    probe_url = urlunsplit(parts._replace(path="")) if database not in ("", "0") else url
+    client = await connect(probe_url, option)
+    try:
+        cluster = await is_cluster(client)
+    finally:
+        if probe_url != url:
+            await client.aclose()
+    if not cluster:
+        return client if probe_url == url else await connect(url, option)
+    if probe_url == url:
+        await client.aclose()
+    if database not in ("", "0"):
+        raise cluster_database(f"ledgerset {option}", redact(url), int(database))
+    return RedisCluster.from_url(url, socket_connect_timeout=5, socket_timeout=30)
 
 
 def _option_of(url: str) -> str:
