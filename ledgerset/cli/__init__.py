@@ -36,7 +36,6 @@ from redis.exceptions import (
 from ledgerset._server_errors import server_address
 from ledgerset.commands.record import DEFAULT_STREAM
 from ledgerset.errors import (
-    JournalError,
     LedgersetError,
     ServerUnavailableError,
     cluster_database,
@@ -51,7 +50,6 @@ __all__ = [
     "main",
     "moment",
     "redact",
-    "require_stream",
     "run",
 ]
 
@@ -313,16 +311,6 @@ async def _buffer_kills(client: Redis) -> int | None:
         return None
     value = stats.get("client_output_buffer_limit_disconnections")
     return int(value) if value is not None else None
-
-
-async def require_stream(redis: Redis, stream: str) -> None:
-    """Fail with one clear line when the journal ``stream`` does not exist."""
-    if not await redis.exists(stream):
-        raise JournalError(
-            f"no journal stream {stream!r} at {server_address(redis)}; check --stream, or "
-            f"enable a journal with ledgerset.init(..., journal=StreamJournal({stream!r}))",
-            stream=stream,
-        )
 
 
 async def connect(url: str, option: str | None = None) -> Redis:

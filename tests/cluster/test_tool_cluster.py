@@ -141,7 +141,7 @@ async def test_a_cluster_url_with_a_database_is_refused_and_changes_nothing(
     journaled: list[dict], embedded: EmbeddedCluster
 ) -> None:
     before = await cluster_state(embedded)
-    for command in (["log"], ["tail"]):
+    for command in (["log"], ["tail"], ["replay", "--to-url", embedded.url], ["verify"]):
         result = run_cli("--url", embedded.url + "/1", *command)
         assert result.returncode == 1, result.stderr
         line = one_line(result)
