@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -45,15 +46,21 @@ _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError)
 NOTHING_CHANGED = "Nothing was changed."
 
 
-def server_address(redis: Redis) -> str:
-    """``host:port`` (or the socket path) of the server ``redis`` talks to."""
+def server_address(redis: Redis | RedisCluster) -> str:
+    """``host:port`` (or the socket path) of the server ``redis`` talks to; of a cluster, the
+    node it started from."""
+    if isinstance(redis, RedisCluster):
+        node = redis.get_default_node() or redis.startup_nodes[0]
+        return f"{node.host}:{node.port} (cluster)"
     kwargs = redis.connection_pool.connection_kwargs
     if "path" in kwargs:
         return str(kwargs["path"])
     return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
 
 
-def unavailable(redis: Redis, what: str, exc: BaseException, advice: str) -> ServerUnavailableError:
+def unavailable(
+    redis: Redis | RedisCluster, what: str, exc: BaseException, advice: str
+) -> ServerUnavailableError:
     """The error (and ``connection.error`` event) for losing the server during ``what``."""
     address = server_address(redis)
     if enabled(ERROR):
@@ -64,7 +71,9 @@ def unavailable(redis: Redis, what: str, exc: BaseException, advice: str) -> Ser
     )
 
 
-def credentials_refused(redis: Redis, what: str, exc: BaseException) -> ServerUnavailableError:
+def credentials_refused(
+    redis: Redis | RedisCluster, what: str, exc: BaseException
+) -> ServerUnavailableError:
     """The error for a server that refused the client's user name or password during ``what``."""
     address = server_address(redis)
     if enabled(ERROR):
@@ -91,7 +100,7 @@ class translate:  # lower case: used as a statement, like contextlib's suppress
     def __init__(
         self,
         what: str,
-        redis: Redis,
+        redis: Redis | RedisCluster,
         advice: str = NOTHING_CHANGED,
         *,
         command: tuple[object, ...] | None = None,

@@ -13,6 +13,7 @@
     ├── PermissionDeniedError      the ACL user may not run a command a write needs
     ├── ExpiryOutOfRangeError      an expiry the server program refuses (ValueError)
     ├── TransactionError           an operation that cannot run inside a transaction
+    │   └── CrossSlotError         a write over keys in several slots of a cluster
     ├── UnknownMirrorError         asave() of a set whose last write has an unknown outcome
     ├── NotInitializedError        no connection: neither ledgerset.init() nor Meta.redis
     ├── ConfigurationError         an unusable client or journal given to init, RedisConfig, replay
@@ -43,6 +44,7 @@ from typing import Self
 
 __all__ = [
     "ConfigurationError",
+    "CrossSlotError",
     "EmbeddedClusterError",
     "EmbeddedServerError",
     "ExpiryOutOfRangeError",
@@ -422,6 +424,57 @@ class TransactionError(LedgersetError):
         self.key = key
 
 
+class CrossSlotError(TransactionError):
+    """A write whose keys span hash slots of a Redis/Valkey Cluster; nothing was sent.
+
+    One atomic program runs in one slot, so a transaction (or a command) over models in several
+    slots cannot run as one. ``models`` lists ``(model, pk, slot)`` for each model involved
+    (empty when the keys were not a model's), ``commands`` the journal names of the refused
+    commands. The fix: co-locate the models with a shared hash tag in their pks
+    (``{tenant}:...``), or write them in separate transactions.
+    """
+
+    reason = "cross_slot"
+
+    def __init__(
+        self, message: str, *, commands: list[str], models: list[tuple[str, str, int]]
+    ) -> None:
+        super().__init__(message, command=commands[0] if commands else None)
+        self.commands = commands
+        self.models = models
+
+    @classmethod
+    def spans_slots(
+        cls, *, commands: list[str], models: list[tuple[str, str, int]]
+    ) -> CrossSlotError:
+        """The refusal of a program over ``models`` (``(model, pk, slot)``) in several slots."""
+        named = ", ".join(f"{model} {pk!r} (slot {slot})" for model, pk, slot in models)
+        what = (
+            f"a transaction of {len(commands)} commands" if len(commands) > 1 else commands[0]
+        )
+        return cls(
+            f"{what} refused: it writes {named}, which are in different hash slots of the "
+            f"cluster, and one atomic write runs in one slot. Nothing was sent. Co-locate the "
+            f"models with a shared hash tag in their pks, e.g. pk='{{tenant}}:home' and "
+            f"pk='{{tenant}}:about' (the same tag, the same slot), or write them in separate "
+            f"transactions.",
+            commands=commands,
+            models=models,
+        )
+
+    @classmethod
+    def keys_span_slots(cls, command: str, keys: list[str]) -> CrossSlotError:
+        """The refusal of server command ``command`` over ``keys`` in several slots."""
+        shown = f" {keys!r}" if keys else ""
+        return cls(
+            f"{command} refused: its keys{shown} are in different hash slots of the cluster, "
+            f"and one command runs in one slot. Nothing was changed. Co-locate the models with "
+            f"a shared hash tag in their pks (pk='{{tenant}}:...').",
+            commands=[command],
+            models=[],
+        )
+
+
 class UnknownMirrorError(LedgersetError):
     """``asave()`` refused: a set's local copy may be wrong after a write of unknown outcome.
 
@@ -478,6 +531,20 @@ def invalid_client(where: str, argument: str, value: object, problem: str) -> Co
         f"accepted.",
         where=where,
         argument=argument,
+        value=value,
+    )
+
+
+def database_on_cluster(where: str, value: object) -> ConfigurationError:
+    """The error for a URL or client naming a database other than 0 of a cluster node."""
+    shown = value if isinstance(value, str) else type(value).__name__
+    return ConfigurationError(
+        f"{where}(redis={shown!r}): the server is a cluster node, and a cluster has only "
+        f"database 0 (no SELECT). Nothing was changed. Connect without a database "
+        f"(redis://host:port) or with /0; keep apart what would have gone to another database "
+        f"with a hash tag or a key prefix instead.",
+        where=where,
+        argument="redis",
         value=value,
     )
 

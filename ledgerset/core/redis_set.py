@@ -24,12 +24,11 @@ from typing import Any, NoReturn, TypedDict, TypeVar, cast, get_args, overload
 
 from pydantic import GetCoreSchemaHandler
 from pydantic_core import core_schema
-from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from ledgerset import _events
 from ledgerset._server_errors import server_address, translate
-from ledgerset.commands import dispatcher, wire
+from ledgerset.commands import dispatcher, routing, wire
 from ledgerset.commands.catalog import (
     AddMembers,
     ClearSet,
@@ -89,7 +88,7 @@ class SetBinding:
             "owner": self.owner,
         }
 
-    def redis(self) -> Redis:
+    def redis(self) -> routing.Client:
         """The client of the set's model."""
         return default_redis(self.config, self.model)
 
@@ -138,7 +137,8 @@ class SetBinding:
 
         try:
             async with translate(what, redis, command=command, wrong_type=wrong_type):
-                return await wire.call(redis, command, resend=True)
+                keyed = command[first_key : first_key + keys]
+                return await routing.call(redis, command, keys=keyed, resend=True)
         except ResponseError as exc:
             missing = _missing_command(str(exc), needs or str(command[0]))
             if missing is not None:
@@ -554,6 +554,11 @@ class RedisSet(set[T]):
         other = larger if smaller is self else smaller
         self._operands(method, what, (other,), same_type=True)
         keys = (smaller._require_binding().key, larger._require_binding().key)
+        if not routing.same_slot(binding.redis(), keys):
+            # Two reads (routing.py computes the count from per-slot reads), so not one moment.
+            size = int(await binding.read(what, ("SCARD", keys[0])))
+            shared = ("SINTERCARD", 2, *keys, "LIMIT", size)
+            return size == 0 or int(await binding.read(what, shared, 2, first_key=2)) == size
         command: tuple[wire.Arg, ...] = ("EVAL_RO", _IS_SUBSET, 2, *keys)
         found = await binding.read(what, command, 2, first_key=3, needs="SINTERCARD")
         return bool(found)

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from pydantic import Field
 from redis.asyncio import Redis
+from support import all_keys, spec_set_key
 
 import ledgerset
 from ledgerset import (
@@ -25,6 +26,8 @@ from ledgerset import (
     UpdateAtomicModelError,
 )
 from ledgerset.types import RedisSet
+
+pytestmark = pytest.mark.also_on_cluster
 
 TakeSnapshot = Callable[[], Awaitable[dict[bytes, Any]]]
 
@@ -59,7 +62,7 @@ class MethodsExpiring(AtomicRedisModel):
 
 
 def tags_key(model: AtomicRedisModel, field: str = "tags") -> str:
-    return f"__rapyer_special__:{type(model).__name__}:{model.pk}:{field}"
+    return spec_set_key(model, field)
 
 
 def stored(*members: str) -> set[bytes]:
@@ -583,7 +586,7 @@ async def test_adelete_removes_the_hash_and_every_set_key(redis: Redis) -> None:
 
     assert await article.adelete() is True
 
-    assert await redis.keys("*") == []
+    assert await all_keys(redis) == []
     assert await MethodsArticle.aexists(article.key) is False
 
 

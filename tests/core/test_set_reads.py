@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from pydantic import Field
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from support import server_binary, take_snapshot
 
 import ledgerset
@@ -31,6 +32,8 @@ from ledgerset import (
 )
 from ledgerset.embedded import EmbeddedServer
 from ledgerset.types import RedisSet
+
+pytestmark = pytest.mark.also_on_cluster
 
 TakeSnapshot = Callable[[], Awaitable[dict[bytes, Any]]]
 
@@ -56,8 +59,19 @@ async def saved(*members: str) -> ReadsArticle:
 
 
 async def sscan_calls(redis: Redis) -> int:
+    if isinstance(redis, RedisCluster):  # the calls of every primary, by node
+        by_node = await redis.info("commandstats", target_nodes=RedisCluster.PRIMARIES)
+        calls = (stats.get("cmdstat_sscan", {}).get("calls", 0) for stats in by_node.values())
+        return sum(int(count) for count in calls)
     stats = await redis.info("commandstats")
     return int(stats.get("cmdstat_sscan", {}).get("calls", 0))
+
+
+async def reset_stats(redis: Redis) -> None:
+    if isinstance(redis, RedisCluster):
+        await redis.config_resetstat(target_nodes=RedisCluster.PRIMARIES)
+    else:
+        await redis.config_resetstat()
 
 
 async def collect(members: AsyncIterator[Any]) -> list[Any]:
@@ -81,13 +95,13 @@ async def test_aiter_reads_a_large_set_in_pages_of_about_count(redis: Redis) -> 
     article = await saved()
     members = [f"m{i}" for i in range(3000)]
     await article.tags.aadd_many(members)
-    await redis.config_resetstat()
+    await reset_stats(redis)
 
     seen = await collect(article.tags.aiter(count=100))
 
     assert sorted(seen) == sorted(members)  # no repeat: the set did not change meanwhile
     assert await sscan_calls(redis) >= 3000 // 200  # many pages, none of them the whole set
-    await redis.config_resetstat()
+    await reset_stats(redis)
     assert sorted(await collect(article.tags.aiter(count=10_000))) == sorted(members)
     assert await sscan_calls(redis) == 1
 
@@ -95,7 +109,7 @@ async def test_aiter_reads_a_large_set_in_pages_of_about_count(redis: Redis) -> 
 async def test_aiter_stopped_early_reads_no_further_page(redis: Redis) -> None:
     article = await saved()
     await article.tags.aadd_many([f"m{i}" for i in range(3000)])
-    await redis.config_resetstat()
+    await reset_stats(redis)
 
     async for _ in article.tags.aiter(count=50):
         break

@@ -12,9 +12,12 @@ from typing import Any, Optional
 import pytest
 from pydantic import Field
 from redis.asyncio import Redis
+from support import all_keys, spec_set_key
 
 from ledgerset import AtomicRedisModel, InvalidMemberError, RedisConfig, UpdateAtomicModelError
 from ledgerset.types import RedisSet
+
+pytestmark = pytest.mark.also_on_cluster
 
 TakeSnapshot = Callable[[], Awaitable[dict[bytes, Any]]]
 
@@ -49,7 +52,7 @@ class SpecExpiringArticle(AtomicRedisModel):
 
 
 def set_key(model: AtomicRedisModel, field: str) -> str:
-    return f"__rapyer_special__:{type(model).__name__}:{model.pk}:{field}"
+    return spec_set_key(model, field)
 
 
 # -- Basic Usage ------------------------------------------------------------------------------
@@ -304,9 +307,9 @@ async def test_set_lives_at_the_special_key(redis: Redis) -> None:
     await article.asave()
     await article.tags.aadd("python")
 
-    special = f"__rapyer_special__:SpecArticle:{article.pk}:tags"
+    special = set_key(article, "tags")
     assert await redis.type(special) == b"set"
-    assert set(await redis.keys("*")) == {article.key.encode(), special.encode()}
+    assert set(await all_keys(redis)) == {article.key.encode(), special.encode()}
 
 
 async def test_asave_and_adelete_handle_the_set_key(redis: Redis) -> None:
@@ -315,7 +318,7 @@ async def test_asave_and_adelete_handle_the_set_key(redis: Redis) -> None:
     assert await redis.smembers(set_key(article, "tags")) == {b'"python"'}
 
     assert await article.adelete() is True
-    assert await redis.keys("*") == []
+    assert await all_keys(redis) == []
 
 
 async def test_ttl_is_inherited_by_the_set_key(redis: Redis) -> None:
