@@ -358,7 +358,7 @@ async def connect_any(url: str, option: str | None = None) -> Redis | RedisClust
     refused (``ConfigurationError``) before anything else is sent; the URL's database is left out
     of the first connection, which would otherwise fail on ``SELECT``.
     """
-    from ledgerset.journal.streams import is_cluster  # here: the journal layer, imported late
+    from ledgerset.journal.streams import is_cluster_node  # here: the journal layer, imported late
 
     option = option or _option_of(url)
     parts = urlsplit(url)
@@ -366,7 +366,7 @@ async def connect_any(url: str, option: str | None = None) -> Redis | RedisClust
     probe_url = urlunsplit(parts._replace(path="")) if database not in ("", "0") else url
     client = await connect(probe_url, option)
     try:
-        cluster = await is_cluster(client)
+        cluster = await is_cluster_node(client)
     finally:
         if probe_url != url:
             await client.aclose()

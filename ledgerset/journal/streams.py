@@ -26,8 +26,8 @@ from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 
 from ledgerset._server_errors import server_address
-from ledgerset.commands import wire
-from ledgerset.errors import JournalError, invalid_client
+from ledgerset.commands import routing, wire
+from ledgerset.errors import JournalError
 from ledgerset.journal.reader import (
     JournalEntry,
     MalformedEntry,
@@ -41,7 +41,7 @@ __all__ = [
     "Journal",
     "JournalStream",
     "Source",
-    "is_cluster",
+    "is_cluster_node",
     "node_client",
     "open_journal",
     "order",
@@ -130,7 +130,7 @@ class Journal:
         return new
 
 
-async def is_cluster(redis: Redis) -> bool:
+async def is_cluster_node(redis: Redis) -> bool:
     """Whether the server of ``redis`` is a cluster node: ``INFO cluster`` says
     ``cluster_enabled:1``."""
     info = await wire.call(redis, ("INFO", "cluster"), resend=True)
@@ -167,10 +167,8 @@ async def open_journal(redis: Source, stream: str) -> AsyncIterator[Journal]:
 async def primary_clients(cluster: RedisCluster) -> dict[str, Redis]:
     """A plain client of each primary of ``cluster`` (by ``host:port``), with the cluster's
     credentials and timeouts; the caller closes them."""
+    routing.check_cluster(cluster, "open_journal")
     await cluster.initialize()
-    if cluster.connection_kwargs.get("decode_responses"):
-        problem = "the client decodes responses (decode_responses=True); ledgerset needs bytes"
-        raise invalid_client("open_journal", "redis", cluster, problem)
     return {node.name: node_client(node) for node in cluster.get_primaries()}
 
 

@@ -9,7 +9,7 @@ output and exit status, and on the keys of every server involved.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 from clustertool_support import (
@@ -21,7 +21,7 @@ from clustertool_support import (
 )
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from support import server_binary, take_snapshot
+from support import take_snapshot
 from toolrun import ToolArticle, one_line, run_cli
 
 import ledgerset
@@ -33,10 +33,15 @@ from ledgerset.keys import journal_stream, slot_checkpoint_key
 PKS = [f"p{number}" for number in range(12)]
 
 
-@pytest.fixture(scope="module")
-def embedded() -> Iterator[EmbeddedCluster]:
-    with EmbeddedCluster(binary=server_binary()) as cluster:
-        yield cluster
+@pytest.fixture
+def server_kind() -> str:
+    """``redis`` is the single server here: the journals these tests move or read start there."""
+    return "server"
+
+
+@pytest.fixture
+def embedded(embedded_cluster: EmbeddedCluster) -> EmbeddedCluster:
+    return embedded_cluster
 
 
 @pytest.fixture
