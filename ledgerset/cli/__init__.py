@@ -214,30 +214,80 @@ async def _replay_position() -> str:
     """The Ctrl-C line of a command without an ``Interrupted`` of its own (replay, verify)."""
     import click
 
-    from ledgerset.keys import checkpoint_key
-
     context = click.get_current_context()
     name = context.command.name or "command"
     to_url = context.params.get("to_url")
     options = context.find_object(Options)
     if to_url is None or options is None:  # verify into a scratch server, gone with it
         return Interrupted(name, advice="nothing was compared; rerun the same command").line()
-    stream = options.stream
-    target = Redis.from_url(to_url, socket_connect_timeout=5, socket_timeout=5)
     try:
-        reached = await target.get(checkpoint_key(stream, context.params.get("model")))
-    except (RedisError, OSError):
-        reached = None
-    finally:
-        await target.aclose()
-    advice = (
-        f"{redact(to_url)} holds the journal's transactions up to there (its checkpoint); "
-        f"rerun the same command to resume from it"
-    )
-    if reached is None:
+        reached = await _checkpoints(to_url, options.stream, context.params.get("model"))
+    except (LedgersetError, RedisError, OSError):
+        reached = []
+    if not reached:
         advice = "nothing was applied yet; rerun the same command to start again"
-    position = reached.decode() if isinstance(reached, bytes) else reached
-    return Interrupted(name, position, advice).line()
+        return Interrupted(name, None, advice).line()
+    if len(reached) == 1:
+        advice = (
+            f"{redact(to_url)} holds the journal's transactions up to there (its checkpoint); "
+            f"rerun the same command to resume from it"
+        )
+    else:
+        advice = (
+            f"{redact(to_url)} holds the journal's transactions up to its {len(reached)} "
+            f"checkpoints (one per slot or stream, the last one there); rerun the same command to "
+            f"resume from them"
+        )
+    last = max(reached, key=lambda entry_id: tuple(int(part) for part in entry_id.split("-")))
+    return Interrupted(name, last, advice).line()
+
+
+async def _checkpoints(to_url: str, stream: str, model: str | None) -> list[str]:
+    """The entry ids of this replay's checkpoints on ``to_url``: one on a server replayed from
+    one server; one per source slot stream, or per target slot on a cluster."""
+    from ledgerset.journal.streams import is_cluster_node, primary_clients
+    from ledgerset.keys import checkpoint_key, journal_stream, key_slot, slot_checkpoint_key
+
+    def ours(name: str) -> bool:
+        slot = key_slot(name)
+        candidates = {checkpoint_key(stream, model), slot_checkpoint_key(stream, slot, model)}
+        # From a cluster: the checkpoint of a slot stream, whichever slot that stream serves.
+        inner = name.rsplit("{", 1)[-1].split("}", 1)[0] if "{" in name else ""
+        for source_slot in {slot, key_slot(inner)} if inner else {slot}:
+            source = journal_stream(stream, source_slot)
+            candidates |= {checkpoint_key(source, model),
+                           slot_checkpoint_key(source, slot, model)}  # fmt: skip
+        return name in candidates
+
+    probe = Redis.from_url(to_url, socket_connect_timeout=5, socket_timeout=5)
+    clients = [probe]
+    try:
+        if not await is_cluster_node(probe):
+            # From one server into one server, the common case: the one checkpoint, if any.
+            single = await probe.get(checkpoint_key(stream, model))
+            if isinstance(single, bytes):
+                return [single.decode()]
+        if await is_cluster_node(probe):
+            cluster = RedisCluster.from_url(to_url, socket_connect_timeout=5, socket_timeout=5)
+            try:
+                clients = [probe, *(await primary_clients(cluster)).values()]
+            finally:
+                await cluster.aclose()
+            scanned = clients[1:]
+        else:
+            scanned = [probe]
+        reached: list[str] = []
+        for client in scanned:
+            async for raw in client.scan_iter(match="ledgerset:replay:*", count=1000):
+                name = raw.decode(errors="replace")
+                if ours(name):
+                    value = await client.get(raw)
+                    if isinstance(value, bytes):
+                        reached.append(value.decode())
+        return reached
+    finally:
+        for client in clients:
+            await client.aclose()
 
 
 def _explain(exc: BaseException) -> str:

@@ -9,6 +9,11 @@ output and exit status, and on the keys of every server involved.
 
 from __future__ import annotations
 
+import asyncio
+import signal
+import subprocess
+import tempfile
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -22,7 +27,7 @@ from clustertool_support import (
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from support import take_snapshot
-from toolrun import ToolArticle, one_line, run_cli
+from toolrun import LEDGERSET, ToolArticle, cli_env, one_line, run_cli, write_entries
 
 import ledgerset
 from ledgerset.embedded import EmbeddedCluster
@@ -266,3 +271,36 @@ async def test_replay_of_a_journal_the_cluster_does_not_hold_is_one_clear_line(
     assert result.returncode == 1
     assert "no journal stream 'nope' on the cluster" in one_line(result)
     assert await take_snapshot(target) == before
+
+
+async def test_ctrl_c_during_a_replay_into_a_cluster_names_the_slot_checkpoint_and_resumes(
+    redis: Redis, cluster: RedisCluster, embedded: EmbeddedCluster, clean_structlog: None
+) -> None:
+    ids = await write_entries(redis, 40_000)
+    checkpoint = slot_checkpoint_key(STREAM, slot_of("ToolArticle", "long"))
+    with tempfile.TemporaryFile("w+") as out:
+        process = subprocess.Popen(
+            [str(LEDGERSET), "--url", _url(redis), "replay", "--to-url", embedded.url],
+            stdout=out, stderr=subprocess.PIPE, text=True, env=cli_env(),
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 60
+            while not await cluster.exists(checkpoint):  # the first batch landed
+                assert process.poll() is None, f"it ended first: {process.stderr.read()}"  # type: ignore[union-attr]
+                assert time.monotonic() < deadline, "it never got under way"
+                await asyncio.sleep(0.02)
+            process.send_signal(signal.SIGINT)
+            assert process.wait(timeout=60) == 130
+            line = process.stderr.read().strip().splitlines()[-1]  # type: ignore[union-attr]
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            process.stderr.close()  # type: ignore[union-attr]
+    reached = (await cluster.get(checkpoint)).decode()
+    assert reached != ids[-1], "the replay ran to its end"
+    assert f"ledgerset replay: interrupted, stopped after entry {reached};" in line, line
+    assert "rerun the same command to resume" in line
+    rerun = run_cli("--url", _url(redis), "replay", "--to-url", embedded.url)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"applied {len(ids) - ids.index(reached) - 1} entries" in rerun.stdout
