@@ -34,6 +34,7 @@ from typing import Any
 import orjson
 import structlog
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 import ledgerset
 from benchmarks import scale
@@ -49,7 +50,7 @@ from benchmarks.floor import MinimalClient, capture_requests
 from benchmarks.rounds import Bar, Row, Timed, interleave
 from ledgerset import StreamJournal
 from ledgerset.commands import dispatcher
-from ledgerset.embedded import EmbeddedServer
+from ledgerset.embedded import EmbeddedCluster, EmbeddedServer
 from ledgerset.journal import replay
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -333,6 +334,51 @@ async def row_logging_off(redis: Redis, sizes: Sizes) -> Row:
     )
 
 
+async def row_cluster(redis: RedisCluster, sizes: Sizes, journal: bool) -> Row:
+    """The immediate (or journaled) call on a 3-primary cluster, against ``RedisCluster.sadd``
+    (redis-py's own routing) on the same cluster."""
+    values = members(sizes.calls)
+    raw_values = encoded(values)
+
+    async def lib() -> float:
+        await ledgerset.init(redis=redis, journal=StreamJournal() if journal else None)
+        return await timed_aadds(redis, values, time.perf_counter)  # type: ignore[arg-type]
+
+    async def raw() -> float:
+        await redis.flushdb()
+        sadd = redis.sadd
+        start = time.perf_counter()
+        for value in raw_values:
+            await sadd("raw:set", value)
+        return time.perf_counter() - start
+
+    name = "cluster journaled call" if journal else "cluster immediate call"
+    what = "with a StreamJournal " if journal else ""
+    return await interleave(
+        name,
+        f"{sizes.calls:,} sequential aadd {what}on a 3-primary cluster vs RedisCluster.sadd",
+        lib,
+        raw,
+        sizes.rounds,
+        bar=Bar(1.30 if journal else 1.00),
+    )
+
+
+async def cluster_rows(sizes: Sizes) -> list[Row]:
+    """The cluster rows, on an embedded cluster of their own."""
+    async with EmbeddedCluster() as cluster:
+        redis = RedisCluster.from_url(cluster.url)
+        try:
+            rows = [
+                await row_cluster(redis, sizes, journal=False),
+                await row_cluster(redis, sizes, journal=True),
+            ]
+            await ledgerset.aclose()
+        finally:
+            await redis.aclose()
+    return rows
+
+
 def _never(level: int) -> bool:
     return False
 
@@ -348,6 +394,7 @@ ROWS = (
     "replay",
     "logging-off",
     "uvloop",
+    "cluster",
 )
 
 
@@ -486,6 +533,8 @@ def main(argv: list[str] | None = None) -> int:
         rows, references = asyncio.run(default_loop_rows(url, target_url, sizes, wanted))
         if "uvloop" in wanted:
             rows += run_under_uvloop(url, sizes)
+        if "cluster" in wanted:
+            rows += asyncio.run(cluster_rows(sizes))
         figures = None
         if full or args.scale:
             figures = asyncio.run(

@@ -10,7 +10,8 @@ redis-py raises                                 the block raises
 ``AuthenticationError`` (wrong user/password)   ``ServerUnavailableError``, "refused the
                                                 credentials" (``credentials_refused``)
 ``ConnectionError``, ``TimeoutError``, an       ``ServerUnavailableError``, "cannot reach", and
-``OSError`` of the socket                       a ``connection.error`` event (``unavailable``)
+``OSError`` of the socket; of a cluster, no     a ``connection.error`` event (``unavailable``)
+node reachable, ``CLUSTERDOWN``
 ``NoPermissionError`` (``NOPERM``)              ``PermissionDeniedError`` naming the command
                                                 and key (with ``command=``)
 ``ResponseError`` ``WRONGTYPE``                 whatever ``wrong_type(exc)`` raises (the site
@@ -30,7 +31,13 @@ from types import TracebackType
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
+from redis.exceptions import (
+    AuthenticationError,
+    ClusterDownError,
+    NoPermissionError,
+    RedisClusterException,
+    ResponseError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -39,8 +46,16 @@ from ledgerset.errors import ServerUnavailableError, permission_denied
 
 __all__ = ["credentials_refused", "server_address", "translate", "unavailable"]
 
-#: What redis-py (and the socket under it) raises when the server cannot be reached in time.
-_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError)
+#: What redis-py (and the socket under it) raises when the server cannot be reached in time;
+#: of a cluster, when no node answers or the cluster is down (a failover under way).
+_UNREACHABLE = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    TimeoutError,
+    OSError,
+    RedisClusterException,
+    ClusterDownError,
+)
 
 #: The advice of a read or of a write refused before it was sent.
 NOTHING_CHANGED = "Nothing was changed."

@@ -30,6 +30,8 @@ BARS = {
     "logging off": "<= 1.02",
     "immediate vs floor (uvloop)": "<= 1.80",
     "immediate call (uvloop)": "<= 0.70",
+    "cluster immediate call": "<= 1.00",
+    "cluster journaled call": "<= 1.30",
 }
 
 

@@ -52,6 +52,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ledgerset._events import WARNING, emit, enabled
 from ledgerset.commands import wire
 from ledgerset.commands.program import Program
 from ledgerset.errors import CrossSlotError, invalid_client
@@ -107,7 +108,8 @@ def program_slot(redis: Client, program: Program) -> int | None:
     """The one slot of every key of ``program`` on a cluster (``None`` on one server).
 
     Raises ``CrossSlotError`` before anything is sent when the keys span slots, naming each
-    model with its slot: one atomic program can only run in one slot. Called once the commands
+    model with its slot (and logs ``command.refused``, reason ``cross_slot``): one atomic
+    program can only run in one slot. Called once the commands
     are compiled and before their journal entries, which then go to that slot's stream.
     """
     if not isinstance(redis, RedisCluster):
@@ -119,10 +121,21 @@ def program_slot(redis: Client, program: Program) -> int | None:
     for command, _, _ in program.spans:
         for address in command.addresses:
             owners.setdefault((address.model, address.pk), key_slot(address.key))
-    raise CrossSlotError.spans_slots(
+    error = CrossSlotError.spans_slots(
         commands=[command.name for command, _, _ in program.spans],
         models=[(model, pk, slot) for (model, pk), slot in owners.items()],
     )
+    if enabled(WARNING):
+        emit(
+            WARNING,
+            "command.refused",
+            command=error.commands[0],
+            commands=len(error.commands),
+            models=[f"{model}:{pk}" for model, pk, _ in error.models],
+            slots=sorted({slot for _, _, slot in error.models}),
+            reason=error.reason,
+        )
+    raise error
 
 
 def same_slot(redis: Client, keys: Sequence[str]) -> bool:
@@ -144,8 +157,9 @@ async def call(
 
     ``keys`` are the command's keys (none: any primary answers, e.g. ``PING``). ``resend``
     marks a read, which may be sent once more after a lost connection, and which may span
-    slots when it is set algebra (computed from per-slot reads). A write whose keys span slots
-    raises ``CrossSlotError``, before anything is sent.
+    slots when it is set algebra (computed from per-slot reads). A write goes to the slot of
+    its first key (``program_slot`` checked the rest); one whose keys span slots is refused
+    by the server, before it runs, as ``CrossSlotError``.
     """
     if not isinstance(redis, RedisCluster):
         return await wire.call(redis, args, resend=resend)
@@ -156,11 +170,13 @@ async def call(
         return replies[0]
     if not keys:
         return await nodes.send(None, args, resend)
-    slots = {key_slot(key if isinstance(key, (str, bytes)) else str(key)) for key in keys}
-    if len(slots) == 1:
-        return await nodes.send(slots.pop(), args, resend)
+    first = key_slot(_text(keys[0]))
+    if not resend or all(key_slot(_text(key)) == first for key in keys[1:]):
+        # A write's keys were checked by program_slot (one slot); should another caller's
+        # span slots, the server refuses it (CROSSSLOT, below) before anything runs.
+        return await nodes.send(first, args, resend)
     name = _name(args[0])
-    if resend and name in _SCATTERED_READS:
+    if name in _SCATTERED_READS:
         return await _Scattered(nodes).run(name, args)
     raise CrossSlotError.keys_span_slots(name.decode(), [_text(key) for key in keys])
 

@@ -65,6 +65,23 @@ async def test_a_transaction_over_two_slots_is_refused_before_anything_is_sent(
     assert home.tags == {"a"} and bill.lines == {"x"}  # the mirrors did not follow
 
 
+@pytest.mark.usefixtures("clean_structlog")
+async def test_a_cross_slot_refusal_is_logged(redis: RedisCluster) -> None:
+    from structlog.testing import capture_logs
+
+    home = await saved(Tenant(pk="home"))
+    bill = await saved(Invoice(pk="42"))
+    with capture_logs() as logs, pytest.raises(CrossSlotError):
+        async with ledgerset.transaction():
+            await home.tags.aadd("b")
+            await bill.lines.aadd("y")
+
+    (refused,) = [event for event in logs if event["event"] == "command.refused"]
+    assert refused["reason"] == "cross_slot" and refused["commands"] == 2
+    assert refused["models"] == ["Tenant:home", "Invoice:42"]
+    assert refused["slots"] == sorted({key_slot("Tenant:home"), key_slot("Invoice:42")})
+
+
 async def test_models_sharing_a_hash_tag_commit_together_with_their_entries_in_one_stream(
     redis: RedisCluster,
 ) -> None:

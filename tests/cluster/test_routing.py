@@ -4,6 +4,7 @@ are followed; ``init`` detects a cluster node's URL and picks the cluster layout
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import pytest
 from fault_proxy import DROP_AFTER, FaultProxy
@@ -216,3 +217,15 @@ async def clients_per_primary(embedded: EmbeddedCluster) -> list[int]:
             counts.append(int(info["connected_clients"]))
             await client.aclose()
     return counts
+
+
+async def test_an_unreachable_cluster_is_a_server_unavailable_error(redis: RedisCluster) -> None:
+    with socket.socket() as probe:  # a port nothing listens on once it is closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    dead = RedisCluster(host="127.0.0.1", port=port)
+
+    with pytest.raises(ServerUnavailableError, match=f"127.0.0.1:{port}"):
+        await ledgerset.init(redis=dead)
+
+    assert ledgerset.core.config.default_redis(None, "RoutedPage") is redis  # unchanged
