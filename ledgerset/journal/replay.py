@@ -86,7 +86,8 @@ class ReplayReport:
     skipped: int = 0
     expired: int = 0
     #: The last entry id handled (and recorded in the target's checkpoint, unless this was a dry
-    #: run or nothing has been applied into that target yet).
+    #: run or nothing has been applied into that target yet). On a cluster, with a checkpoint per
+    #: stream or slot, it is the last one handled of the last stream read.
     last_id: str | None = None
     dry_run: bool = False
     #: ``(model, pk)`` of the models whose expiry had passed when replayed.
@@ -133,7 +134,11 @@ async def replay(
     layout = _target_layout(target, layout)
     report = ReplayReport(dry_run=dry_run)
     async with open_journal(source, stream) as journal, _Target.open(target) as sink:
-        streams = journal.streams or [JournalStream(stream, _single(source))]
+        # One server without the stream reads nothing, as always; a cluster without any of its
+        # slot streams has nothing to read either.
+        streams = journal.streams or (
+            [] if journal.cluster else [JournalStream(stream, _single(source))]
+        )
         resume = await check_target(source, target, stream, model, into_existing=into_existing)
         report.last_id = report.resumed_after = resume
         progress = _Progress(on_progress)
@@ -157,7 +162,7 @@ def _check_side(redis: object, argument: str) -> None:
 
 
 def _single(redis: Source) -> Redis:
-    assert isinstance(redis, Redis)  # a cluster without a stream has an empty journal
+    assert isinstance(redis, Redis)  # only ever called for a side that is not a cluster
     return redis
 
 

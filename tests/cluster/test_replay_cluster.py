@@ -304,3 +304,12 @@ async def test_ctrl_c_during_a_replay_into_a_cluster_names_the_slot_checkpoint_a
     rerun = run_cli("--url", _url(redis), "replay", "--to-url", embedded.url)
     assert rerun.returncode == 0, rerun.stderr
     assert f"applied {len(ids) - ids.index(reached) - 1} entries" in rerun.stdout
+
+
+async def test_replay_from_a_cluster_without_its_journal_applies_nothing(
+    redis: Redis, target: Redis, cluster: RedisCluster
+) -> None:
+    before = await take_snapshot(target)
+    report = await replay(cluster, target)
+    assert (report.applied, report.last_id, report.models) == (0, None, set())
+    assert await take_snapshot(target) == before
