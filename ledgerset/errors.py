@@ -647,6 +647,17 @@ def invalid_journal(where: str, value: object) -> ConfigurationError:
     )
 
 
+def cluster_database(where: str, url: str, database: int) -> ConfigurationError:
+    """The error for a URL that names database ``database`` of a cluster, which has only 0."""
+    return ConfigurationError(
+        f"{where}: {url} is a Redis Cluster node, and a cluster has only database 0 (no SELECT "
+        f"on a cluster), not /{database}; drop the database from the URL "
+        f"(redis://host:port), or point it at a single server",
+        where=where,
+        argument="url",
+        value=url,
+    )
+
 class RequestTooLargeError(LedgersetError, ValueError):
     """A request argument is larger than the server accepts (its ``proto-max-bulk-len``).
 

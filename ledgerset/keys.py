@@ -5,7 +5,9 @@
   by default (the specification's layout), configurable per model through ``RedisConfig``
 - a ``RedisSet`` field of a nested model: the same, with the field path as the field,
   ``{prefix}:{ClassName}:{pk}:{outer field}.{inner field}`` (see ``field_path``)
-- the library's own bookkeeping (replay checkpoints): ``ledgerset:...``
+- the library's own bookkeeping (replay checkpoints): ``ledgerset:...``; on a cluster, a
+  journal stream per slot (``journal_stream``) and a replay checkpoint per slot
+  (``slot_checkpoint_key``)
 
 ``unwritable`` tells whether a model, pk and field names are ones a ledgerset model could have
 written, for a replay that must not let an untrusted journal reach any other key.
@@ -45,6 +47,7 @@ __all__ = [
     "journal_stream",
     "key_slot",
     "pk_from_key",
+    "slot_checkpoint_key",
     "slot_tag",
     "unwritable",
 ]
@@ -175,6 +178,15 @@ def pk_from_key(model: str, key: str) -> str | None:
 def checkpoint_key(stream: str, model: str | None = None) -> str:
     """Where a replay of ``stream`` (limited to ``model``, if given) records its progress."""
     return f"ledgerset:replay:{stream}" if model is None else f"ledgerset:replay:{stream}:{model}"
+
+
+def slot_checkpoint_key(stream: str, slot: int, model: str | None = None) -> str:
+    """Where a replay of ``stream`` (limited to ``model``) into a cluster records its progress
+    in ``slot``: ``ledgerset:replay:{<tag>}:<stream>[:<model>]``, the tag of ``slot`` first, so
+    that the checkpoint is in the slot whose batches move it, whatever braces ``stream`` holds."""
+    return checkpoint_key(stream, model).replace(
+        "ledgerset:replay:", f"ledgerset:replay:{{{slot_tag(slot)}}}:", 1
+    )
 
 
 def unwritable(

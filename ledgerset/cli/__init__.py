@@ -23,6 +23,7 @@ from typing import Any, NoReturn, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import (
     AuthenticationError,
     NoPermissionError,
@@ -34,17 +35,21 @@ from redis.exceptions import (
 
 from ledgerset._server_errors import server_address
 from ledgerset.commands.record import DEFAULT_STREAM
-from ledgerset.errors import JournalError, LedgersetError, ServerUnavailableError
+from ledgerset.errors import (
+    LedgersetError,
+    ServerUnavailableError,
+    cluster_database,
+)
 
 __all__ = [
     "Interrupted",
     "Options",
     "connect",
+    "connect_any",
     "fail",
     "main",
     "moment",
     "redact",
-    "require_stream",
     "run",
 ]
 
@@ -209,30 +214,80 @@ async def _replay_position() -> str:
     """The Ctrl-C line of a command without an ``Interrupted`` of its own (replay, verify)."""
     import click
 
-    from ledgerset.keys import checkpoint_key
-
     context = click.get_current_context()
     name = context.command.name or "command"
     to_url = context.params.get("to_url")
     options = context.find_object(Options)
     if to_url is None or options is None:  # verify into a scratch server, gone with it
         return Interrupted(name, advice="nothing was compared; rerun the same command").line()
-    stream = options.stream
-    target = Redis.from_url(to_url, socket_connect_timeout=5, socket_timeout=5)
     try:
-        reached = await target.get(checkpoint_key(stream, context.params.get("model")))
-    except (RedisError, OSError):
-        reached = None
-    finally:
-        await target.aclose()
-    advice = (
-        f"{redact(to_url)} holds the journal's transactions up to there (its checkpoint); "
-        f"rerun the same command to resume from it"
-    )
-    if reached is None:
+        reached = await _checkpoints(to_url, options.stream, context.params.get("model"))
+    except (LedgersetError, RedisError, OSError):
+        reached = []
+    if not reached:
         advice = "nothing was applied yet; rerun the same command to start again"
-    position = reached.decode() if isinstance(reached, bytes) else reached
-    return Interrupted(name, position, advice).line()
+        return Interrupted(name, None, advice).line()
+    if len(reached) == 1:
+        advice = (
+            f"{redact(to_url)} holds the journal's transactions up to there (its checkpoint); "
+            f"rerun the same command to resume from it"
+        )
+    else:
+        advice = (
+            f"{redact(to_url)} holds the journal's transactions up to its {len(reached)} "
+            f"checkpoints (one per slot or stream, the last one there); rerun the same command to "
+            f"resume from them"
+        )
+    last = max(reached, key=lambda entry_id: tuple(int(part) for part in entry_id.split("-")))
+    return Interrupted(name, last, advice).line()
+
+
+async def _checkpoints(to_url: str, stream: str, model: str | None) -> list[str]:
+    """The entry ids of this replay's checkpoints on ``to_url``: one on a server replayed from
+    one server; one per source slot stream, or per target slot on a cluster."""
+    from ledgerset.journal.streams import is_cluster_node, primary_clients
+    from ledgerset.keys import checkpoint_key, journal_stream, key_slot, slot_checkpoint_key
+
+    def ours(name: str) -> bool:
+        slot = key_slot(name)
+        candidates = {checkpoint_key(stream, model), slot_checkpoint_key(stream, slot, model)}
+        # From a cluster: the checkpoint of a slot stream, whichever slot that stream serves.
+        inner = name.rsplit("{", 1)[-1].split("}", 1)[0] if "{" in name else ""
+        for source_slot in {slot, key_slot(inner)} if inner else {slot}:
+            source = journal_stream(stream, source_slot)
+            candidates |= {checkpoint_key(source, model),
+                           slot_checkpoint_key(source, slot, model)}  # fmt: skip
+        return name in candidates
+
+    probe = Redis.from_url(to_url, socket_connect_timeout=5, socket_timeout=5)
+    clients = [probe]
+    try:
+        if not await is_cluster_node(probe):
+            # From one server into one server, the common case: the one checkpoint, if any.
+            single = await probe.get(checkpoint_key(stream, model))
+            if isinstance(single, bytes):
+                return [single.decode()]
+        if await is_cluster_node(probe):
+            cluster = RedisCluster.from_url(to_url, socket_connect_timeout=5, socket_timeout=5)
+            try:
+                clients = [probe, *(await primary_clients(cluster)).values()]
+            finally:
+                await cluster.aclose()
+            scanned = clients[1:]
+        else:
+            scanned = [probe]
+        reached: list[str] = []
+        for client in scanned:
+            async for raw in client.scan_iter(match="ledgerset:replay:*", count=1000):
+                name = raw.decode(errors="replace")
+                if ours(name):
+                    value = await client.get(raw)
+                    if isinstance(value, bytes):
+                        reached.append(value.decode())
+        return reached
+    finally:
+        for client in clients:
+            await client.aclose()
 
 
 def _explain(exc: BaseException) -> str:
@@ -308,16 +363,6 @@ async def _buffer_kills(client: Redis) -> int | None:
     return int(value) if value is not None else None
 
 
-async def require_stream(redis: Redis, stream: str) -> None:
-    """Fail with one clear line when the journal ``stream`` does not exist."""
-    if not await redis.exists(stream):
-        raise JournalError(
-            f"no journal stream {stream!r} at {server_address(redis)}; check --stream, or "
-            f"enable a journal with ledgerset.init(..., journal=StreamJournal({stream!r}))",
-            stream=stream,
-        )
-
-
 async def connect(url: str, option: str | None = None) -> Redis:
     """A client for ``url``, checked with PING: each way that can fail is one clear line.
 
@@ -353,6 +398,35 @@ async def connect(url: str, option: str | None = None) -> Redis:
         ) from exc
     _session.opened.append(_Opened(option, url, await _buffer_kills(client)))
     return client
+
+
+async def connect_any(url: str, option: str | None = None) -> Redis | RedisCluster:
+    """A client for ``url`` (checked as ``connect`` does): a ``RedisCluster`` when its server is
+    a cluster node (``INFO cluster``: ``cluster_enabled:1``), else a plain client.
+
+    A cluster has only database 0, so a URL naming another database of a cluster node is
+    refused (``ConfigurationError``) before anything else is sent; the URL's database is left out
+    of the first connection, which would otherwise fail on ``SELECT``.
+    """
+    from ledgerset.journal.streams import is_cluster_node  # here: the journal layer, imported late
+
+    option = option or _option_of(url)
+    parts = urlsplit(url)
+    database = parts.path.strip("/") if parts.scheme in {"redis", "rediss"} else ""
+    probe_url = urlunsplit(parts._replace(path="")) if database not in ("", "0") else url
+    client = await connect(probe_url, option)
+    try:
+        cluster = await is_cluster_node(client)
+    finally:
+        if probe_url != url:
+            await client.aclose()
+    if not cluster:
+        return client if probe_url == url else await connect(url, option)
+    if probe_url == url:
+        await client.aclose()
+    if database not in ("", "0"):
+        raise cluster_database(f"ledgerset {option}", redact(url), int(database))
+    return RedisCluster.from_url(url, socket_connect_timeout=5, socket_timeout=30)
 
 
 def _option_of(url: str) -> str:

@@ -7,15 +7,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import click
-from redis.asyncio import Redis
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ledgerset.cli import Options, connect, moment, require_stream, run
+from ledgerset.cli import Options, connect_any, moment, run
 from ledgerset.embedded import EmbeddedServer
 from ledgerset.journal.reader import Position
 from ledgerset.journal.replay import ReplayReport, check_target
 from ledgerset.journal.replay import replay as replay_journal
+from ledgerset.journal.streams import Source, open_journal
 from ledgerset.journal.verify import compare, journal_models
 
 __all__ = ["replay", "verify"]
@@ -79,9 +79,13 @@ async def _replay(
     into_existing: bool,
     skip: tuple[str, ...],
 ) -> ReplayReport:
-    source = await connect(options.require_url())
-    await require_stream(source, options.stream)
-    target = await connect(to_url)
+    source = await connect_any(options.require_url())
+    try:
+        await _require_journal(source, options.stream)
+        target = await connect_any(to_url)
+    except BaseException:
+        await source.aclose()
+        raise
     try:
         # A refused target is one line, before any progress bar is drawn.
         await check_target(source, target, options.stream, model, into_existing=into_existing)
@@ -148,9 +152,9 @@ def verify(
 async def _verify(
     options: Options, to_url: str | None, into_existing: bool, skip: tuple[str, ...]
 ) -> list[str]:
-    source = await connect(options.require_url())
+    source = await connect_any(options.require_url())
     try:
-        await require_stream(source, options.stream)
+        await _require_journal(source, options.stream)
         if to_url is not None:
             return await _replay_and_compare(source, to_url, options.stream, into_existing, skip)
         async with EmbeddedServer() as scratch:
@@ -159,10 +163,16 @@ async def _verify(
         await source.aclose()
 
 
+async def _require_journal(source: Source, stream: str) -> None:
+    """Fail with one clear line when the journal ``stream`` has no stream on ``source``."""
+    async with open_journal(source, stream) as journal:
+        journal.require()
+
+
 async def _replay_and_compare(
-    source: Redis, url: str, stream: str, into_existing: bool, skip: tuple[str, ...]
+    source: Source, url: str, stream: str, into_existing: bool, skip: tuple[str, ...]
 ) -> list[str]:
-    target = await connect(url)
+    target = await connect_any(url)
     try:
         await check_target(source, target, stream, into_existing=into_existing)
         with _bar("replaying") as advance:

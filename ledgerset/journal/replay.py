@@ -12,6 +12,16 @@ server ``run_id`` and database) and must be empty, unless it holds this replay's
 resume) or the caller says ``into_existing``; every entry must name what a ledgerset model could
 have written (``keys.unwritable``), and the keys a delete removes must hold a hash or a set. An
 entry that fails any of this stops the replay before its transaction, unless ``skip`` names it.
+
+On a cluster. A source cluster's journal is one stream per slot (``journal.streams``); each is
+replayed on its own, with its own checkpoint (``ledgerset:replay:<slot stream>``): entries of
+different slots touch different keys, so the order across them does not change the result. A
+target cluster runs one atomic program per slot, so each source stream is split by the slot its
+entries' models live in on the target: each part is applied to that slot's primary, in batches
+atomic with the part's own checkpoint in that slot (``keys.slot_checkpoint_key``). A rerun reads
+the stream again and applies nothing that a checkpoint covers. A source transaction whose models
+land in several target slots is applied per slot (each part atomic); a single command whose
+models land in several slots cannot be, and stops the replay before its transaction.
 """
 
 from __future__ import annotations
@@ -19,10 +29,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Collection
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoPermissionError
 
 from ledgerset._events import DEBUG, INFO, emit, enabled
@@ -44,7 +56,14 @@ from ledgerset.errors import (
     permission_denied,
 )
 from ledgerset.journal.reader import Position, read_entries
-from ledgerset.keys import KeyLayout, checkpoint_key, unwritable
+from ledgerset.journal.streams import JournalStream, Source, open_journal, primary_clients
+from ledgerset.keys import (
+    KeyLayout,
+    checkpoint_key,
+    key_slot,
+    slot_checkpoint_key,
+    unwritable,
+)
 
 __all__ = ["ReplayReport", "check_target", "read_skipping", "replay"]
 
@@ -65,7 +84,8 @@ class ReplayReport:
     skipped: int = 0
     expired: int = 0
     #: The last entry id handled (and recorded in the target's checkpoint, unless this was a dry
-    #: run or nothing has been applied into that target yet).
+    #: run or nothing has been applied into that target yet). On a cluster, with a checkpoint per
+    #: stream or slot, it is the last one handled of the last stream read.
     last_id: str | None = None
     dry_run: bool = False
     #: ``(model, pk)`` of the models whose expiry had passed when replayed.
@@ -81,8 +101,8 @@ class ReplayReport:
 
 
 async def replay(
-    source: Redis,
-    target: Redis,
+    source: Source,
+    target: Source,
     stream: str = DEFAULT_STREAM,
     until: Position | None = None,
     model: str | None = None,
@@ -98,23 +118,63 @@ async def replay(
     ``until`` (an entry id or a datetime) stops after the last entry at or before it: the state
     "as of" that moment. ``model`` replays only that model class (with its own checkpoint).
     ``dry_run`` reads and checks everything and writes nothing. ``layout`` spells the target's
-    keys (default: the standard one). ``on_progress(done, total)`` is called after each batch,
-    with the entries this run handled and the entries it had to read when it started. A target
-    that is the source, or holds keys but no checkpoint of this replay, is refused with
-    ``ReplayTargetError`` (writing nothing) unless ``into_existing``; ``skip`` lists entry ids to
-    pass over on purpose (an entry that stopped an earlier run).
+    keys (default: the standard one; the cluster layout for a ``RedisCluster`` target).
+    ``on_progress(done, total)`` is called after each batch, with the entries this run handled
+    and the entries it had to read when it started. A target that is the source, or holds keys
+    but no checkpoint of this replay, is refused with ``ReplayTargetError`` (writing nothing)
+    unless ``into_existing``; ``skip`` lists entry ids to pass over on purpose (an entry that
+    stopped an earlier run). Either side may be a ``RedisCluster``: see the module's docstring.
     """
-    wire.check_client(source, "replay", "source")
-    wire.check_client(target, "replay", "target")
+    _check_side(source, "source")
+    _check_side(target, "target")
     # A single id is a Collection[str] too, of its characters: take it as the one id it means.
     skipped = frozenset([skip] if isinstance(skip, str) else skip)
-    run = _Run(source, target, stream, model, dry_run, layout or KeyLayout(), on_progress, skipped)
-    return await run.execute(until, into_existing)
+    layout = _target_layout(target, layout)
+    report = ReplayReport(dry_run=dry_run)
+    async with open_journal(source, stream) as journal, _Target.open(target) as sink:
+        # One server without the stream reads nothing, as always; a cluster without any of its
+        # slot streams has nothing to read either.
+        streams = journal.streams or (
+            [] if journal.cluster else [JournalStream(stream, _single(source))]
+        )
+        resume = await check_target(source, target, stream, model, into_existing=into_existing)
+        report.last_id = report.resumed_after = resume
+        progress = _Progress(on_progress)
+        for found in streams:
+            progress.total += await _entries_after(
+                found.redis, found.name, None if sink.cluster else await sink.checkpoint_of(
+                    checkpoint_key(found.name, model)
+                )
+            )  # fmt: skip
+        for found in streams:
+            run = _Run(found, sink, model, layout, progress, skipped, report)
+            await run.execute(until)
+    if model is not None and report.resumed_after is None:
+        report.model_absent = model not in report.models
+    return report
+
+
+def _check_side(redis: object, argument: str) -> None:
+    if not isinstance(redis, RedisCluster):
+        wire.check_client(redis, "replay", argument)
+
+
+def _single(redis: Source) -> Redis:
+    assert isinstance(redis, Redis)  # only ever called for a side that is not a cluster
+    return redis
+
+
+def _target_layout(target: Source, layout: KeyLayout | None) -> KeyLayout:
+    """The target's layout: the given one, the cluster layout on a cluster."""
+    layout = layout or KeyLayout()
+    if isinstance(target, RedisCluster) and not layout.cluster:
+        return KeyLayout(special_prefix=layout.special_prefix, cluster=True)
+    return layout
 
 
 async def check_target(
-    source: Redis,
-    target: Redis,
+    source: Source,
+    target: Source,
     stream: str = DEFAULT_STREAM,
     model: str | None = None,
     *,
@@ -122,22 +182,113 @@ async def check_target(
 ) -> str | None:
     """Raise ``ReplayTargetError`` if a replay of ``stream`` (limited to ``model``) must not write
     into ``target``: it is the source (same server ``run_id``, same database), or it holds keys
-    but no checkpoint of this replay, unless ``into_existing``. Returns that checkpoint, if any:
-    the entry a replay there resumes after."""
-    wire.check_client(source, "check_target", "source")
-    wire.check_client(target, "check_target", "target")
-    checkpoint = checkpoint_key(stream, model)
-    raw = await wire.call(target, ("GET", checkpoint), resend=True)
-    resume_at = raw.decode() if isinstance(raw, bytes) else raw
-    mine, theirs = await _identity(source), await _identity(target)
-    where = f"{server_address(target)}/{theirs.db}"
-    if mine.same_database(theirs):
-        raise ReplayTargetError.is_source(stream, where)
-    if resume_at is None and not into_existing:
-        keys = int(await wire.call(target, ("DBSIZE",), resend=True))
-        if keys:
-            raise ReplayTargetError.not_empty(stream, where, keys, checkpoint)
+    but no checkpoint of this replay, unless ``into_existing``. Returns a checkpoint of this
+    replay found there, if any: the entry a replay there resumes after (on a cluster, where
+    there is one checkpoint per stream and slot, the first found)."""
+    async with open_journal(source, stream) as journal, _Target.open(target) as sink:
+        names = [found.name for found in journal.streams] or [stream]
+        resume_at = await sink.find_checkpoint(names, model)
+        mine = [await _identity(client) for client in _clients(source, journal.nodes)]
+        theirs = [await _identity(client) for client in sink.clients()]
+        where = sink.where(theirs)
+        if any(a.same_database(b) for a in mine for b in theirs):
+            raise ReplayTargetError.is_source(stream, where)
+        if resume_at is None and not into_existing:
+            keys = sum([int(await wire.call(client, ("DBSIZE",), resend=True))
+                        for client in sink.clients()])  # fmt: skip
+            if keys:
+                checkpoint = checkpoint_key(names[0], model)
+                if sink.cluster:  # one per slot: name their pattern
+                    checkpoint = checkpoint.replace(
+                        "ledgerset:replay:", "ledgerset:replay:{<tag>}:"
+                    )
+                raise ReplayTargetError.not_empty(stream, where, keys, checkpoint)
     return resume_at
+
+
+def _clients(redis: Source, nodes: dict[str, Redis]) -> list[Redis]:
+    return list(nodes.values()) if isinstance(redis, RedisCluster) else [redis]
+
+
+class _Target:
+    """Where a replay writes: one server, or a cluster's primaries by slot (plain clients, so
+    each batch is one atomic program on its slot's primary, sent once)."""
+
+    def __init__(self, redis: Source, nodes: dict[str, Redis]) -> None:
+        self.redis = redis
+        self.cluster = isinstance(redis, RedisCluster)
+        self.nodes = nodes
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, redis: Source) -> AsyncIterator[_Target]:
+        nodes = await primary_clients(redis) if isinstance(redis, RedisCluster) else {}
+        try:
+            yield cls(redis, nodes)
+        finally:
+            for client in nodes.values():
+                await client.aclose()
+
+    def clients(self) -> list[Redis]:
+        return list(self.nodes.values()) if self.cluster else [_single(self.redis)]
+
+    def where(self, identities: list[_Database]) -> str:
+        if not self.cluster:
+            return f"{server_address(_single(self.redis))}/{identities[0].db}"
+        return "the cluster at " + ", ".join(self.nodes)
+
+    def client_for(self, slot: int) -> Redis:
+        """The client of the primary serving ``slot`` (the only client on one server)."""
+        if not isinstance(self.redis, RedisCluster):
+            return self.redis
+        node = self.redis.nodes_manager.get_node_from_slot(slot)
+        if node.name not in self.nodes:  # a primary that joined since: a client of it, too
+            from ledgerset.journal.streams import node_client
+
+            self.nodes[node.name] = node_client(node)
+        return self.nodes[node.name]
+
+    async def checkpoint_of(self, key: str, slot: int | None = None) -> str | None:
+        client = self.client_for(slot) if slot is not None else self.clients()[0]
+        raw = await wire.call(client, ("GET", key), resend=True)
+        return raw.decode() if isinstance(raw, bytes) else raw
+
+    async def find_checkpoint(self, streams: list[str], model: str | None) -> str | None:
+        """A checkpoint of a replay of ``streams`` (limited to ``model``) on the target."""
+        if not self.cluster:
+            for name in streams:
+                found = await self.checkpoint_of(checkpoint_key(name, model))
+                if found is not None:
+                    return found
+            return None
+        wanted = set(streams)
+        for client in self.clients():
+            cursor: bytes | int = 0
+            while True:
+                command = ("SCAN", cursor, "MATCH", "ledgerset:replay:{*}:*", "COUNT", 1000)
+                cursor, keys = await wire.call(client, command, resend=True)
+                for raw in keys:
+                    name = raw.decode(errors="surrogateescape")
+                    slot = key_slot(raw)
+                    for stream_name in wanted:
+                        if name == slot_checkpoint_key(stream_name, slot, model):
+                            return await self.checkpoint_of(name, slot)
+                if int(cursor) == 0:
+                    break
+        return None
+
+
+@dataclass(slots=True)
+class _Progress:
+    """The progress of a whole replay, over every stream it reads."""
+
+    on_progress: Progress | None
+    done: int = 0
+    total: int = 0
+
+    def __call__(self, done: int) -> None:
+        if self.on_progress is not None:
+            self.on_progress(done, max(self.total, done))
 
 
 async def read_skipping(
@@ -172,40 +323,65 @@ async def read_skipping(
             after = exc.entry_id  # the reader stopped at it: read on after it
 
 
-class _Run:
-    def __init__(
-        self,
-        source: Redis,
-        target: Redis,
-        stream: str,
-        model: str | None,
-        dry_run: bool,
-        layout: KeyLayout,
-        on_progress: Progress | None,
-        skip: frozenset[str],
-    ) -> None:
-        self.source, self.target, self.stream, self.model = source, target, stream, model
-        self.layout, self.on_progress, self.skip = layout, on_progress, skip
-        self.report = ReplayReport(dry_run=dry_run)
-        self.checkpoint = checkpoint_key(stream, model)
-        self.applied_through: str | None = None
+class _Lane:
+    """One checkpoint's part of a replay: the batches for one target (a server, or one slot's
+    primary), applied in order, each atomic with the move of ``checkpoint``."""
+
+    def __init__(self, target: Redis, checkpoint: str, applied_through: str | None) -> None:
+        self.target, self.checkpoint = target, checkpoint
+        #: The last entry whose batch landed (the checkpoint's value on the target).
+        self.applied_through = applied_through
+        #: The last entry routed here (the checkpoint's value once the batch lands).
+        self.last_id = applied_through
         self.batch: list[tuple[JournalEntry, Command[Any]]] = []
         self.batch_entries = 0
         #: The batch being applied on the target while the next one is read and decoded.
         self.in_flight: asyncio.Task[None] | None = None
-        self.done = 0
-        self.total = 0
 
-    async def execute(self, until: Position | None, into_existing: bool) -> ReplayReport:
+    def covers(self, entry_id: str) -> bool:
+        """Whether an earlier run applied ``entry_id`` here already (the checkpoint is past it)."""
+        return self.applied_through is not None and _id(entry_id) <= _id(self.applied_through)
+
+
+def _id(entry_id: str) -> tuple[int, int]:
+    millis, _, sequence = entry_id.partition("-")
+    return int(millis), int(sequence or 0)
+
+
+class _Run:
+    """The replay of one source stream into the target, through one lane (one server), or one
+    lane per target slot (a cluster)."""
+
+    def __init__(
+        self,
+        source: JournalStream,
+        sink: _Target,
+        model: str | None,
+        layout: KeyLayout,
+        progress: _Progress,
+        skip: frozenset[str],
+        report: ReplayReport,
+    ) -> None:
+        self.source, self.stream, self.sink, self.model = source.redis, source.name, sink, model
+        self.layout, self.progress, self.skip, self.report = layout, progress, skip, report
+        self.lanes: dict[int | None, _Lane] = {}
+        #: One server: the entry the one lane resumes after, so reading starts after it.
+        self.resume_after: str | None = None
+
+    async def execute(self, until: Position | None) -> None:
         started = time.perf_counter()
-        self.applied_through = await check_target(
-            self.source, self.target, self.stream, self.model, into_existing=into_existing
-        )
-        self.report.last_id = self.report.resumed_after = self.applied_through
-        self.total = await _entries_after(self.source, self.stream, self.applied_through)
+        if not self.sink.cluster:
+            checkpoint = checkpoint_key(self.stream, self.model)
+            self.resume_after = await self.sink.checkpoint_of(checkpoint)
+            self.lanes[None] = _Lane(self.sink.clients()[0], checkpoint, self.resume_after)
+            if self.resume_after is not None:
+                self.report.last_id = self.resume_after
+                self.report.resumed_after = self.report.resumed_after or self.resume_after
         if enabled(INFO):
-            emit(INFO, "replay.started", stream=self.stream, after=self.applied_through,
+            emit(INFO, "replay.started", stream=self.stream, after=self.resume_after,
                  model=self.model, dry_run=self.report.dry_run)  # fmt: skip
+        applied, skipped, expired = self.report.applied, self.report.skipped, self.report.expired
+        done = self.progress.done
         group: list[JournalEntry] = []
         try:
             async for entry in self.entries(until):
@@ -216,28 +392,27 @@ class _Run:
                     await self.add(group)
                     group = []
         except JournalEntryError:
-            await self.flush(wait=True)  # what came before the bad entry's transaction lands
+            await self.flush_all()  # what came before the bad entry's transaction lands
             raise
         except BaseException:
             await self.abandon()
             raise
         # An unfinished group at the end (``until`` cut a transaction): apply none of it.
-        await self.flush(wait=True)
-        if self.model is not None and self.report.resumed_after is None:
-            self.report.model_absent = self.model not in self.report.models
+        await self.flush_all()
         if enabled(INFO):
             elapsed = time.perf_counter() - started
-            emit(INFO, "replay.finished", stream=self.stream, applied=self.report.applied,
-                 skipped=self.report.skipped, expired=self.report.expired,
-                 last_id=self.report.last_id, duration_ms=round(elapsed * 1000, 3),
-                 entries_per_s=round(self.done / elapsed) if elapsed else None)  # fmt: skip
-        return self.report
+            handled = self.progress.done - done
+            emit(INFO, "replay.finished", stream=self.stream,
+                 applied=self.report.applied - applied, skipped=self.report.skipped - skipped,
+                 expired=self.report.expired - expired, last_id=self.report.last_id,
+                 duration_ms=round(elapsed * 1000, 3),
+                 entries_per_s=round(handled / elapsed) if elapsed else None)  # fmt: skip
 
     async def entries(self, until: Position | None) -> AsyncIterator[JournalEntry]:
         """The entries to replay, without those ``skip`` names."""
         read = read_skipping(
             self.source, self.stream, self.skip,
-            end=until, after=self.applied_through, on_skip=self.pass_over,
+            end=until, after=self.resume_after, on_skip=self.pass_over,
         )  # fmt: skip
         async for entry in read:
             self.report.models.add(entry.model)
@@ -245,14 +420,48 @@ class _Run:
 
     def pass_over(self, entry_id: str) -> None:
         """Count an entry ``skip`` names, as if it had been deleted from the stream."""
-        self.done += 1
-        self.batch_entries += 1
+        self.progress.done += 1
         self.report.skipped += 1
         self.report.skipped_ids.append(entry_id)
         self.report.last_id = entry_id
+        # On one server the checkpoint moves past it; on a cluster it belongs to no slot's part.
+        lane = self.lanes.get(None)
+        if lane is not None:
+            lane.last_id = entry_id
+            lane.batch_entries += 1
+
+    async def lane_of(self, entry: JournalEntry, command: Command[Any] | None) -> _Lane:
+        """The lane ``entry`` goes to: the one server's, or its target slot's on a cluster."""
+        if not self.sink.cluster:
+            return self.lanes[None]
+        owners = [address.owner for address in command.addresses] if command is not None else []
+        slots = {key_slot(owner) for owner in owners} or {
+            key_slot(self.layout.model_key(entry.model, entry.pk))
+        }
+        if len(slots) > 1:
+            raise JournalEntryError.stops_replay(
+                self.stream,
+                entry.id,
+                f"journal entry {entry.id} of stream {self.stream!r} ({entry.cmd}) writes models "
+                f"in slots {', '.join(map(str, sorted(slots)))} of the target cluster, and a "
+                f"cluster applies one atomic program per slot; replay stops before its "
+                f"transaction ({entry.txn}), applying nothing of it. Replay into a single server, "
+                f"or give those models pks with a shared hash tag ({{tenant}}:...).",
+                field="args",
+            )
+        (slot,) = slots
+        lane = self.lanes.get(slot)
+        if lane is None:
+            checkpoint = slot_checkpoint_key(self.stream, slot, self.model)
+            applied = await self.sink.checkpoint_of(checkpoint, slot)
+            lane = self.lanes[slot] = _Lane(self.sink.client_for(slot), checkpoint, applied)
+            if applied is not None:
+                self.report.resumed_after = self.report.resumed_after or applied
+        return lane
 
     async def add(self, group: list[JournalEntry]) -> None:
-        """Decide each entry of one source transaction, then queue it for the next batch."""
+        """Decide each entry of one source transaction, then queue it for the next batch of
+        its lane."""
         for position, entry in enumerate(group, start=1):
             if entry.seq != position or entry.of != len(group):
                 raise _broken(self.stream, entry)
@@ -263,10 +472,18 @@ class _Run:
             else self.command_of(entry)
             for entry in group
         ]  # fmt: skip
-        decided: list[tuple[JournalEntry, Command[Any]]] = []
-        for entry, command in zip(group, commands, strict=True):
-            self.done += 1
+        pairs = zip(group, commands, strict=True)
+        lanes = [await self.lane_of(entry, command) for entry, command in pairs]
+        touched: list[_Lane] = []
+        for entry, command, lane in zip(group, commands, lanes, strict=True):
+            self.progress.done += 1
             self.report.last_id = entry.id
+            if lane.covers(entry.id):  # an earlier run applied it into this slot
+                continue
+            lane.last_id = entry.id
+            lane.batch_entries += 1
+            if lane not in touched:
+                touched.append(lane)
             if self.model is not None and entry.model != self.model:
                 self.report.skipped += 1
             elif command is None:  # nothing to replay (a pop of an empty set); counts as applied
@@ -274,12 +491,11 @@ class _Run:
             elif self.expired(entry, command):
                 self.report.expired += 1
             else:
-                decided.append((entry, command))
+                lane.batch.append((entry, command))
                 self.report.applied += 1
-        self.batch.extend(decided)
-        self.batch_entries += len(group)
-        if self.batch_entries >= BATCH:
-            await self.flush()
+        for lane in touched:
+            if lane.batch_entries >= BATCH:
+                await self.flush(lane)
 
     def command_of(self, entry: JournalEntry) -> Command[Any] | None:
         """The command ``entry`` records, once it is known to touch only a model's keys."""
@@ -340,58 +556,65 @@ class _Run:
             return True
         return False
 
-    async def flush(self, *, wait: bool = False) -> None:
-        """Send the queued transactions and the checkpoint's move as one atomic program.
+    async def flush_all(self) -> None:
+        """Send what every lane has queued, and wait for all of it to land."""
+        for lane in self.lanes.values():
+            await self.flush(lane, wait=True)
+
+    async def flush(self, lane: _Lane, *, wait: bool = False) -> None:
+        """Send ``lane``'s queued transactions and its checkpoint's move as one atomic program.
 
         A batch starts once the one before it has landed (its checkpoint is this one's expected
         value); it is applied on the target while the caller reads and decodes the next one,
         unless ``wait``.
         """
-        await self.landed()
-        if self.report.last_id is None or self.report.last_id == self.applied_through:
+        await self.landed(lane)
+        if lane.last_id is None or lane.last_id == lane.applied_through:
             return
-        batch, self.batch, self.batch_entries = self.batch, [], 0
-        if not batch and self.applied_through is None:
+        batch, lane.batch, lane.batch_entries = lane.batch, [], 0
+        if not batch and lane.applied_through is None:
             # Nothing applied yet: a checkpoint now would be one for a replay that applied nothing
             # (a model filter's typo); the first batch that applies something records these too.
-            self.progress(self.done)
+            self.progress(self.progress.done)
             return
-        self.in_flight = asyncio.ensure_future(self.apply(batch, self.report.last_id, self.done))
+        task = self.apply(lane, batch, lane.last_id, self.progress.done)
+        lane.in_flight = asyncio.ensure_future(task)
         if wait:
-            await self.landed()
+            await self.landed(lane)
         else:
             await asyncio.sleep(0)  # a turn of the loop: the batch goes out before the next is read
 
-    async def landed(self) -> None:
-        """Wait for the batch in flight, if any; its failure is raised here."""
-        task, self.in_flight = self.in_flight, None
+    async def landed(self, lane: _Lane) -> None:
+        """Wait for ``lane``'s batch in flight, if any; its failure is raised here."""
+        task, lane.in_flight = lane.in_flight, None
         if task is not None:
             await task
 
     async def abandon(self) -> None:
-        """Stop the batch in flight: the checkpoint says whether it landed, as after a crash."""
-        task, self.in_flight = self.in_flight, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        """Stop the batches in flight: the checkpoints say whether they landed, as after a crash."""
+        for lane in self.lanes.values():
+            task, lane.in_flight = lane.in_flight, None
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
 
     async def apply(
-        self, batch: list[tuple[JournalEntry, Command[Any]]], last_id: str, done: int
+        self, lane: _Lane, batch: list[tuple[JournalEntry, Command[Any]]], last_id: str, done: int
     ) -> None:
         started = time.perf_counter()
         if self.report.dry_run:
-            self.applied_through = last_id
-        while not self.report.dry_run and (batch or self.applied_through is not None):
+            lane.applied_through = last_id
+        while not self.report.dry_run and (batch or lane.applied_through is not None):
             refusal = await dispatcher.apply_batch(
-                self.target,
+                lane.target,
                 [command for _, command in batch],
-                checkpoint=self.checkpoint,
-                expected=self.applied_through,
+                checkpoint=lane.checkpoint,
+                expected=lane.applied_through,
                 new=last_id,
                 key_types=[pair for _, command in batch for pair in _deleted_types(command)],
             )
             if refusal is None:
-                self.applied_through = last_id
+                lane.applied_through = last_id
                 break
             if refusal.reason != "model_not_found" or refusal.command is None:
                 raise self.conflict(refusal, batch)
@@ -409,10 +632,6 @@ class _Run:
             emit(DEBUG, "replay.batch", stream=self.stream, commands=len(batch), last_id=last_id,
                  duration_ms=round((time.perf_counter() - started) * 1000, 3))  # fmt: skip
         self.progress(done)
-
-    def progress(self, done: int) -> None:
-        if self.on_progress is not None:
-            self.on_progress(done, max(self.total, done))
 
     def conflict(
         self, refusal: Refusal, batch: list[tuple[JournalEntry, Command[Any]]]

@@ -1,8 +1,13 @@
 """Comparing a live database with a replay of its journal, key by key.
 
 The keys compared are those of every model class the journal mentions (``{Model}:*`` and
-``{prefix}:{Model}:*``), found with ``SCAN`` on both sides, so a key created, changed or deleted
-behind the journal's back shows up. The library's own keys (``ledgerset:*``) are left out.
+``{prefix}:{Model}:*``, and on a cluster ``{prefix}:{{Model}:*``), found with ``SCAN`` on both
+sides (on every primary of a cluster), so a key created, changed or deleted behind the journal's
+back shows up. The library's own keys (``ledgerset:*``) are left out.
+
+Each side may be a single server or a cluster, whose set keys are spelled differently
+(``keys.KeyLayout``): a key is compared under its single-server spelling, so a database moved
+into a cluster by replay (or back) is found identical when its data is.
 """
 
 from __future__ import annotations
@@ -12,10 +17,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from ledgerset.commands import wire
 from ledgerset.commands.record import DEFAULT_STREAM
 from ledgerset.journal.replay import read_skipping
+from ledgerset.journal.streams import Source, open_journal, primary_clients
 from ledgerset.keys import KeyLayout
 
 __all__ = ["Difference", "compare", "journal_models"]
@@ -45,33 +52,40 @@ PROGRESS_EVERY = 500
 
 
 async def journal_models(
-    redis: Redis,
+    redis: Source,
     stream: str = DEFAULT_STREAM,
     *,
     skip: Collection[str] = (),
     on_progress: Callable[[int, int], None] | None = None,
 ) -> set[str]:
-    """The model class names that appear in the journal (but in the entries ``skip`` names).
+    """The model class names that appear in the journal (but in the entries ``skip`` names),
+    in its one stream, or in every slot stream of a cluster.
 
     ``on_progress(done, total)`` is called every few hundred entries read, and at the end.
     """
-    wire.check_client(redis, "journal_models")
-    total = int(await redis.xlen(stream)) if on_progress is not None else 0
+    if not isinstance(redis, RedisCluster):
+        wire.check_client(redis, "journal_models")
     models: set[str] = set()
     done = 0
-    async for entry in read_skipping(redis, stream, skip):
-        models.add(entry.model)
-        done += 1
-        if on_progress is not None and done % PROGRESS_EVERY == 0:
-            on_progress(done, max(done, total))
+    async with open_journal(redis, stream) as journal:
+        total = 0
+        if on_progress is not None:
+            for found in journal.streams:
+                total += int(await wire.call(found.redis, ("XLEN", found.name), resend=True))
+        for found in journal.streams:
+            async for entry in read_skipping(found.redis, found.name, skip):
+                models.add(entry.model)
+                done += 1
+                if on_progress is not None and done % PROGRESS_EVERY == 0:
+                    on_progress(done, max(done, total))
     if on_progress is not None:
         on_progress(done, done)
     return models
 
 
 async def compare(
-    live: Redis,
-    replayed: Redis,
+    live: Source,
+    replayed: Source,
     models: set[str],
     layout: KeyLayout | None = None,
     *,
@@ -79,38 +93,84 @@ async def compare(
 ) -> list[Difference]:
     """Every difference between ``live`` and ``replayed`` in the keys of ``models``.
 
-    ``on_progress(done, total)`` is called every few hundred keys compared, and at the end.
+    ``layout`` gives the set prefix (and a single server's layout); a ``RedisCluster`` side is
+    read through the cluster layout with that prefix, and keys are compared, and named in each
+    ``Difference``, by their single-server spelling. ``on_progress(done, total)`` is called
+    every few hundred keys compared, and at the end.
     """
-    wire.check_client(live, "compare", "live")
-    wire.check_client(replayed, "compare", "replayed")
+    for side, argument in ((live, "live"), (replayed, "replayed")):
+        if not isinstance(side, RedisCluster):
+            wire.check_client(side, "compare", argument)
     layout = layout or KeyLayout()
-    patterns = [
-        pattern
-        for model in sorted(models)
-        for pattern in (
-            f"{_escape(model)}:*",
-            f"{_escape(layout.special_prefix)}:{_escape(model)}:*",
-        )
-    ]
-    keys = sorted(await _keys(live, patterns) | await _keys(replayed, patterns))
-    differences = []
-    for done, key in enumerate(keys, start=1):
-        mine, theirs = await _contents(live, key), await _contents(replayed, key)
-        if not _same(mine, theirs):
-            differences.append(Difference(key, _show(mine), _show(theirs)))
-        if on_progress is not None and (done % PROGRESS_EVERY == 0 or done == len(keys)):
-            on_progress(done, len(keys))
+    opened: list[Redis] = []  # the clients of a cluster's primaries, closed at the end
+    try:
+        mine = await _keys(live, models, layout, opened)
+        theirs = await _keys(replayed, models, layout, opened)
+        keys = sorted(mine.keys() | theirs.keys())
+        differences = []
+        for done, key in enumerate(keys, start=1):
+            a, b = await _contents_at(mine.get(key)), await _contents_at(theirs.get(key))
+            if not _same(a, b):
+                differences.append(Difference(key, _show(a), _show(b)))
+            if on_progress is not None and (done % PROGRESS_EVERY == 0 or done == len(keys)):
+                on_progress(done, len(keys))
+    finally:
+        for client in opened:
+            await client.aclose()
     if on_progress is not None and not keys:
         on_progress(0, 0)
     return differences
 
 
-async def _keys(redis: Redis, patterns: list[str]) -> set[str]:
+#: Where one key is: the client of its server (a cluster's primary) and its physical name.
+_Located = tuple[Redis, str]
+
+
+async def _keys(
+    redis: Source, models: set[str], layout: KeyLayout, opened: list[Redis]
+) -> dict[str, _Located]:
+    """The keys of ``models`` on ``redis``, by their single-server spelling (a cluster's: on
+    each primary, through a client of it added to ``opened``)."""
+    prefix = layout.special_prefix
+    patterns = [
+        pattern
+        for model in sorted(models)
+        for pattern in (f"{_escape(model)}:*", f"{_escape(prefix)}:{_escape(model)}:*")
+    ]
+    if not isinstance(redis, RedisCluster):
+        return {name: (redis, name) for name in await _scan(redis, patterns)}
+    # The cluster layout braces the model key in a set key: {prefix}:{{Model}:pk}:field.
+    patterns += [f"{_escape(prefix)}:{{{_escape(model)}:*" for model in sorted(models)]
+    found: dict[str, _Located] = {}
+    nodes = await primary_clients(redis)
+    opened.extend(nodes.values())
+    for client in nodes.values():
+        for name in await _scan(client, patterns):
+            found[_single_spelling(name, prefix)] = (client, name)
+    return found
+
+
+def _single_spelling(key: str, prefix: str) -> str:
+    """A cluster layout's set key as one server spells it: ``{prefix}:{{M:pk}}:f`` is
+    ``{prefix}:M:pk:f``; any other key is spelled the same on both."""
+    head = f"{prefix}:{{"
+    if key.startswith(head):
+        tag, close, field = key[len(head) :].partition("}:")
+        if close:
+            return f"{prefix}:{tag}:{field}"
+    return key
+
+
+async def _scan(redis: Redis, patterns: list[str]) -> set[str]:
     found: set[str] = set()
     for pattern in patterns:
         async for key in redis.scan_iter(match=pattern, count=1000):
             found.add(key.decode() if isinstance(key, bytes) else key)
     return found
+
+
+async def _contents_at(located: _Located | None) -> tuple[str, Any, int] | None:
+    return None if located is None else await _contents(*located)
 
 
 async def _contents(redis: Redis, key: str) -> tuple[str, Any, int] | None:
