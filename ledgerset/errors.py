@@ -138,6 +138,24 @@ class InvalidMemberError(LedgersetError, ValueError):
         self.value = value
         self.command: str | None = None
 
+    @classmethod
+    def other_member_type(
+        cls, model: str, field: str, destination: str, value: object, types: tuple[str, str]
+    ) -> InvalidMemberError:
+        """A member moved to a set of another member type, where it would be stored in another
+        form (``1`` as ``1`` or as ``1.0``) or not be a member at all."""
+        error = cls(
+            f"{model}.{field}.amove({value!r}, {destination}): {model}.{field} is a {types[0]} "
+            f"but {destination} is a {types[1]}, so a member of one is not stored as a member "
+            f"of the other. Nothing was sent: move members between sets of the same member "
+            f"type, or aremove() here and aadd() there",
+            model=model,
+            field=field,
+            value=value,
+        )
+        error.command = "set.move"
+        return error
+
 
 class InvalidArgumentError(LedgersetError, TypeError, ValueError):
     """A set method got an operand or a count it cannot use; raised before any I/O.

@@ -13,12 +13,14 @@ command                   name                does
 ``ClearSet``              ``set.clear``       DEL the set                          -> 1 if non-empty
 ``RetainMembers``         ``set.retain``      keep only the given members          -> members after
 ``ToggleMembers``         ``set.toggle``      symmetric difference, on the server  -> members after
+``MoveMember``            ``set.move``        SMOVE one member to a set of any model -> moved
 ``SaveModel``             ``model.save``      replace the hash and every set, set the TTL
 ``UpdateModel``           ``model.update``    HSET some scalar fields of an existing model
 ``DeleteModel``           ``model.delete``    DEL the hash and its sets            -> existed
 ========================  ==================  ====================================================
 
-Every set command is refused (nothing written) when its model's hash does not exist.
+Every set command is refused (nothing written) when its model's hash does not exist (``set.move``:
+either model's).
 
 A record too long for one journal entry is written as several entries of one transaction when
 the command ``splits``: ``set.add``, ``set.remove`` and ``set.toggle`` (of distinct members, whose
@@ -39,8 +41,9 @@ Adding a command:
    ``REGISTRY``, which is how its journal entries read back, and its row in the table above;
 2. its op in ``program.py``'s ``OPS`` and ``program.lua`` (unless it reuses one);
 3. the public method that builds it (``core/redis_set.py`` or ``core/model.py``); if it writes
-   a field of a second set or of a model's hash, replay's ``_field_names`` (which checks every
-   field a journal entry names before it is written);
+   fields of a model's hash, replay's ``_field_names`` (which checks every hash field a journal
+   entry names before it is written; every set it touches, of any model, is checked through
+   its ``addresses``);
 4. its journal name and args in ``docs/journal.md``, the method in ``docs/redis-set.md``;
 5. its example in ``tests/commands/test_every_command.py`` (that test fails without one:
    journal, replay, summary and docs are checked there for every registered command), and the
@@ -67,6 +70,7 @@ __all__ = [
     "Command",
     "DeleteModel",
     "MembersCommand",
+    "MoveMember",
     "PopMember",
     "RecordTarget",
     "RemoveMembers",
@@ -376,6 +380,63 @@ class ToggleMembers(MembersCommand[tuple[bytes, ...]]):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class MoveMember(SetCommand[bool]):
+    """Move one member from this set to another set field, of this model or another (``amove``).
+
+    The destination is named by its own model, pk and field (``to_*``); its entry names the
+    source as its target and the destination in its args, ``{"member": m, "to": {"model": ...,
+    "pk": ..., "field": ...}}``, so replay spells both keys through the reading layout.
+    """
+
+    name: ClassVar[str] = "set.move"
+    member: bytes
+    to_model: str
+    to_pk: str
+    to_field: str
+    to_key: str
+    to_owner: str
+
+    @property
+    def addresses(self) -> tuple[Address, ...]:
+        return (
+            Address(self.model, self.pk, self.field, self.key, self.owner),
+            Address(self.to_model, self.to_pk, self.to_field, self.to_key, self.to_owner),
+        )
+
+    def compile(self, program: Program) -> None:
+        program.op(OPS["MOVE"], (self.key, self.owner, self.to_key, self.to_owner), (self.member,))
+
+    def result(self, replies: list[object]) -> bool:
+        return _count(replies[0]) == 1
+
+    def record_args(self) -> bytes:
+        to = orjson.dumps({"model": self.to_model, "pk": self.to_pk, "field": self.to_field})
+        return b'{"member":' + self.member + b',"to":' + to + b"}"
+
+    @classmethod
+    def from_record(cls, args: dict[str, Any], target: RecordTarget) -> Command[Any]:
+        to = args["to"]
+        model, pk, field = (_text_arg(to, name) for name in ("model", "pk", "field"))
+        return cls._for_set(
+            target,
+            member=_member_json.dumps(args["member"]),
+            to_model=model,
+            to_pk=pk,
+            to_field=field,
+            to_key=target.layout.set_key(model, pk, field),
+            to_owner=target.layout.model_key(model, pk),
+        )
+
+    @classmethod
+    def summary(cls, args: dict[str, Any]) -> str:
+        to = args.get("to")
+        if "member" not in args or not isinstance(to, dict):
+            return _shown(args)
+        where = f"{to.get('model')}:{to.get('pk')}.{to.get('field')}"
+        return f"{_shown(args['member'])} -> {where}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SetContents:
     """One set field as ``model.save`` writes it: its members, or ``None`` for no set."""
 
@@ -557,6 +618,14 @@ def _field_parts(fields: object, skip: dict[str, Any]) -> list[str]:
         for name, value in fields.items()
         if name != "pk" and name not in skip
     ]
+
+
+def _text_arg(args: dict[str, Any], name: str) -> str:
+    """``args[name]``, which must be a non-empty string (a name a record gives)."""
+    value = args[name]
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} {value!r} is not a non-empty string")
+    return value
 
 
 def _encoded_fields(fields: dict[str, Any]) -> tuple[tuple[str, bytes], ...]:

@@ -558,7 +558,11 @@ def _refused(
                 key=refusal.key,
                 commands=len(tx.commands),
             )
-    where = f"{command.model}.{command.field}" if command.field else command.model
+    # The model the refusal names, of those the command touches (set.move: either of two).
+    named = next(
+        (a for a in command.addresses if refusal.key in (a.key, a.owner)), command.addresses[0]
+    )
+    where = f"{named.model}.{named.field}" if named.field else named.model
     context = (
         f" (in a transaction of {len(tx.commands)} commands: none of them was applied)"
         if tx is not None
@@ -577,11 +581,11 @@ def _refused(
             f"{command.name} on {where} refused: model key {refusal.key!r} is not in Redis "
             f"(never saved, deleted or expired); nothing was written{context}. "
             f"Save the model first with await model.asave().",
-            model=command.model,
+            model=named.model,
             key=refusal.key,
             command=command.name,
-            pk=command.pk,
-            field=command.field,
+            pk=named.pk,
+            field=named.field,
         )
     return WrongTypeError(
         f"{command.name} on {where} refused: key {refusal.key!r} holds a Redis "

@@ -34,6 +34,8 @@
 --   POP              SRANDMEMBER + SREM one member          -> the member, or false
 --   CLEAR            DEL the set                            -> 1 if it existed
 --   RETAIN, TOGGLE   keep only / toggle the arguments       -> the set's members afterwards
+--   MOVE             SMOVE the argument from the set to a second set (keys: set, owner,
+--                    destination set, its owner); both owners must exist -> 1 if moved, else 0
 --   REPLACE_SET      DEL + SADD (a save's set)
 --   REPLACE_HASH     DEL + HSET (a save's hash); arguments: expiry in ms from now, expiry as
 --                    unix ms (0: none; at most one of the two), then field/value pairs
@@ -57,6 +59,7 @@ local OP_POP = 'P'
 local OP_CLEAR = 'C'
 local OP_RETAIN = 'T'
 local OP_TOGGLE = 'X'
+local OP_MOVE = 'M'
 local OP_REPLACE_SET = 'Z'
 local OP_REPLACE_HASH = 'S'
 local OP_UPDATE_HASH = 'U'
@@ -200,7 +203,9 @@ while at <= #header do
     keys[k], at = struct.unpack('>H', header, at)
     keys[k] = KEYS[keys[k]]
   end
-  ops[#ops + 1] = { code = code, key = keys[1], owner = keys[2], first = pos, last = pos + n - 1 }
+  ops[#ops + 1] = {
+    code = code, key = keys[1], owner = keys[2], keys = keys, first = pos, last = pos + n - 1,
+  }
   pos = pos + n
 end
 
@@ -208,6 +213,7 @@ local SET_OPS = {
   [OP_ADD] = { 'SADD' }, [OP_REMOVE] = { 'SREM' }, [OP_POP] = { 'SRANDMEMBER', 'SREM' },
   [OP_CLEAR] = { 'DEL' }, [OP_RETAIN] = { 'SMEMBERS', 'SREM' },
   [OP_TOGGLE] = { 'SISMEMBER', 'SREM', 'SADD', 'SMEMBERS' }, [OP_REPLACE_SET] = { 'DEL', 'SADD' },
+  [OP_MOVE] = { 'SMOVE' },
 }
 
 -- 1. checks ----------------------------------------------------------------------------------
@@ -243,43 +249,56 @@ local function kind_of(key, i)
   return kind
 end
 
+-- A set op's checks on one set `key` of model `owner`: the owner exists, the key holds a set or
+-- nothing, the caller may run `commands` on it. Records the set as written (its expiry follows
+-- its owner's, phase 4). Returns the refusal, if any.
+local function check_set(i, key, owner, commands)
+  if expiries[owner] == nil and kinds[owner] ~= 'none' then
+    if not may('PEXPIRETIME', owner) then
+      return refuse('no_permission', i, owner, 'PEXPIRETIME')
+    end
+    local expires = redis.call('PEXPIRETIME', owner)
+    if expires == -2 then
+      kinds[owner] = 'none'
+    else
+      expiries[owner] = expires
+    end
+  end
+  if kinds[owner] == 'none' then
+    return refuse('model_not_found', i, owner, 'none')
+  end
+  local kind, refusal = kind_of(key, i)
+  if refusal then
+    return refusal
+  elseif kind ~= 'set' and kind ~= 'none' then
+    return refuse('wrong_type', i, key, kind)
+  end
+  for _, command in ipairs(commands) do
+    if not may(command, key) then
+      return refuse('no_permission', i, key, command)
+    end
+  end
+  kinds[key] = 'set'
+  if set_keys[key] == nil then
+    set_keys[key] = owner
+    set_keys[#set_keys + 1] = key
+  end
+  return nil
+end
+
 for i, op in ipairs(ops) do
   local code, key = op.code, op.key
   local commands = SET_OPS[code]
   if commands then
-    local owner = op.owner
-    if expiries[owner] == nil and kinds[owner] ~= 'none' then
-      if not may('PEXPIRETIME', owner) then
-        return refuse('no_permission', i, owner, 'PEXPIRETIME')
-      end
-      local expires = redis.call('PEXPIRETIME', owner)
-      if expires == -2 then
-        kinds[owner] = 'none'
-      else
-        expiries[owner] = expires
-      end
+    local refusal = check_set(i, key, op.owner, commands)
+    if not refusal and code == OP_MOVE then -- the destination: a set of a model too
+      refusal = check_set(i, op.keys[3], op.keys[4], commands)
     end
-    if kinds[owner] == 'none' then
-      return refuse('model_not_found', i, owner, 'none')
-    end
-    local kind, refusal = kind_of(key, i)
     if refusal then
       return refusal
-    elseif kind ~= 'set' and kind ~= 'none' then
-      return refuse('wrong_type', i, key, kind)
-    end
-    for _, command in ipairs(commands) do
-      if not may(command, key) then
-        return refuse('no_permission', i, key, command)
-      end
     end
     if code == OP_POP and #ops > 2 then
       return redis.error_reply('ledgerset: a pop must be the only write of its program')
-    end
-    kinds[key] = 'set'
-    if set_keys[key] == nil then
-      set_keys[key] = owner
-      set_keys[#set_keys + 1] = key
     end
   elseif code == OP_DELETE then
     if not may('DEL', key) then
@@ -476,6 +495,8 @@ for i, op in ipairs(ops) do
     end
   elseif code == OP_CLEAR or code == OP_DELETE then
     reply = redis.call('DEL', key)
+  elseif code == OP_MOVE then
+    reply = redis.call('SMOVE', key, op.keys[3], ARGV[first])
   elseif code == OP_RETAIN then
     local keep, leaving = {}, {}
     for j = first, last do

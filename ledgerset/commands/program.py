@@ -30,6 +30,7 @@ OPS: Final[dict[str, bytes]] = {
     "CLEAR": b"C",
     "RETAIN": b"T",
     "TOGGLE": b"X",
+    "MOVE": b"M",
     "REPLACE_SET": b"Z",
     "REPLACE_HASH": b"S",
     "UPDATE_HASH": b"U",

@@ -34,6 +34,7 @@ from ledgerset.commands.catalog import (
     AddMembers,
     ClearSet,
     Command,
+    MoveMember,
     PopMember,
     RemoveMembers,
     RetainMembers,
@@ -370,6 +371,50 @@ class RedisSet(set[T]):
         binding = self._require_binding()
         command = ClearSet(**binding.target)
         await binding.run(command, lambda _: set.clear(self), self._outcome_unknown)
+
+    async def amove(self, value: T, destination: RedisSet[T]) -> bool | None:
+        """Move ``value`` from this set to ``destination`` (``SMOVE``); ``True`` if it moved.
+
+        ``False`` when ``value`` is not a member here (nothing changes). ``destination`` is
+        another ``RedisSet`` field, of this model or another, with the same member type and the
+        same Redis client, checked before any I/O; both models must exist, else
+        ``ModelNotFoundError`` naming the missing one. Both local mirrors follow. One command,
+        one journal entry naming both sets; ``None`` inside a transaction.
+        """
+        binding = self._require_binding()
+        what = "set.move"
+        if not isinstance(destination, RedisSet):
+            raise InvalidArgumentError.not_a_set(
+                binding.model, binding.field, what, "amove", destination
+            )
+        to = destination._require_binding()
+        if to.codec.member_type is not binding.codec.member_type:
+            raise InvalidMemberError.other_member_type(
+                binding.model, binding.field, f"{to.model}.{to.field}", value,
+                (binding.codec.type_name, to.codec.type_name),
+            )  # fmt: skip
+        (to,) = self._operands("amove", what, (destination,), same_type=True)
+        normal, encoded = binding.encode(what, value)
+        command = MoveMember(
+            **binding.target,
+            member=encoded,
+            to_model=to.model,
+            to_pk=to.pk,
+            to_field=to.field,
+            to_key=to.key,
+            to_owner=to.owner,
+        )
+
+        def moved(done: bool) -> None:
+            if done:
+                set.discard(self, normal)
+                set.add(cast("set[Any]", destination), normal)
+
+        def unknown(command: Command[Any]) -> None:
+            self._outcome_unknown(command)
+            destination._outcome_unknown(command)
+
+        return await binding.run(command, moved, unknown)
 
     async def acontains(self, value: T) -> bool:
         """Whether ``value`` is a member, on the server (``SISMEMBER``)."""

@@ -32,6 +32,7 @@ from ledgerset.commands.catalog import (
     ClearSet,
     Command,
     DeleteModel,
+    MoveMember,
     PopMember,
     RecordTarget,
     RemoveMembers,
@@ -91,6 +92,15 @@ EXAMPLES: dict[type[Command[Any]], Callable[[], Command[Any]]] = {
         model=MODEL, pk=PK, key=MODEL_KEY, fields=(("title", b'"changed"'),)
     ),
     DeleteModel: lambda: DeleteModel(model=MODEL, pk=PK, key=MODEL_KEY, sets=((FIELD, SET_KEY),)),
+    MoveMember: lambda: on_set(
+        MoveMember,
+        member=b'"a"',
+        to_model=MODEL,
+        to_pk="bystander",
+        to_field=FIELD,
+        to_key=LAYOUT.set_key(MODEL, "bystander", FIELD),
+        to_owner=LAYOUT.model_key(MODEL, "bystander"),
+    ),
 }
 
 
