@@ -14,6 +14,7 @@ command                   name                does
 ``RetainMembers``         ``set.retain``      keep only the given members          -> members after
 ``ToggleMembers``         ``set.toggle``      symmetric difference, on the server  -> members after
 ``MoveMember``            ``set.move``        SMOVE one member to a set of any model -> moved
+``StoreMembers``          ``set.store``       replace the set with set algebra's result -> size
 ``SaveModel``             ``model.save``      replace the hash and every set, set the TTL
 ``UpdateModel``           ``model.update``    HSET some scalar fields of an existing model
 ``DeleteModel``           ``model.delete``    DEL the hash and its sets            -> existed
@@ -24,7 +25,8 @@ either model's).
 
 A record too long for one journal entry is written as several entries of one transaction when
 the command ``splits``: ``set.add``, ``set.remove`` and ``set.toggle`` (of distinct members, whose
-parts compose), each part the same command with some of the members.
+parts compose), each part the same command with some of the members; ``set.store``, whose later
+parts add to what the first one stored (``"continued": true``).
 
 A command becomes a journal record with ``record_args()`` (its arguments as JSON) and comes back
 with ``from_record(args, target)``; the record names its target logically (model, pk, field), and
@@ -53,7 +55,7 @@ Adding a command:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Generic, TypeVar
 
 import orjson
@@ -78,6 +80,7 @@ __all__ = [
     "SaveModel",
     "SetCommand",
     "SetContents",
+    "StoreMembers",
     "ToggleMembers",
     "UpdateModel",
 ]
@@ -255,6 +258,11 @@ class MembersCommand(SetCommand[R]):
 
     def compile(self, program: Program) -> None:
         program.op(self.code, (self.key, self.owner), self.members)
+
+    def part(self, members: tuple[bytes, ...], *, first: bool) -> MembersCommand[R]:
+        """The command whose record is one part of this one's, with ``members`` (``first``: the
+        first part); only called when it ``splits``."""
+        return replace(self, members=members)
 
     def record_args(self) -> bytes:
         # Members are canonical JSON already: joined, not encoded again.
@@ -434,6 +442,67 @@ class MoveMember(SetCommand[bool]):
             return _shown(args)
         where = f"{to.get('model')}:{to.get('pk')}.{to.get('field')}"
         return f"{_shown(args['member'])} -> {where}"
+
+
+#: The Redis command of each kind of ``set.store``.
+STORE_ALGEBRA = {"union": "SUNION", "intersection": "SINTER", "difference": "SDIFF"}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreMembers(MembersCommand[int]):
+    """Replace the set's members with set algebra of other sets (``astore_union``, ...).
+
+    ``members`` are what the client read of the algebra (``STORE_ALGEBRA[algebra]``) over the
+    ``sources`` keys; the program writes them only if the sources give exactly those members
+    when it runs (else ``conflict``), so the store is atomic and its journal entry is its effect:
+    ``{"members": [...], "algebra": "union", "sources": ["Model:pk.field", ...]}``. Replayed,
+    it has no sources (``algebra`` ``""``): a plain replace, whatever the sources hold there.
+    """
+
+    name: ClassVar[str] = "set.store"
+    code: ClassVar[bytes] = OPS["STORE"]
+    algebra: str = ""
+    #: The keys of the sources, and how the journal names them (``Model:pk.field``).
+    sources: tuple[str, ...] = ()
+    source_names: tuple[str, ...] = ()
+    #: A later part of a split record: it adds to what the first part stored.
+    continued: bool = False
+
+    def compile(self, program: Program) -> None:
+        if self.continued:
+            program.op(OPS["ADD"], (self.key, self.owner), self.members)
+            return
+        algebra = STORE_ALGEBRA[self.algebra] if self.sources else ""
+        program.op(self.code, (self.key, self.owner, *self.sources), (algebra, *self.members))
+
+    def part(self, members: tuple[bytes, ...], *, first: bool) -> StoreMembers:
+        return replace(self, members=members, continued=not first)
+
+    def result(self, replies: list[object]) -> int:
+        return _count(replies[0])
+
+    def record_args(self) -> bytes:
+        if self.continued:
+            return b'{"members":[' + b",".join(self.members) + b'],"continued":true}'
+        about = orjson.dumps({"algebra": self.algebra, "sources": list(self.source_names)})
+        return b'{"members":[' + b",".join(self.members) + b"]," + about[1:]
+
+    @classmethod
+    def from_record(cls, args: dict[str, Any], target: RecordTarget) -> Command[Any]:
+        members = tuple(_member_json.dumps(member) for member in args["members"])
+        if args.get("continued") is True:
+            return AddMembers._for_set(target, members=members)
+        return cls._for_set(target, members=members)
+
+    @classmethod
+    def summary(cls, args: dict[str, Any]) -> str:
+        members, sources = args.get("members"), args.get("sources")
+        if not isinstance(members, list):
+            return _shown(args)
+        if args.get("continued") is True:
+            return f"(continued) +{len(members)} members"
+        named = ", ".join(map(str, sources)) if isinstance(sources, list) else "?"
+        return f"{args.get('algebra') or 'store'}({named}) = {{{len(members)} members}}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -43,6 +43,7 @@ from ledgerset.commands.catalog import Command
 from ledgerset.commands.program import OPS, SOURCE, Program, Refusal
 from ledgerset.commands.record import StreamJournal, bound_context, entry_args, entry_fields
 from ledgerset.errors import (
+    ConflictError,
     ExpiryOutOfRangeError,
     ModelNotFoundError,
     PermissionDeniedError,
@@ -50,6 +51,7 @@ from ledgerset.errors import (
     StreamExhaustedError,
     TransactionError,
     WrongTypeError,
+    conflict,
     entry_too_large,
     expiry_out_of_range,
     permission_denied,
@@ -536,7 +538,8 @@ def _ms_since(started: float) -> float:
 def _refused(
     refusal: Refusal, tx: Transaction | None = None
 ) -> (
-    ModelNotFoundError
+    ConflictError
+    | ModelNotFoundError
     | WrongTypeError
     | PermissionDeniedError
     | StreamExhaustedError
@@ -576,6 +579,11 @@ def _refused(
         return stream_exhausted(command.name, refusal.key)
     if refusal.reason == "expiry_out_of_range":
         return expiry_out_of_range(command.name, command.model, refusal.key, refusal.detail)
+    if refusal.reason == "conflict":
+        expected = getattr(command, "if_version", None)
+        return conflict(
+            command.name, named.model, named.pk, refusal.key, expected, refusal.detail, context
+        )
     if refusal.reason == "model_not_found":
         return ModelNotFoundError(
             f"{command.name} on {where} refused: model key {refusal.key!r} is not in Redis "

@@ -36,6 +36,11 @@
 --   RETAIN, TOGGLE   keep only / toggle the arguments       -> the set's members afterwards
 --   MOVE             SMOVE the argument from the set to a second set (keys: set, owner,
 --                    destination set, its owner); both owners must exist -> 1 if moved, else 0
+--   STORE            replace the set with the arguments after the first (DEL + SADD) -> count.
+--                    The first is SUNION, SINTER or SDIFF of the keys after the owner (the
+--                    sources): the members are what the client read of that, and the program
+--                    is refused ('conflict') unless the sources give exactly those members now.
+--                    '' and no sources: a plain replace (a replayed store)
 --   REPLACE_SET      DEL + SADD (a save's set)
 --   REPLACE_HASH     DEL + HSET (a save's hash); arguments: expiry in ms from now, expiry as
 --                    unix ms (0: none; at most one of the two), then field/value pairs
@@ -60,6 +65,7 @@ local OP_CLEAR = 'C'
 local OP_RETAIN = 'T'
 local OP_TOGGLE = 'X'
 local OP_MOVE = 'M'
+local OP_STORE = 'W'
 local OP_REPLACE_SET = 'Z'
 local OP_REPLACE_HASH = 'S'
 local OP_UPDATE_HASH = 'U'
@@ -213,7 +219,7 @@ local SET_OPS = {
   [OP_ADD] = { 'SADD' }, [OP_REMOVE] = { 'SREM' }, [OP_POP] = { 'SRANDMEMBER', 'SREM' },
   [OP_CLEAR] = { 'DEL' }, [OP_RETAIN] = { 'SMEMBERS', 'SREM' },
   [OP_TOGGLE] = { 'SISMEMBER', 'SREM', 'SADD', 'SMEMBERS' }, [OP_REPLACE_SET] = { 'DEL', 'SADD' },
-  [OP_MOVE] = { 'SMOVE' },
+  [OP_MOVE] = { 'SMOVE' }, [OP_STORE] = { 'DEL', 'SADD' },
 }
 
 -- 1. checks ----------------------------------------------------------------------------------
@@ -286,6 +292,38 @@ local function check_set(i, key, owner, commands)
   return nil
 end
 
+-- A store's sources: each a set (or nothing) the caller may read, and together they must give
+-- exactly the members the client read and sent (no source changed meanwhile).
+local function check_sources(i, op)
+  local sources, algebra = {}, ARGV[op.first]
+  for k = 3, #op.keys do
+    local source = op.keys[k]
+    local kind, refusal = kind_of(source, i)
+    if refusal then
+      return refusal
+    elseif kind ~= 'set' and kind ~= 'none' then
+      return refuse('wrong_type', i, source, kind)
+    elseif not may(algebra, source) then
+      return refuse('no_permission', i, source, algebra)
+    end
+    sources[#sources + 1] = source
+  end
+  local sent = {}
+  for j = op.first + 1, op.last do
+    sent[ARGV[j]] = true
+  end
+  local now = redis.call(algebra, unpack(sources))
+  if #now ~= op.last - op.first then
+    return refuse('conflict', i, op.key, '')
+  end
+  for _, member in ipairs(now) do
+    if not sent[member] then
+      return refuse('conflict', i, op.key, '')
+    end
+  end
+  return nil
+end
+
 for i, op in ipairs(ops) do
   local code, key = op.code, op.key
   local commands = SET_OPS[code]
@@ -299,6 +337,12 @@ for i, op in ipairs(ops) do
     end
     if code == OP_POP and #ops > 2 then
       return redis.error_reply('ledgerset: a pop must be the only write of its program')
+    end
+    if code == OP_STORE and #op.keys > 2 then
+      refusal = check_sources(i, op)
+      if refusal then
+        return refusal
+      end
     end
   elseif code == OP_DELETE then
     if not may('DEL', key) then
@@ -525,6 +569,9 @@ for i, op in ipairs(ops) do
   elseif code == OP_REPLACE_SET then
     redis.call('DEL', key)
     reply = write_args('SADD', key, first, last)
+  elseif code == OP_STORE then
+    redis.call('DEL', key)
+    reply = write_args('SADD', key, first + 1, last)
   elseif code == OP_REPLACE_HASH then
     redis.call('DEL', key)
     if last > first + 1 then

@@ -31,6 +31,7 @@ OPS: Final[dict[str, bytes]] = {
     "RETAIN": b"T",
     "TOGGLE": b"X",
     "MOVE": b"M",
+    "STORE": b"W",
     "REPLACE_SET": b"Z",
     "REPLACE_HASH": b"S",
     "UPDATE_HASH": b"U",

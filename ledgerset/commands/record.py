@@ -24,7 +24,7 @@ have brought an old version's args up to date; an unknown ``(cmd, v)`` is an err
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -159,11 +159,11 @@ def entry_args(command: Command[Any]) -> list[bytes | None]:
     for member in dict.fromkeys(command.members):
         cost = _in_entry(member) + 1  # and its comma
         if part and size + cost > SPLIT_BYTES:
-            parts.append(replace(command, members=tuple(part)).record_args())
+            parts.append(command.part(tuple(part), first=not parts).record_args())
             part, size = [], empty
         part.append(member)
         size += cost
-    parts.append(replace(command, members=tuple(part)).record_args())
+    parts.append(command.part(tuple(part), first=not parts).record_args())
     return parts
 
 

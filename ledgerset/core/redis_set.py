@@ -31,6 +31,7 @@ from ledgerset import _events
 from ledgerset._server_errors import server_address, translate
 from ledgerset.commands import dispatcher, wire
 from ledgerset.commands.catalog import (
+    STORE_ALGEBRA,
     AddMembers,
     ClearSet,
     Command,
@@ -39,14 +40,17 @@ from ledgerset.commands.catalog import (
     RemoveMembers,
     RetainMembers,
     SetCommand,
+    StoreMembers,
     ToggleMembers,
 )
 from ledgerset.core.codec import Member, MemberCodec
 from ledgerset.core.config import RedisConfig, default_journal, default_redis
 from ledgerset.errors import (
+    ConflictError,
     InvalidArgumentError,
     InvalidMemberError,
     LedgersetError,
+    TransactionError,
     UnknownMirrorError,
     UnsupportedCommandError,
     WrongTypeError,
@@ -235,6 +239,10 @@ if size == 0 then return 1 end
 if redis.call('SINTERCARD', 2, KEYS[1], KEYS[2], 'LIMIT', size) == size then return 1 end
 return 0
 """
+
+#: How many times a store reads its sources and tries to write the result before it gives up
+#: with ``ConflictError`` (each try fails only if a source changed between its read and write).
+_STORE_ATTEMPTS = 5
 
 #: The largest count (``count``, ``k``, ``limit``) Redis takes: a signed 64-bit integer.
 _COUNT_MAX = 2**63 - 1
@@ -460,6 +468,77 @@ class RedisSet(set[T]):
         keys = [binding.key, *(other.key for other in operands)]
         raws = await binding.read(what, (redis_command, *keys), len(keys))
         return codec.decode_many(raws, key=binding.key)  # type: ignore[return-value]
+
+    async def astore_union(self, *sources: RedisSet[T]) -> int | None:
+        """Replace this set's members with the members of any of ``sources`` (``SUNIONSTORE``);
+        the new size. See ``_store``."""
+        return await self._store("astore_union", "union", sources)
+
+    async def astore_intersection(self, *sources: RedisSet[T]) -> int | None:
+        """Replace this set's members with the members common to all ``sources``
+        (``SINTERSTORE``); the new size. See ``_store``."""
+        return await self._store("astore_intersection", "intersection", sources)
+
+    async def astore_difference(self, first: RedisSet[T], *others: RedisSet[T]) -> int | None:
+        """Replace this set's members with the members of ``first`` in none of ``others``
+        (``SDIFFSTORE``); the new size. See ``_store``."""
+        return await self._store("astore_difference", "difference", (first, *others))
+
+    async def _store(
+        self, method: str, algebra: str, sources: tuple[RedisSet[T], ...]
+    ) -> int | None:
+        """Store set algebra of ``sources`` (fields of the same member type on the same client,
+        this set among them if wanted) as this set's members, atomically.
+
+        The result is read first, then written by one program that writes it only if the
+        sources still give exactly it (else it reads again, up to ``_STORE_ATTEMPTS`` times,
+        then ``ConflictError``); so the write is the algebra of one moment, and its journal
+        entry is its effect. Inside a transaction it is buffered (``None``): the result is of
+        the state before the commit, and a source changed by then, by another client, aborts
+        the transaction with ``ConflictError``; a source this transaction writes before it is
+        refused at the call (``TransactionError``), as its result could not include that write.
+        """
+        binding = self._require_binding()
+        what = StoreMembers.name
+        if not sources:
+            raise InvalidArgumentError.no_sources(binding.model, binding.field, what, method)
+        operands = self._operands(method, what, sources, same_type=True)
+        keys = tuple(operand.key for operand in operands)
+        names = tuple(f"{o.model}:{o.pk}.{o.field}" for o in operands)
+        tx = dispatcher.transaction_for(what, binding.key)
+        if tx is not None:
+            written = {address.key for command in tx.commands for address in command.addresses}
+            changed = [name for key, name in zip(keys, names, strict=True) if key in written]
+            if changed:
+                raise TransactionError(
+                    f"{binding.model}.{binding.field}.{method}(): this transaction writes "
+                    f"{', '.join(changed)} before it, and a store's result is of the state "
+                    f"before the commit, so it would not include that write. Nothing was "
+                    f"buffered: store in a transaction of its own after this one.",
+                    command=what,
+                    key=binding.key,
+                )
+        for attempt in range(1, _STORE_ATTEMPTS + 1):
+            raws = await binding.read(what, (STORE_ALGEBRA[algebra], *keys), len(keys))
+            members = binding.codec.decode_many(raws, key=" or ".join(keys))
+            command = StoreMembers(
+                **binding.target,
+                members=tuple(raws),
+                algebra=algebra,
+                sources=keys,
+                source_names=names,
+            )
+
+            def stored(_: int, members: set[Any] = members) -> None:
+                self._mirror_replace(members)
+                self._unknown_after = None
+
+            try:
+                return await binding.run(command, stored, self._outcome_unknown)
+            except ConflictError:
+                if attempt == _STORE_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")
 
     def _operands(
         self, method: str, what: str, others: Iterable[object], *, same_type: bool

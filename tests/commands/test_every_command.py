@@ -40,6 +40,7 @@ from ledgerset.commands.catalog import (
     SaveModel,
     SetCommand,
     SetContents,
+    StoreMembers,
     ToggleMembers,
     UpdateModel,
 )
@@ -100,6 +101,13 @@ EXAMPLES: dict[type[Command[Any]], Callable[[], Command[Any]]] = {
         to_field=FIELD,
         to_key=LAYOUT.set_key(MODEL, "bystander", FIELD),
         to_owner=LAYOUT.model_key(MODEL, "bystander"),
+    ),
+    StoreMembers: lambda: on_set(
+        StoreMembers,
+        members=(b'"a"', b'"b"'),
+        algebra="union",
+        sources=(LAYOUT.set_key(MODEL, "bystander", FIELD),),
+        source_names=(f"{MODEL}:bystander.{FIELD}",),
     ),
 }
 
