@@ -489,6 +489,22 @@ class ConflictError(LedgersetError):
         self.expected = expected
         self.actual = actual
 
+    @classmethod
+    def version_unknown(cls, command: str, model: str, pk: str, key: str) -> ConflictError:
+        """An ``if_unchanged`` write by an instance that does not know the version it saw."""
+        instance = model.lower()
+        return cls(
+            f"{command} on {model} (pk {pk!r}) refused before sending: if_unchanged=True "
+            f"writes only over the version this instance saw, and it does not know it (an "
+            f"earlier write of it was interrupted and may or may not have been applied). "
+            f"Nothing was written. Read it again (await {instance}.aload()), redo the change, "
+            f"and retry.",
+            command=command,
+            model=model,
+            pk=pk,
+            key=key,
+        )
+
 
 class UnknownMirrorError(LedgersetError):
     """``asave()`` refused: a set's local copy may be wrong after a write of unknown outcome.

@@ -21,7 +21,10 @@ command                   name                does
 ========================  ==================  ====================================================
 
 Every set command is refused (nothing written) when its model's hash does not exist (``set.move``:
-either model's).
+either model's). Every command but ``model.delete`` bumps the version of each model it writes
+(``bumps``: a ``BUMP`` op per model key, appended by ``Program.add``), which ``model.save`` and
+``model.update`` check with ``if_version`` (``asave(if_unchanged=True)``) and record in their
+entries (``records_version``).
 
 A record too long for one journal entry is written as several entries of one transaction when
 the command ``splits``: ``set.add``, ``set.remove`` and ``set.toggle`` (of distinct members, whose
@@ -54,7 +57,9 @@ Adding a command:
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -139,6 +144,8 @@ class Command(ABC, Generic[R]):
     version: ClassVar[int] = 1
     #: False for commands whose result the caller needs at once (``set.pop``).
     deferrable: ClassVar[bool] = True
+    #: True for the model writes whose entry records the version they wrote (see ``bumps``).
+    records_version: ClassVar[bool] = False
 
     model: str
     pk: str
@@ -174,6 +181,11 @@ class Command(ABC, Generic[R]):
     def compile(self, program: Program) -> None:
         """Append this command's operations to ``program``."""
 
+    @property
+    def bumps(self) -> tuple[str, ...]:
+        """The model keys whose version this command bumps, once each: every model it writes."""
+        return _owners(self)
+
     @abstractmethod
     def result(self, replies: list[object]) -> R:
         """Turn the replies of this command's operations into its caller's return value."""
@@ -206,6 +218,10 @@ class Command(ABC, Generic[R]):
 
     def _model_address(self) -> Address:
         return Address(self.model, self.pk, None, self.key, self.key)
+
+
+def _owners(command: Command[Any]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(address.owner for address in command.addresses))
 
 
 def _identity(cls: type) -> tuple[str, str, tuple[type, ...]]:
@@ -255,23 +271,31 @@ class MembersCommand(SetCommand[R]):
     #: with some of its (distinct) members: true when those, applied in order, do what it does.
     splits: ClassVar[bool] = True
     members: tuple[bytes, ...]
+    #: A later part of a split record (``"continued": true``): the first part bumped the
+    #: model's version for the whole write, so replaying the parts bumps it once, as the write did.
+    continued: bool = False
 
     def compile(self, program: Program) -> None:
         program.op(self.code, (self.key, self.owner), self.members)
 
+    @property
+    def bumps(self) -> tuple[str, ...]:
+        return () if self.continued else _owners(self)
+
     def part(self, members: tuple[bytes, ...], *, first: bool) -> MembersCommand[R]:
         """The command whose record is one part of this one's, with ``members`` (``first``: the
         first part); only called when it ``splits``."""
-        return replace(self, members=members)
+        return replace(self, members=members, continued=not first)
 
     def record_args(self) -> bytes:
         # Members are canonical JSON already: joined, not encoded again.
-        return b'{"members":[' + b",".join(self.members) + b"]}"
+        joined = b'{"members":[' + b",".join(self.members)
+        return joined + (b'],"continued":true}' if self.continued else b"]}")
 
     @classmethod
     def from_record(cls, args: dict[str, Any], target: RecordTarget) -> Command[Any]:
         members = tuple(_member_json.dumps(member) for member in args["members"])
-        return cls._for_set(target, members=members)
+        return cls._for_set(target, members=members, continued=args.get("continued") is True)
 
     @classmethod
     def summary(cls, args: dict[str, Any]) -> str:
@@ -465,8 +489,6 @@ class StoreMembers(MembersCommand[int]):
     #: The keys of the sources, and how the journal names them (``Model:pk.field``).
     sources: tuple[str, ...] = ()
     source_names: tuple[str, ...] = ()
-    #: A later part of a split record: it adds to what the first part stored.
-    continued: bool = False
 
     def compile(self, program: Program) -> None:
         if self.continued:
@@ -474,9 +496,6 @@ class StoreMembers(MembersCommand[int]):
             return
         algebra = STORE_ALGEBRA[self.algebra] if self.sources else ""
         program.op(self.code, (self.key, self.owner, *self.sources), (algebra, *self.members))
-
-    def part(self, members: tuple[bytes, ...], *, first: bool) -> StoreMembers:
-        return replace(self, members=members, continued=not first)
 
     def result(self, replies: list[object]) -> int:
         return _count(replies[0])
@@ -490,8 +509,8 @@ class StoreMembers(MembersCommand[int]):
     @classmethod
     def from_record(cls, args: dict[str, Any], target: RecordTarget) -> Command[Any]:
         members = tuple(_member_json.dumps(member) for member in args["members"])
-        if args.get("continued") is True:
-            return AddMembers._for_set(target, members=members)
+        if args.get("continued") is True:  # adds to what the first part stored
+            return AddMembers._for_set(target, members=members, continued=True)
         return cls._for_set(target, members=members)
 
     @classmethod
@@ -519,11 +538,18 @@ class SaveModel(Command[None]):
     """Write a whole model: its hash (JSON per field), every set field, and its TTL."""
 
     name: ClassVar[str] = "model.save"
+    records_version: ClassVar[bool] = True
     fields: tuple[tuple[str, bytes], ...]
     sets: tuple[SetContents, ...]
     #: Time to live from the save, in ms; ``expire_at_ms`` instead gives an absolute expiry.
     ttl_ms: int | None = None
     expire_at_ms: int | None = None
+    #: Write only if the model's version is this one (``if_unchanged=True``), else ``conflict``.
+    if_version: int | None = None
+    #: Told the version the save wrote, once applied (the model instance keeps it).
+    on_version: Callable[[int], None] | None = dataclasses.field(
+        default=None, compare=False, repr=False
+    )
 
     @property
     def addresses(self) -> tuple[Address, ...]:
@@ -532,6 +558,7 @@ class SaveModel(Command[None]):
 
     def compile(self, program: Program) -> None:
         # The expiry as two arguments, from now and absolute (0: none); the program checks both.
+        _expect_version(program, self.key, self.if_version)
         args: list[bytes | str | int] = [self.ttl_ms or 0, self.expire_at_ms or 0]
         for name, value in self.fields:
             args.append(name)
@@ -544,11 +571,14 @@ class SaveModel(Command[None]):
                 program.op(OPS["REPLACE_SET"], (contents.key, self.key), contents.members)
 
     def result(self, replies: list[object]) -> None:
+        # Its ops: the version check (if any), the hash, one per set, then its BUMP.
+        _tell_version(self.on_version, replies, self.if_version, 1 + len(self.sets))
         return None
 
     def record_args(self) -> bytes:
         return orjson.dumps(
             {
+                **_version_args(self.if_version),
                 "fields": {name: orjson.Fragment(value) for name, value in self.fields},
                 "sets": {
                     contents.field: None
@@ -593,7 +623,7 @@ class SaveModel(Command[None]):
         ttl = args.get("ttl_ms")
         if isinstance(ttl, int | float) and ttl:
             parts.append(f"ttl={ttl / 1000:g}s")
-        return ", ".join(parts) or "(no fields)"
+        return ", ".join(_version_parts(args) + parts) or "(no fields)"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -601,13 +631,20 @@ class UpdateModel(Command[None]):
     """Set some scalar fields of a model that exists (``aupdate``)."""
 
     name: ClassVar[str] = "model.update"
+    records_version: ClassVar[bool] = True
     fields: tuple[tuple[str, bytes], ...]
+    #: As ``SaveModel``'s.
+    if_version: int | None = None
+    on_version: Callable[[int], None] | None = dataclasses.field(
+        default=None, compare=False, repr=False
+    )
 
     @property
     def addresses(self) -> tuple[Address, ...]:
         return (self._model_address(),)
 
     def compile(self, program: Program) -> None:
+        _expect_version(program, self.key, self.if_version)
         args: list[bytes | str | int] = []
         for name, value in self.fields:
             args.append(name)
@@ -615,11 +652,15 @@ class UpdateModel(Command[None]):
         program.op(OPS["UPDATE_HASH"], (self.key,), args)
 
     def result(self, replies: list[object]) -> None:
+        _tell_version(self.on_version, replies, self.if_version, 1)  # the version check, HSET
         return None
 
     def record_args(self) -> bytes:
         return orjson.dumps(
-            {"fields": {name: orjson.Fragment(value) for name, value in self.fields}}
+            {
+                **_version_args(self.if_version),
+                "fields": {name: orjson.Fragment(value) for name, value in self.fields},
+            }
         )
 
     @classmethod
@@ -631,7 +672,8 @@ class UpdateModel(Command[None]):
 
     @classmethod
     def summary(cls, args: dict[str, Any]) -> str:
-        return ", ".join(_field_parts(args.get("fields"), skip={})) or "(no fields)"
+        parts = _version_parts(args) + _field_parts(args.get("fields"), skip={})
+        return ", ".join(parts) or "(no fields)"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -646,6 +688,10 @@ class DeleteModel(Command[bool]):
     def addresses(self) -> tuple[Address, ...]:
         sets = (Address(self.model, self.pk, field, key, self.key) for field, key in self.sets)
         return (self._model_address(), *sets)
+
+    @property
+    def bumps(self) -> tuple[str, ...]:
+        return ()  # the version goes with the hash; a model saved again starts at 1
 
     def compile(self, program: Program) -> None:
         program.op(OPS["DELETE"], (self.key,))
@@ -671,6 +717,39 @@ class DeleteModel(Command[bool]):
         if not isinstance(sets, list):
             return _shown(args)
         return "the model" + (f" and sets {', '.join(map(str, sets))}" if sets else "")
+
+
+def _expect_version(program: Program, key: str, version: int | None) -> None:
+    if version is not None:
+        program.op(OPS["EXPECT_VERSION"], (key,), (version,))
+
+
+def _tell_version(
+    on_version: Callable[[int], None] | None,
+    replies: list[object],
+    if_version: int | None,
+    writes: int,
+) -> None:
+    """Tell ``on_version`` the version a model write left: the reply of its ``BUMP``, after its
+    version check (if any) and its ``writes`` ops (the replies may go on: a journal entry's)."""
+    if on_version is not None:
+        on_version(_count(replies[writes + (0 if if_version is None else 1)]))
+
+
+def _version_args(if_version: int | None) -> dict[str, Any]:
+    """A model write's args start with ``"version": null``, which the program replaces with the
+    version it writes; ``if_version`` is the one an ``if_unchanged`` write required."""
+    if if_version is None:
+        return {"version": None}
+    return {"version": None, "if_version": if_version}
+
+
+def _version_parts(args: dict[str, Any]) -> list[str]:
+    version = args.get("version")
+    parts = [f"v{version}"] if isinstance(version, int) and not isinstance(version, bool) else []
+    if "if_version" in args:
+        parts.append(f"if v{_shown(args['if_version'])}")
+    return parts
 
 
 def _shown(value: object) -> str:

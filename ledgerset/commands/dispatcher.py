@@ -17,7 +17,8 @@ the caller's ``on_unknown`` is told, so it can stop trusting its local copy of w
 A refused program raises, naming the command and key: ``ModelNotFoundError`` (a model that does
 not exist), ``WrongTypeError`` (a key of the wrong type), ``PermissionDeniedError`` (the ACL user
 may not run a command the program needs), ``StreamExhaustedError`` (a journal stream takes no
-more entries), ``ExpiryOutOfRangeError``; nothing was written.
+more entries), ``ExpiryOutOfRangeError``, ``ConflictError`` (an ``if_unchanged`` write over another
+writer's change, or a store whose sources changed); nothing was written.
 """
 
 from __future__ import annotations

@@ -55,6 +55,12 @@
 --                    moved it
 --   EXPECT_TYPE      only a check: the key holds the type given ('hash', 'set') or nothing, else
 --                    'wrong_type' (a replay's deletes: DEL itself checks nothing)
+--   BUMP             the model's version (hash field VERSION_FIELD) goes up by one: every command
+--                    ends with one per model it writes (not a delete). After a POP, only if it
+--                    removed a member. Argument '1' (none: 0): the version is recorded in the
+--                    command's journal entry, where its args start {"version":null,   -> version
+--   EXPECT_VERSION   only a check: the model's version before this program is the argument,
+--                    else 'conflict' with the version found (0: no model) (if_unchanged=True)
 --
 -- This runs on every command, so the usual call has a fast path (phase 0) that sets up no tables.
 
@@ -73,12 +79,16 @@ local OP_DELETE = 'D'
 local OP_JOURNAL = 'J'
 local OP_CHECKPOINT = 'K'
 local OP_EXPECT_TYPE = 'E'
+local OP_BUMP = 'V'
+local OP_EXPECT_VERSION = 'G'
+local VERSION_FIELD = '_version' -- never a field's name: Pydantic fields cannot start with '_'
 local CHUNK = 4096 -- unpack() puts every value on Lua's C stack, which holds about 8000
 -- Expiries are checked as Lua numbers, exact up to 2^53; a TTL gets half of that so that an
 -- absolute time (a replay's entry time + TTL) still fits. program.py holds the same bound.
 local MAX_TTL_MS = 4503599627370496 -- 2^52 ms, about 142,000 years
 local MAX_AT_MS = 2 * MAX_TTL_MS
 local SET_OP_BYTES, JOURNAL_OP_BYTES = 10, 8 -- header bytes of a set op (2 keys), of a journal op
+local BUMP_OP_BYTES = 8 -- and of a bump (1 key)
 local MAX_ID_MS = '18446744073709551615' -- a stream id's largest ms part
 
 local function refuse(reason, op, key, detail)
@@ -154,11 +164,15 @@ end
 -- journal entry. Same checks, same writes, same reply as the general path below, with fewer
 -- calls: the reads and the first write are checked by running them.
 local header = ARGV[1]
-if #header == SET_OP_BYTES
-    or (#header == SET_OP_BYTES + JOURNAL_OP_BYTES
-      and string.sub(header, SET_OP_BYTES + 1, SET_OP_BYTES + 1) == OP_JOURNAL) then
+local SET_AND_BUMP = SET_OP_BYTES + BUMP_OP_BYTES
+if string.sub(header, SET_OP_BYTES + 1, SET_OP_BYTES + 1) == OP_BUMP
+    and (#header == SET_AND_BUMP
+      or (#header == SET_AND_BUMP + JOURNAL_OP_BYTES
+        and string.sub(header, SET_AND_BUMP + 1, SET_AND_BUMP + 1) == OP_JOURNAL)) then
   local code, _, n, key_index, owner_index = struct.unpack('>c1BI4>H>H', header, 1)
-  if (code == OP_ADD or code == OP_REMOVE) and n > 0 and n < CHUNK then
+  local _, _, bump_n, bump_index = struct.unpack('>c1BI4>H', header, SET_OP_BYTES + 1)
+  if (code == OP_ADD or code == OP_REMOVE) and n > 0 and n < CHUNK
+      and bump_n == 0 and bump_index == owner_index then
     local key, owner = KEYS[key_index], KEYS[owner_index]
     local command = code == OP_ADD and 'SADD' or 'SREM'
     local expires = redis.pcall('PEXPIRETIME', owner)
@@ -169,8 +183,19 @@ if #header == SET_OP_BYTES
     elseif expires > 0 and not may('PEXPIREAT', key) then
       return refuse('no_permission', 1, key, 'PEXPIREAT')
     end
+    local version = redis.pcall('HGET', owner, VERSION_FIELD)
+    if type(version) ~= 'table' then
+      if not may('HSET', owner) then
+        return refuse('no_permission', 2, owner, 'HSET')
+      end
+      version = (tonumber(version) or 0) + 1
+    elseif string.sub(version.err, 1, 9) == 'WRONGTYPE' then
+      version = false -- the owner's hash was overwritten: no version to bump (see BUMP)
+    else
+      return refused(version.err, 2, owner, 'HGET')
+    end
     local id = nil
-    if #header > SET_OP_BYTES then
+    if #header > SET_AND_BUMP then
       -- The entry is the first write: the set's write after it must be proven unable to fail.
       local kind = redis.pcall('TYPE', key)
       if kind.err then
@@ -180,21 +205,24 @@ if #header == SET_OP_BYTES
       elseif not may(command, key) then
         return refuse('no_permission', 1, key, command)
       end
-      local _, _, _, stream_index = struct.unpack('>c1BI4>H', header, SET_OP_BYTES + 1)
+      local _, _, _, stream_index = struct.unpack('>c1BI4>H', header, SET_AND_BUMP + 1)
       local stream = KEYS[stream_index]
       id = append(stream, tonumber(ARGV[2 + n]), ARGV[4 + n])
       if type(id) == 'table' then
-        return refused(id.err, 2, stream, 'XADD')
+        return refused(id.err, 3, stream, 'XADD')
       end
     end
     local reply, err = write_args(command, key, 2, 1 + n)
     if not reply then -- only unjournaled, where the write is the first one
       return refused(err, 1, key, command)
     end
+    if version then
+      redis.call('HSET', owner, VERSION_FIELD, version)
+    end
     if expires > 0 then
       redis.call('PEXPIREAT', key, expires)
     end
-    return { 1, reply, id }
+    return { 1, reply, version, id }
   end
 end
 
@@ -227,6 +255,9 @@ local kinds = {}    -- key -> its Redis type as this program will have left it s
 local expiries = {} -- model key -> its absolute expiry (unix ms; -1: none) as the program leaves it
 local set_keys = {} -- the set keys written, in order; set_keys[key] = its owner
 local entries = {}  -- stream -> how many entries this program appends to it
+local stored = {}   -- model key -> its version before this program (0: none)
+local versions = {} -- model key -> its version as the program leaves it so far
+local recorded = {} -- model key -> the versions its journaled commands record, in order
 local nentries = 0
 local now_ms = nil
 
@@ -253,6 +284,19 @@ local function kind_of(key, i)
     kinds[key] = kind
   end
   return kind
+end
+
+-- The version of model `key` before this program (0 without one), read once.
+local function version_before(key, i)
+  local version = stored[key]
+  if version == nil then
+    if not may('HGET', key) then
+      return nil, refuse('no_permission', i, key, 'HGET')
+    end
+    version = tonumber(redis.call('HGET', key, VERSION_FIELD)) or 0
+    stored[key] = version
+  end
+  return version
 end
 
 -- A set op's checks on one set `key` of model `owner`: the owner exists, the key holds a set or
@@ -335,7 +379,7 @@ for i, op in ipairs(ops) do
     if refusal then
       return refusal
     end
-    if code == OP_POP and #ops > 2 then
+    if code == OP_POP and #ops > 3 then
       return redis.error_reply('ledgerset: a pop must be the only write of its program')
     end
     if code == OP_STORE and #op.keys > 2 then
@@ -348,7 +392,7 @@ for i, op in ipairs(ops) do
     if not may('DEL', key) then
       return refuse('no_permission', i, key, 'DEL')
     end
-    kinds[key], expiries[key] = 'none', nil
+    kinds[key], expiries[key], versions[key] = 'none', nil, 0
   else
     local kind, refusal = kind_of(key, i)
     if refusal then
@@ -422,6 +466,43 @@ for i, op in ipairs(ops) do
       if kind ~= 'none' and kind ~= ARGV[op.first] then
         return refuse('wrong_type', i, key, kind)
       end
+    elseif code == OP_BUMP then
+      if kind == 'none' then
+        return refuse('model_not_found', i, key, kind)
+      elseif kind ~= 'hash' then
+        -- Another client overwrote the model's hash: a set write still goes on (a save or an
+        -- update of it is refused), and there is no version to bump.
+        op.skip = true
+      elseif not may('HSET', key) then
+        return refuse('no_permission', i, key, 'HSET')
+      end
+      local version = versions[key]
+      if version == nil and not op.skip then
+        version, refusal = version_before(key, i)
+        if refusal then
+          return refusal
+        end
+      end
+      if op.skip then
+        op.version = false
+      else
+        versions[key] = version + 1
+        op.version = version + 1
+      end
+      if ARGV[op.first] == '1' and not op.skip then
+        recorded[key] = recorded[key] or {}
+        table.insert(recorded[key], op.version)
+      end
+    elseif code == OP_EXPECT_VERSION then
+      if kind ~= 'hash' and kind ~= 'none' then
+        return refuse('wrong_type', i, key, kind)
+      end
+      local version, refusal = version_before(key, i)
+      if refusal then
+        return refusal
+      elseif tostring(version) ~= ARGV[op.first] then
+        return refuse('conflict', i, key, tostring(version))
+      end
     else
       return redis.error_reply('ledgerset: unknown operation code ' .. tostring(code))
     end
@@ -490,6 +571,24 @@ local function popped_args(member)
   return cjson.encode({ member = cjson.null, member_hex = hex })
 end
 
+-- An entry's fields with the version its model write made in its args, in place of the
+-- client's `{"version":null,` (it only knows the version once the program runs). That text can
+-- only be the start of the args: inside any other field's string a quote is escaped.
+local VERSION_SLOT = '"args","{\\"version\\":null,'
+local function with_version(fields)
+  local at = string.find(fields, VERSION_SLOT, 1, true)
+  if not at then
+    return fields
+  end
+  local key = cjson.decode(fields)[6] -- after "cmd", name, "v", version, "key"
+  local version = table.remove(recorded[key] or {}, 1)
+  if version == nil then
+    return fields -- cannot happen: a model write journaled without its bump
+  end
+  return string.sub(fields, 1, at - 1) .. '"args","{\\"version\\":' .. string.format('%d', version)
+    .. ',' .. string.sub(fields, at + #VERSION_SLOT)
+end
+
 -- 2. journal ---------------------------------------------------------------------------------
 local replies = { 1 }
 local popped = {} -- op number -> the member its pop removes (false: the set was empty)
@@ -503,7 +602,7 @@ for i, op in ipairs(ops) do
     local first = op.first
     local pop = tonumber(ARGV[first + 1])
     local args = pop > 0 and popped_args(popped[pop]) or nil
-    local id = append(op.key, tonumber(ARGV[first]), ARGV[first + 2], args)
+    local id = append(op.key, tonumber(ARGV[first]), with_version(ARGV[first + 2]), args)
     if type(id) == 'table' then
       if nentries == 1 then -- the first write: nothing applied yet
         return refused(id.err, i, op.key, 'XADD')
@@ -581,7 +680,15 @@ for i, op in ipairs(ops) do
   elseif code == OP_UPDATE_HASH then
     write_args('HSET', key, first, last)
     reply = 1
-  elseif code == OP_EXPECT_TYPE then
+  elseif code == OP_BUMP then
+    local pop = ops[i - 1]
+    if op.skip or (pop and pop.code == OP_POP and not popped[i - 1]) then
+      reply = false -- an empty set's pop changed nothing; an overwritten hash has no version
+    else
+      redis.call('HSET', key, VERSION_FIELD, op.version)
+      reply = op.version
+    end
+  elseif code == OP_EXPECT_TYPE or code == OP_EXPECT_VERSION then
     reply = 1 -- a reply for every op: a hole would cut the replies short
   end
   if reply ~= nil then

@@ -16,6 +16,7 @@ still holds what it removed would undo it.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from collections.abc import Set as AbstractSet
@@ -57,7 +58,7 @@ from ledgerset.errors import (
     popped_foreign_member,
 )
 
-__all__ = ["RedisSet", "SetBinding", "validate_members"]
+__all__ = ["RedisSet", "SeenVersion", "SetBinding", "validate_members"]
 
 T = TypeVar("T", bound=Member)
 R = TypeVar("R")
@@ -71,9 +72,41 @@ class _Target(TypedDict):
     owner: str
 
 
+class SeenVersion:
+    """The version of a stored model that one instance last read or wrote, shared by the
+    instance and its sets: ``0`` for a model it never saw stored, ``None`` once a write of
+    unknown outcome (interrupted) left it unknown.
+
+    The server bumps a model's version once per command that writes it (``program.lua``'s
+    ``BUMP``); each command of this instance that is applied bumps this copy once too, so the
+    two stay equal exactly as long as no other writer wrote the model.
+    """
+
+    __slots__ = ("version",)
+
+    def __init__(self, version: int | None = 0) -> None:
+        self.version = version
+
+    def bump(self) -> None:
+        """One command of this instance was applied: the version it left is one more."""
+        if self.version is not None:
+            self.version += 1
+
+    def forget(self) -> None:
+        """A write whose outcome cannot be known: so is the version."""
+        self.version = None
+
+    def __eq__(self, other: object) -> bool:
+        # Two instances of one stored model compare equal (Pydantic compares private attributes).
+        return isinstance(other, SeenVersion) and other.version == self.version
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+
 @dataclass(frozen=True, slots=True)
 class SetBinding:
-    """Where a bound ``RedisSet`` lives: its model, field, keys, codec and connection."""
+    """Where a bound ``RedisSet`` lives: its model, field, keys, codec and connection, and the
+    version its model instance saw (``seen``; ``None`` when no instance keeps one)."""
 
     model: str
     pk: str
@@ -82,6 +115,7 @@ class SetBinding:
     owner: str
     codec: MemberCodec
     config: RedisConfig | None
+    seen: SeenVersion | None = dataclasses.field(default=None, compare=False)
 
     @property
     def target(self) -> _Target:
@@ -106,8 +140,9 @@ class SetBinding:
     ) -> R | None:
         """Hand ``command`` to the dispatcher, with this model's connection and journal."""
         journal = default_journal(self.config)
+        applied, unknown = self._versioned(command, on_result, on_unknown)
         return await dispatcher.execute(
-            command, self.redis(), on_result, journal=journal, on_unknown=on_unknown
+            command, self.redis(), applied, journal=journal, on_unknown=unknown
         )
 
     def defer(
@@ -118,7 +153,32 @@ class SetBinding:
     ) -> None:
         """Buffer ``command`` into the open transaction (for the sync mutators)."""
         journal = default_journal(self.config)
-        dispatcher.defer(command, self.redis(), on_result, journal=journal, on_unknown=on_unknown)
+        applied, unknown = self._versioned(command, on_result, on_unknown)
+        dispatcher.defer(command, self.redis(), applied, journal=journal, on_unknown=unknown)
+
+    def _versioned(
+        self,
+        command: SetCommand[R],
+        on_result: Callable[[R], None] | None,
+        on_unknown: dispatcher.OnUnknown,
+    ) -> tuple[Callable[[R], None], dispatcher.OnUnknown]:
+        """``on_result`` and ``on_unknown``, keeping ``seen`` in step with the server's version:
+        bumped once when the command is applied (a pop: only if it removed a member, as the
+        server does), forgotten when its outcome is unknown."""
+        seen = self.seen
+
+        def applied(result: R) -> None:
+            if on_result is not None:
+                on_result(result)
+            if seen is not None and (result is not None or not isinstance(command, PopMember)):
+                seen.bump()
+
+        def unknown(command: Command[Any]) -> None:
+            on_unknown(command)
+            if seen is not None:
+                seen.forget()
+
+        return applied, unknown
 
     async def read(
         self,
@@ -413,14 +473,22 @@ class RedisSet(set[T]):
             to_owner=to.owner,
         )
 
+        # The server bumps each model once: the destination's instance, if it is another
+        # one, follows here (this set's binding bumps its own).
+        other_seen = to.seen if to.seen is not binding.seen else None
+
         def moved(done: bool) -> None:
             if done:
                 set.discard(self, normal)
                 set.add(cast("set[Any]", destination), normal)
+            if other_seen is not None:
+                other_seen.bump()
 
         def unknown(command: Command[Any]) -> None:
             self._outcome_unknown(command)
             destination._outcome_unknown(command)
+            if other_seen is not None:
+                other_seen.forget()
 
         return await binding.run(command, moved, unknown)
 
