@@ -247,6 +247,10 @@ class SetCommand(Command[R]):
     def addresses(self) -> tuple[Address, ...]:
         return (Address(self.model, self.pk, self.field, self.key, self.owner),)
 
+    @property
+    def bumps(self) -> tuple[str, ...]:
+        return (self.owner,)  # on every set write: not through addresses
+
     @classmethod
     def _for_set(cls: type[S], target: RecordTarget, **fields: Any) -> S:
         """This set command addressed to ``target``'s set field."""
@@ -280,7 +284,7 @@ class MembersCommand(SetCommand[R]):
 
     @property
     def bumps(self) -> tuple[str, ...]:
-        return () if self.continued else _owners(self)
+        return () if self.continued else (self.owner,)
 
     def part(self, members: tuple[bytes, ...], *, first: bool) -> MembersCommand[R]:
         """The command whose record is one part of this one's, with ``members`` (``first``: the
@@ -437,6 +441,10 @@ class MoveMember(SetCommand[bool]):
 
     def compile(self, program: Program) -> None:
         program.op(OPS["MOVE"], (self.key, self.owner, self.to_key, self.to_owner), (self.member,))
+
+    @property
+    def bumps(self) -> tuple[str, ...]:
+        return (self.owner,) if self.to_owner == self.owner else (self.owner, self.to_owner)
 
     def result(self, replies: list[object]) -> bool:
         return _count(replies[0]) == 1

@@ -62,7 +62,8 @@
 --   EXPECT_VERSION   only a check: the model's version before this program is the argument,
 --                    else 'conflict' with the version found (0: no model) (if_unchanged=True)
 --
--- This runs on every command, so the usual call has a fast path (phase 0) that sets up no tables.
+-- This runs on every command, so the usual calls have fast paths (phase 0: an add or a remove;
+-- 0b: a move) that set up no op tables.
 
 local OP_ADD = 'A'
 local OP_REMOVE = 'R'
@@ -223,6 +224,99 @@ if string.sub(header, SET_OP_BYTES + 1, SET_OP_BYTES + 1) == OP_BUMP
       redis.call('PEXPIREAT', key, expires)
     end
     return { 1, reply, version, id }
+  end
+end
+
+-- 0b. a lone move (amove), fast in the same way: its op (4 keys, 1 argument), a bump of each of
+-- its one or two owners, with or without its journal entry.
+local MOVE_OP_BYTES = 14
+if string.sub(header, 1, 1) == OP_MOVE and #header >= MOVE_OP_BYTES + BUMP_OP_BYTES
+    and #header <= MOVE_OP_BYTES + 2 * BUMP_OP_BYTES + JOURNAL_OP_BYTES then
+  local _, _, n, key_index, owner_index, dest_index, dest_owner_index =
+    struct.unpack('>c1BI4>H>H>H>H', header, 1)
+  local bumped, journal_at = {}, nil
+  for at = MOVE_OP_BYTES + 1, #header, BUMP_OP_BYTES do
+    local code, nkeys, nargs, index = struct.unpack('>c1BI4>H', header, at)
+    if code == OP_BUMP and nkeys == 1 and nargs == 0 and not journal_at then
+      bumped[#bumped + 1] = index
+    elseif code == OP_JOURNAL and not journal_at then
+      journal_at = at
+    else
+      bumped = nil
+      break
+    end
+  end
+  local owner, dest_owner = KEYS[owner_index], KEYS[dest_owner_index]
+  local owners = owner == dest_owner and { owner_index } or { owner_index, dest_owner_index }
+  if n == 1 and bumped and #bumped == #owners and bumped[1] == owners[1]
+      and bumped[#bumped] == owners[#owners] then
+    local key, dest = KEYS[key_index], KEYS[dest_index]
+    local expires, versions = {}, {}
+    for k, index in ipairs(owners) do
+      local model = KEYS[index]
+      local expiry = redis.pcall('PEXPIRETIME', model)
+      if type(expiry) == 'table' then
+        return refused(expiry.err, 1, model, 'PEXPIRETIME')
+      elseif expiry == -2 then
+        return refuse('model_not_found', 1, model, 'none')
+      end
+      expires[model] = expiry
+      local version = redis.pcall('HGET', model, VERSION_FIELD)
+      if type(version) ~= 'table' then
+        if not may('HSET', model) then
+          return refuse('no_permission', 1 + k, model, 'HSET')
+        end
+        versions[k] = (tonumber(version) or 0) + 1
+      elseif string.sub(version.err, 1, 9) == 'WRONGTYPE' then
+        versions[k] = false -- an overwritten hash: no version to bump (see BUMP)
+      else
+        return refused(version.err, 1 + k, model, 'HGET')
+      end
+    end
+    for _, set in ipairs({ { key, owner }, { dest, dest_owner } }) do
+      if not may('SMOVE', set[1]) then
+        return refuse('no_permission', 1, set[1], 'SMOVE')
+      elseif expires[set[2]] > 0 and not may('PEXPIREAT', set[1]) then
+        return refuse('no_permission', 1, set[1], 'PEXPIREAT')
+      end
+    end
+    local id = nil
+    if journal_at then
+      -- The entry is the first write: the move after it must be proven unable to fail.
+      for _, set_key in ipairs({ key, dest }) do
+        local kind = redis.pcall('TYPE', set_key)
+        if kind.err then
+          return refused(kind.err, 1, set_key, 'TYPE')
+        elseif kind.ok ~= 'set' and kind.ok ~= 'none' then
+          return refuse('wrong_type', 1, set_key, kind.ok)
+        end
+      end
+      local _, _, _, stream_index = struct.unpack('>c1BI4>H', header, journal_at)
+      local stream = KEYS[stream_index]
+      id = append(stream, tonumber(ARGV[3]), ARGV[5])
+      if type(id) == 'table' then
+        return refused(id.err, 2 + #owners, stream, 'XADD')
+      end
+    end
+    local moved = redis.pcall('SMOVE', key, dest, ARGV[2])
+    if type(moved) == 'table' then -- only unjournaled, where the move is the first write
+      local kind = type_for_report(key)
+      return refused(moved.err, 1, (kind == 'set' or kind == 'none') and dest or key, 'SMOVE')
+    end
+    local replies = { 1, moved }
+    for k, index in ipairs(owners) do
+      if versions[k] then
+        redis.call('HSET', KEYS[index], VERSION_FIELD, versions[k])
+      end
+      replies[#replies + 1] = versions[k]
+    end
+    for _, set in ipairs({ { key, owner }, { dest, dest_owner } }) do
+      if expires[set[2]] > 0 then
+        redis.call('PEXPIREAT', set[1], expires[set[2]])
+      end
+    end
+    replies[#replies + 1] = id
+    return replies
   end
 end
 

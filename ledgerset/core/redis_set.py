@@ -166,17 +166,18 @@ class SetBinding:
         bumped once when the command is applied (a pop: only if it removed a member, as the
         server does), forgotten when its outcome is unknown."""
         seen = self.seen
+        if seen is None:  # no instance keeps a version (a set of a nested model's own)
+            return (on_result or _ignored), on_unknown
 
         def applied(result: R) -> None:
             if on_result is not None:
                 on_result(result)
-            if seen is not None and (result is not None or not isinstance(command, PopMember)):
+            if result is not None or not isinstance(command, PopMember):
                 seen.bump()
 
         def unknown(command: Command[Any]) -> None:
             on_unknown(command)
-            if seen is not None:
-                seen.forget()
+            seen.forget()
 
         return applied, unknown
 
@@ -267,6 +268,10 @@ class SetBinding:
                 reason=exc.reason,
             )
         return exc
+
+
+def _ignored(result: object) -> None:
+    """An ``on_result`` with nothing to do."""
 
 
 #: The Redis version that added each command a read may need, for the error on an older server.

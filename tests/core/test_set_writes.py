@@ -27,6 +27,7 @@ from ledgerset import (
     RedisConfig,
     StreamJournal,
     TransactionError,
+    WrongTypeError,
 )
 from ledgerset.core.redis_set import SetBinding
 from ledgerset.journal import replay
@@ -392,3 +393,24 @@ async def test_a_store_into_a_model_not_in_redis_writes_nothing(
         await never_saved.tags.astore_union(a.tags)
     assert (caught.value.command, caught.value.key) == ("set.store", never_saved.key)
     assert await snapshot() == before
+
+
+@pytest.mark.parametrize("journaled", [False, True], ids=["unjournaled", "journaled"])
+@pytest.mark.parametrize("overwritten", ["source", "destination"])
+async def test_amove_with_a_set_key_of_another_type_is_refused_naming_it(
+    redis: Redis, snapshot: TakeSnapshot, journaled: bool, overwritten: str
+) -> None:
+    await ledgerset.init(redis=redis, journal=StreamJournal() if journaled else None)
+    article = await WritesArticle(tags={"a"}).asave()
+    pool = await WritesPool(tags={"z"}).asave()
+    bad = article.tags if overwritten == "source" else pool.tags
+    await redis.delete(bad.special_key)
+    await redis.set(bad.special_key, "not a set")
+    before = await snapshot()
+    with pytest.raises(WrongTypeError) as caught:
+        await article.tags.amove("a", pool.tags)
+    assert (caught.value.key, caught.value.actual, caught.value.command) == (
+        bad.special_key, "string", "set.move"
+    )  # fmt: skip
+    assert await snapshot() == before
+    assert (article.version, pool.version) == (1, 1)  # nothing applied: nothing bumped
