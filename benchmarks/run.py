@@ -197,6 +197,37 @@ async def row_transaction(redis: Redis, sizes: Sizes) -> Row:
     )
 
 
+async def row_amove(redis: Redis, sizes: Sizes) -> Row:
+    values = members(sizes.calls)
+
+    async def moves() -> float:
+        await ledgerset.init(redis=redis)
+        source = await fresh_model(redis)
+        await source.tags.aadd_many(values)
+        destination = await BenchArticle().asave()
+        amove, to = source.tags.amove, destination.tags
+        start = time.perf_counter()
+        for value in values:
+            await amove(value, to)
+        elapsed = time.perf_counter() - start
+        if await to.asize() != len(values):
+            raise RuntimeError("not every member moved")
+        return elapsed
+
+    async def adds() -> float:
+        await ledgerset.init(redis=redis)
+        return await timed_aadds(redis, values, time.perf_counter)
+
+    return await interleave(
+        "amove",
+        f"{sizes.calls:,} sequential amove between two models vs {sizes.calls:,} aadd",
+        moves,
+        adds,
+        sizes.rounds,
+        bar=Bar(1.20),
+    )
+
+
 def timed_read(read: Callable[[], Awaitable[Sized]], count: int) -> Timed:
     """A side of a read row: the seconds ``read()`` takes; it must return ``count`` members."""
 
@@ -389,6 +420,7 @@ ROWS = (
     "immediate",
     "journaled",
     "transaction",
+    "amove",
     "big-read",
     "big-read-by-hand",
     "replay",
@@ -408,6 +440,7 @@ async def default_loop_rows(
         "immediate": lambda: row_immediate(redis, sizes, journal=False),
         "journaled": lambda: row_immediate(redis, sizes, journal=True),
         "transaction": lambda: row_transaction(redis, sizes),
+        "amove": lambda: row_amove(redis, sizes),
         "big-read": lambda: row_big_read(redis, sizes),
         "big-read-by-hand": lambda: row_big_read_by_hand(redis, sizes),
         "replay": lambda: row_replay(redis, target, sizes),

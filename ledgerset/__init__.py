@@ -12,6 +12,7 @@ from ledgerset.core.model import AtomicRedisModel
 from ledgerset.core.redis_set import RedisSet
 from ledgerset.errors import (
     ConfigurationError,
+    ConflictError,
     CrossSlotError,
     ExpiryOutOfRangeError,
     InvalidArgumentError,
@@ -35,6 +36,7 @@ from ledgerset.errors import (
 __all__ = [
     "AtomicRedisModel",
     "ConfigurationError",
+    "ConflictError",
     "CrossSlotError",
     "ExpiryOutOfRangeError",
     "InvalidArgumentError",

@@ -14,6 +14,7 @@
     ├── ExpiryOutOfRangeError      an expiry the server program refuses (ValueError)
     ├── TransactionError           an operation that cannot run inside a transaction
     │   └── CrossSlotError         a write over keys in several slots of a cluster
+    ├── ConflictError              another writer changed the model (or a store's sources) first
     ├── UnknownMirrorError         asave() of a set whose last write has an unknown outcome
     ├── NotInitializedError        no connection: neither ledgerset.init() nor Meta.redis
     ├── ConfigurationError         an unusable client or journal given to init, RedisConfig, replay
@@ -45,6 +46,7 @@ from typing import Self
 
 __all__ = [
     "ConfigurationError",
+    "ConflictError",
     "CrossSlotError",
     "EmbeddedClusterError",
     "EmbeddedServerError",
@@ -70,6 +72,7 @@ __all__ = [
     "UnsupportedCommandError",
     "UpdateAtomicModelError",
     "WrongTypeError",
+    "conflict",
     "expiry_out_of_range",
     "permission_denied",
     "popped_foreign_member",
@@ -140,6 +143,24 @@ class InvalidMemberError(LedgersetError, ValueError):
         self.field = field
         self.value = value
         self.command: str | None = None
+
+    @classmethod
+    def other_member_type(
+        cls, model: str, field: str, destination: str, value: object, types: tuple[str, str]
+    ) -> InvalidMemberError:
+        """A member moved to a set of another member type, where it would be stored in another
+        form (``1`` as ``1`` or as ``1.0``) or not be a member at all."""
+        error = cls(
+            f"{model}.{field}.amove({value!r}, {destination}): {model}.{field} is a {types[0]} "
+            f"but {destination} is a {types[1]}, so a member of one is not stored as a member "
+            f"of the other. Nothing was sent: move members between sets of the same member "
+            f"type, or aremove() here and aadd() there",
+            model=model,
+            field=field,
+            value=value,
+        )
+        error.command = "set.move"
+        return error
 
 
 class InvalidArgumentError(LedgersetError, TypeError, ValueError):
@@ -217,6 +238,20 @@ class InvalidArgumentError(LedgersetError, TypeError, ValueError):
             command=command,
             argument="other",
             value=value,
+        )
+
+    @classmethod
+    def no_sources(cls, model: str, field: str, command: str, method: str) -> InvalidArgumentError:
+        """A store of set algebra with no source set."""
+        return cls(
+            f"{model}.{field}.{method}() needs at least one source set, e.g. "
+            f"{model.lower()}.{field}.{method}(other.tags); nothing was sent. To empty the set, "
+            f"use aclear()",
+            model=model,
+            field=field,
+            command=command,
+            argument="sources",
+            value=(),
         )
 
     @classmethod
@@ -558,6 +593,55 @@ class CrossSlotError(TransactionError):
             f"a shared hash tag in their pks (pk='{{tenant}}:...').",
             commands=[command],
             models=[],
+        )
+
+
+class ConflictError(LedgersetError):
+    """A conditional write refused because another writer got there first; nothing was written.
+
+    ``asave(if_unchanged=True)`` / ``aupdate(..., if_unchanged=True)``: the model's stored
+    version is ``actual``, not the ``expected`` one this instance last read or wrote (``None``:
+    this instance never knew it, e.g. after an interrupted write). ``astore_*``: a source set
+    changed between the read of its members and the write (``expected`` and ``actual`` are
+    ``None``). ``command`` names the refused command; ``reason`` is ``"conflict"``, as in the
+    ``command.refused`` log event. Read the model again (``aload()``), redo the change, retry.
+    """
+
+    reason = "conflict"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        command: str,
+        model: str,
+        pk: str,
+        key: str,
+        expected: int | None = None,
+        actual: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.command = command
+        self.model = model
+        self.pk = pk
+        self.key = key
+        self.expected = expected
+        self.actual = actual
+
+    @classmethod
+    def version_unknown(cls, command: str, model: str, pk: str, key: str) -> ConflictError:
+        """An ``if_unchanged`` write by an instance that does not know the version it saw."""
+        instance = model.lower()
+        return cls(
+            f"{command} on {model} (pk {pk!r}) refused before sending: if_unchanged=True "
+            f"writes only over the version this instance saw, and it does not know it (an "
+            f"earlier write of it was interrupted and may or may not have been applied). "
+            f"Nothing was written. Read it again (await {instance}.aload()), redo the change, "
+            f"and retry.",
+            command=command,
+            model=model,
+            pk=pk,
+            key=key,
         )
 
 
@@ -977,6 +1061,44 @@ def expiry_out_of_range(command: str, model: str, key: str, value: str) -> Expir
         key=key,
         value=value,
         command=command,
+    )
+
+
+def conflict(
+    command: str,
+    model: str,
+    pk: str,
+    key: str,
+    expected: int | None,
+    actual: str,
+    context: str = "",
+) -> ConflictError:
+    """The error for a conditional write the server program refused: ``actual`` is the stored
+    version it found (``""``: a store's sources changed), ``context`` says what else was not
+    applied (a transaction's other commands)."""
+    if not actual:
+        return ConflictError(
+            f"{command} on {model} (pk {pk!r}) refused: a source set changed between the read "
+            f"of its members and the write, so the stored result would not be what the sources "
+            f"hold; nothing was written{context}. Call it again (it reads the sources anew).",
+            command=command,
+            model=model,
+            pk=pk,
+            key=key,
+        )
+    instance = model.lower()
+    seen = "never knew its version" if expected is None else f"last saw version {expected}"
+    return ConflictError(
+        f"{command} on {model} (pk {pk!r}) refused: another writer changed it since this "
+        f"instance last read or wrote it (it {seen}; {key!r} is at version {actual}), and "
+        f"if_unchanged=True writes only over the version it saw; nothing was written{context}. "
+        f"Read it again (await {instance}.aload()), redo the change, and retry.",
+        command=command,
+        model=model,
+        pk=pk,
+        key=key,
+        expected=expected,
+        actual=int(actual),
     )
 
 

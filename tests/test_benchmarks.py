@@ -24,6 +24,7 @@ BARS = {
     "immediate call": "<= 0.70",
     "journaled call": "<= 1.00",
     "transaction": "<= 0.80",
+    "amove": "<= 1.20",
     "big read": "<= 1.40",
     "big read vs by hand": "<= 0.70",
     "replay": ">= 0.80",

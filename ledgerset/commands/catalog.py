@@ -13,16 +13,23 @@ command                   name                does
 ``ClearSet``              ``set.clear``       DEL the set                          -> 1 if non-empty
 ``RetainMembers``         ``set.retain``      keep only the given members          -> members after
 ``ToggleMembers``         ``set.toggle``      symmetric difference, on the server  -> members after
+``MoveMember``            ``set.move``        SMOVE one member to a set of any model -> moved
+``StoreMembers``          ``set.store``       replace the set with set algebra's result -> size
 ``SaveModel``             ``model.save``      replace the hash and every set, set the TTL
 ``UpdateModel``           ``model.update``    HSET some scalar fields of an existing model
 ``DeleteModel``           ``model.delete``    DEL the hash and its sets            -> existed
 ========================  ==================  ====================================================
 
-Every set command is refused (nothing written) when its model's hash does not exist.
+Every set command is refused (nothing written) when its model's hash does not exist (``set.move``:
+either model's). Every command but ``model.delete`` bumps the version of each model it writes
+(``bumps``: a ``BUMP`` op per model key, appended by ``Program.add``), which ``model.save`` and
+``model.update`` check with ``if_version`` (``asave(if_unchanged=True)``) and record in their
+entries (``records_version``).
 
 A record too long for one journal entry is written as several entries of one transaction when
 the command ``splits``: ``set.add``, ``set.remove`` and ``set.toggle`` (of distinct members, whose
-parts compose), each part the same command with some of the members.
+parts compose), each part the same command with some of the members; ``set.store``, whose later
+parts add to what the first one stored (``"continued": true``).
 
 A command becomes a journal record with ``record_args()`` (its arguments as JSON) and comes back
 with ``from_record(args, target)``; the record names its target logically (model, pk, field), and
@@ -39,8 +46,9 @@ Adding a command:
    ``REGISTRY``, which is how its journal entries read back, and its row in the table above;
 2. its op in ``program.py``'s ``OPS`` and ``program.lua`` (unless it reuses one);
 3. the public method that builds it (``core/redis_set.py`` or ``core/model.py``); if it writes
-   a field of a second set or of a model's hash, replay's ``_field_names`` (which checks every
-   field a journal entry names before it is written);
+   fields of a model's hash, replay's ``_field_names`` (which checks every hash field a journal
+   entry names before it is written; every set it touches, of any model, is checked through
+   its ``addresses``);
 4. its journal name and args in ``docs/journal.md``, the method in ``docs/redis-set.md``;
 5. its example in ``tests/commands/test_every_command.py`` (that test fails without one:
    journal, replay, summary and docs are checked there for every registered command), and the
@@ -49,8 +57,10 @@ Adding a command:
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Generic, TypeVar
 
 import orjson
@@ -67,6 +77,7 @@ __all__ = [
     "Command",
     "DeleteModel",
     "MembersCommand",
+    "MoveMember",
     "PopMember",
     "RecordTarget",
     "RemoveMembers",
@@ -74,6 +85,7 @@ __all__ = [
     "SaveModel",
     "SetCommand",
     "SetContents",
+    "StoreMembers",
     "ToggleMembers",
     "UpdateModel",
 ]
@@ -132,6 +144,8 @@ class Command(ABC, Generic[R]):
     version: ClassVar[int] = 1
     #: False for commands whose result the caller needs at once (``set.pop``).
     deferrable: ClassVar[bool] = True
+    #: True for the model writes whose entry records the version they wrote (see ``bumps``).
+    records_version: ClassVar[bool] = False
 
     model: str
     pk: str
@@ -167,6 +181,11 @@ class Command(ABC, Generic[R]):
     def compile(self, program: Program) -> None:
         """Append this command's operations to ``program``."""
 
+    @property
+    def bumps(self) -> tuple[str, ...]:
+        """The model keys whose version this command bumps, once each: every model it writes."""
+        return _owners(self)
+
     @abstractmethod
     def result(self, replies: list[object]) -> R:
         """Turn the replies of this command's operations into its caller's return value."""
@@ -201,6 +220,10 @@ class Command(ABC, Generic[R]):
         return Address(self.model, self.pk, None, self.key, self.key)
 
 
+def _owners(command: Command[Any]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(address.owner for address in command.addresses))
+
+
 def _identity(cls: type) -> tuple[str, str, tuple[type, ...]]:
     return cls.__module__, cls.__name__, cls.__bases__
 
@@ -223,6 +246,10 @@ class SetCommand(Command[R]):
     @property
     def addresses(self) -> tuple[Address, ...]:
         return (Address(self.model, self.pk, self.field, self.key, self.owner),)
+
+    @property
+    def bumps(self) -> tuple[str, ...]:
+        return (self.owner,)  # on every set write: not through addresses
 
     @classmethod
     def _for_set(cls: type[S], target: RecordTarget, **fields: Any) -> S:
@@ -248,18 +275,31 @@ class MembersCommand(SetCommand[R]):
     #: with some of its (distinct) members: true when those, applied in order, do what it does.
     splits: ClassVar[bool] = True
     members: tuple[bytes, ...]
+    #: A later part of a split record (``"continued": true``): the first part bumped the
+    #: model's version for the whole write, so replaying the parts bumps it once, as the write did.
+    continued: bool = False
 
     def compile(self, program: Program) -> None:
         program.op(self.code, (self.key, self.owner), self.members)
 
+    @property
+    def bumps(self) -> tuple[str, ...]:
+        return () if self.continued else (self.owner,)
+
+    def part(self, members: tuple[bytes, ...], *, first: bool) -> MembersCommand[R]:
+        """The command whose record is one part of this one's, with ``members`` (``first``: the
+        first part); only called when it ``splits``."""
+        return replace(self, members=members, continued=not first)
+
     def record_args(self) -> bytes:
         # Members are canonical JSON already: joined, not encoded again.
-        return b'{"members":[' + b",".join(self.members) + b"]}"
+        joined = b'{"members":[' + b",".join(self.members)
+        return joined + (b'],"continued":true}' if self.continued else b"]}")
 
     @classmethod
     def from_record(cls, args: dict[str, Any], target: RecordTarget) -> Command[Any]:
         members = tuple(_member_json.dumps(member) for member in args["members"])
-        return cls._for_set(target, members=members)
+        return cls._for_set(target, members=members, continued=args.get("continued") is True)
 
     @classmethod
     def summary(cls, args: dict[str, Any]) -> str:
@@ -376,6 +416,123 @@ class ToggleMembers(MembersCommand[tuple[bytes, ...]]):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class MoveMember(SetCommand[bool]):
+    """Move one member from this set to another set field, of this model or another (``amove``).
+
+    The destination is named by its own model, pk and field (``to_*``); its entry names the
+    source as its target and the destination in its args, ``{"member": m, "to": {"model": ...,
+    "pk": ..., "field": ...}}``, so replay spells both keys through the reading layout.
+    """
+
+    name: ClassVar[str] = "set.move"
+    member: bytes
+    to_model: str
+    to_pk: str
+    to_field: str
+    to_key: str
+    to_owner: str
+
+    @property
+    def addresses(self) -> tuple[Address, ...]:
+        return (
+            Address(self.model, self.pk, self.field, self.key, self.owner),
+            Address(self.to_model, self.to_pk, self.to_field, self.to_key, self.to_owner),
+        )
+
+    def compile(self, program: Program) -> None:
+        program.op(OPS["MOVE"], (self.key, self.owner, self.to_key, self.to_owner), (self.member,))
+
+    @property
+    def bumps(self) -> tuple[str, ...]:
+        return (self.owner,) if self.to_owner == self.owner else (self.owner, self.to_owner)
+
+    def result(self, replies: list[object]) -> bool:
+        return _count(replies[0]) == 1
+
+    def record_args(self) -> bytes:
+        to = orjson.dumps({"model": self.to_model, "pk": self.to_pk, "field": self.to_field})
+        return b'{"member":' + self.member + b',"to":' + to + b"}"
+
+    @classmethod
+    def from_record(cls, args: dict[str, Any], target: RecordTarget) -> Command[Any]:
+        to = args["to"]
+        model, pk, field = (_text_arg(to, name) for name in ("model", "pk", "field"))
+        return cls._for_set(
+            target,
+            member=_member_json.dumps(args["member"]),
+            to_model=model,
+            to_pk=pk,
+            to_field=field,
+            to_key=target.layout.set_key(model, pk, field),
+            to_owner=target.layout.model_key(model, pk),
+        )
+
+    @classmethod
+    def summary(cls, args: dict[str, Any]) -> str:
+        to = args.get("to")
+        if "member" not in args or not isinstance(to, dict):
+            return _shown(args)
+        where = f"{to.get('model')}:{to.get('pk')}.{to.get('field')}"
+        return f"{_shown(args['member'])} -> {where}"
+
+
+#: The Redis command of each kind of ``set.store``.
+STORE_ALGEBRA = {"union": "SUNION", "intersection": "SINTER", "difference": "SDIFF"}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreMembers(MembersCommand[int]):
+    """Replace the set's members with set algebra of other sets (``astore_union``, ...).
+
+    ``members`` are what the client read of the algebra (``STORE_ALGEBRA[algebra]``) over the
+    ``sources`` keys; the program writes them only if the sources give exactly those members
+    when it runs (else ``conflict``), so the store is atomic and its journal entry is its effect:
+    ``{"members": [...], "algebra": "union", "sources": ["Model:pk.field", ...]}``. Replayed,
+    it has no sources (``algebra`` ``""``): a plain replace, whatever the sources hold there.
+    """
+
+    name: ClassVar[str] = "set.store"
+    code: ClassVar[bytes] = OPS["STORE"]
+    algebra: str = ""
+    #: The keys of the sources, and how the journal names them (``Model:pk.field``).
+    sources: tuple[str, ...] = ()
+    source_names: tuple[str, ...] = ()
+
+    def compile(self, program: Program) -> None:
+        if self.continued:
+            program.op(OPS["ADD"], (self.key, self.owner), self.members)
+            return
+        algebra = STORE_ALGEBRA[self.algebra] if self.sources else ""
+        program.op(self.code, (self.key, self.owner, *self.sources), (algebra, *self.members))
+
+    def result(self, replies: list[object]) -> int:
+        return _count(replies[0])
+
+    def record_args(self) -> bytes:
+        if self.continued:
+            return b'{"members":[' + b",".join(self.members) + b'],"continued":true}'
+        about = orjson.dumps({"algebra": self.algebra, "sources": list(self.source_names)})
+        return b'{"members":[' + b",".join(self.members) + b"]," + about[1:]
+
+    @classmethod
+    def from_record(cls, args: dict[str, Any], target: RecordTarget) -> Command[Any]:
+        members = tuple(_member_json.dumps(member) for member in args["members"])
+        if args.get("continued") is True:  # adds to what the first part stored
+            return AddMembers._for_set(target, members=members, continued=True)
+        return cls._for_set(target, members=members)
+
+    @classmethod
+    def summary(cls, args: dict[str, Any]) -> str:
+        members, sources = args.get("members"), args.get("sources")
+        if not isinstance(members, list):
+            return _shown(args)
+        if args.get("continued") is True:
+            return f"(continued) +{len(members)} members"
+        named = ", ".join(map(str, sources)) if isinstance(sources, list) else "?"
+        return f"{args.get('algebra') or 'store'}({named}) = {{{len(members)} members}}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SetContents:
     """One set field as ``model.save`` writes it: its members, or ``None`` for no set."""
 
@@ -389,11 +546,18 @@ class SaveModel(Command[None]):
     """Write a whole model: its hash (JSON per field), every set field, and its TTL."""
 
     name: ClassVar[str] = "model.save"
+    records_version: ClassVar[bool] = True
     fields: tuple[tuple[str, bytes], ...]
     sets: tuple[SetContents, ...]
     #: Time to live from the save, in ms; ``expire_at_ms`` instead gives an absolute expiry.
     ttl_ms: int | None = None
     expire_at_ms: int | None = None
+    #: Write only if the model's version is this one (``if_unchanged=True``), else ``conflict``.
+    if_version: int | None = None
+    #: Told the version the save wrote, once applied (the model instance keeps it).
+    on_version: Callable[[int], None] | None = dataclasses.field(
+        default=None, compare=False, repr=False
+    )
 
     @property
     def addresses(self) -> tuple[Address, ...]:
@@ -402,6 +566,7 @@ class SaveModel(Command[None]):
 
     def compile(self, program: Program) -> None:
         # The expiry as two arguments, from now and absolute (0: none); the program checks both.
+        _expect_version(program, self.key, self.if_version)
         args: list[bytes | str | int] = [self.ttl_ms or 0, self.expire_at_ms or 0]
         for name, value in self.fields:
             args.append(name)
@@ -414,11 +579,14 @@ class SaveModel(Command[None]):
                 program.op(OPS["REPLACE_SET"], (contents.key, self.key), contents.members)
 
     def result(self, replies: list[object]) -> None:
+        # Its ops: the version check (if any), the hash, one per set, then its BUMP.
+        _tell_version(self.on_version, replies, self.if_version, 1 + len(self.sets))
         return None
 
     def record_args(self) -> bytes:
         return orjson.dumps(
             {
+                **_version_args(self.if_version),
                 "fields": {name: orjson.Fragment(value) for name, value in self.fields},
                 "sets": {
                     contents.field: None
@@ -463,7 +631,7 @@ class SaveModel(Command[None]):
         ttl = args.get("ttl_ms")
         if isinstance(ttl, int | float) and ttl:
             parts.append(f"ttl={ttl / 1000:g}s")
-        return ", ".join(parts) or "(no fields)"
+        return ", ".join(_version_parts(args) + parts) or "(no fields)"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -471,13 +639,20 @@ class UpdateModel(Command[None]):
     """Set some scalar fields of a model that exists (``aupdate``)."""
 
     name: ClassVar[str] = "model.update"
+    records_version: ClassVar[bool] = True
     fields: tuple[tuple[str, bytes], ...]
+    #: As ``SaveModel``'s.
+    if_version: int | None = None
+    on_version: Callable[[int], None] | None = dataclasses.field(
+        default=None, compare=False, repr=False
+    )
 
     @property
     def addresses(self) -> tuple[Address, ...]:
         return (self._model_address(),)
 
     def compile(self, program: Program) -> None:
+        _expect_version(program, self.key, self.if_version)
         args: list[bytes | str | int] = []
         for name, value in self.fields:
             args.append(name)
@@ -485,11 +660,15 @@ class UpdateModel(Command[None]):
         program.op(OPS["UPDATE_HASH"], (self.key,), args)
 
     def result(self, replies: list[object]) -> None:
+        _tell_version(self.on_version, replies, self.if_version, 1)  # the version check, HSET
         return None
 
     def record_args(self) -> bytes:
         return orjson.dumps(
-            {"fields": {name: orjson.Fragment(value) for name, value in self.fields}}
+            {
+                **_version_args(self.if_version),
+                "fields": {name: orjson.Fragment(value) for name, value in self.fields},
+            }
         )
 
     @classmethod
@@ -501,7 +680,8 @@ class UpdateModel(Command[None]):
 
     @classmethod
     def summary(cls, args: dict[str, Any]) -> str:
-        return ", ".join(_field_parts(args.get("fields"), skip={})) or "(no fields)"
+        parts = _version_parts(args) + _field_parts(args.get("fields"), skip={})
+        return ", ".join(parts) or "(no fields)"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -516,6 +696,10 @@ class DeleteModel(Command[bool]):
     def addresses(self) -> tuple[Address, ...]:
         sets = (Address(self.model, self.pk, field, key, self.key) for field, key in self.sets)
         return (self._model_address(), *sets)
+
+    @property
+    def bumps(self) -> tuple[str, ...]:
+        return ()  # the version goes with the hash; a model saved again starts at 1
 
     def compile(self, program: Program) -> None:
         program.op(OPS["DELETE"], (self.key,))
@@ -543,6 +727,39 @@ class DeleteModel(Command[bool]):
         return "the model" + (f" and sets {', '.join(map(str, sets))}" if sets else "")
 
 
+def _expect_version(program: Program, key: str, version: int | None) -> None:
+    if version is not None:
+        program.op(OPS["EXPECT_VERSION"], (key,), (version,))
+
+
+def _tell_version(
+    on_version: Callable[[int], None] | None,
+    replies: list[object],
+    if_version: int | None,
+    writes: int,
+) -> None:
+    """Tell ``on_version`` the version a model write left: the reply of its ``BUMP``, after its
+    version check (if any) and its ``writes`` ops (the replies may go on: a journal entry's)."""
+    if on_version is not None:
+        on_version(_count(replies[writes + (0 if if_version is None else 1)]))
+
+
+def _version_args(if_version: int | None) -> dict[str, Any]:
+    """A model write's args start with ``"version": null``, which the program replaces with the
+    version it writes; ``if_version`` is the one an ``if_unchanged`` write required."""
+    if if_version is None:
+        return {"version": None}
+    return {"version": None, "if_version": if_version}
+
+
+def _version_parts(args: dict[str, Any]) -> list[str]:
+    version = args.get("version")
+    parts = [f"v{version}"] if isinstance(version, int) and not isinstance(version, bool) else []
+    if "if_version" in args:
+        parts.append(f"if v{_shown(args['if_version'])}")
+    return parts
+
+
 def _shown(value: object) -> str:
     """``value`` as compact JSON, for a summary (anything JSON cannot hold as its ``str``)."""
     return orjson.dumps(value, default=str).decode()
@@ -557,6 +774,14 @@ def _field_parts(fields: object, skip: dict[str, Any]) -> list[str]:
         for name, value in fields.items()
         if name != "pk" and name not in skip
     ]
+
+
+def _text_arg(args: dict[str, Any], name: str) -> str:
+    """``args[name]``, which must be a non-empty string (a name a record gives)."""
+    value = args[name]
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} {value!r} is not a non-empty string")
+    return value
 
 
 def _encoded_fields(fields: dict[str, Any]) -> tuple[tuple[str, bytes], ...]:

@@ -21,7 +21,8 @@ the caller's ``on_unknown`` is told, so it can stop trusting its local copy of w
 A refused program raises, naming the command and key: ``ModelNotFoundError`` (a model that does
 not exist), ``WrongTypeError`` (a key of the wrong type), ``PermissionDeniedError`` (the ACL user
 may not run a command the program needs), ``StreamExhaustedError`` (a journal stream takes no
-more entries), ``ExpiryOutOfRangeError``; nothing was written.
+more entries), ``ExpiryOutOfRangeError``, ``ConflictError`` (an ``if_unchanged`` write over another
+writer's change, or a store whose sources changed); nothing was written.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from ledgerset.commands.program import OPS, SOURCE, Program, Refusal
 from ledgerset.commands.record import StreamJournal, journal_ops, longest_entry
 from ledgerset.commands.routing import Client
 from ledgerset.errors import (
+    ConflictError,
     ExpiryOutOfRangeError,
     ModelNotFoundError,
     PermissionDeniedError,
@@ -53,6 +55,7 @@ from ledgerset.errors import (
     StreamExhaustedError,
     TransactionError,
     WrongTypeError,
+    conflict,
     entry_too_large,
     expiry_out_of_range,
     permission_denied,
@@ -461,7 +464,8 @@ def _ms_since(started: float) -> float:
 def _refused(
     refusal: Refusal, tx: Transaction | None = None
 ) -> (
-    ModelNotFoundError
+    ConflictError
+    | ModelNotFoundError
     | WrongTypeError
     | PermissionDeniedError
     | StreamExhaustedError
@@ -483,6 +487,15 @@ def _refused(
                 key=refusal.key,
                 commands=len(tx.commands),
             )
+    # The model the refusal names, of those the command touches (set.move: either of two).
+    named = next(
+        (a for a in command.addresses if refusal.key in (a.key, a.owner)), command.addresses[0]
+    )
+    context = (
+        f" (in a transaction of {len(tx.commands)} commands: none of them was applied)"
+        if tx is not None
+        else ""
+    )
     if refusal.reason == "no_permission":
         return permission_denied(
             command.name, refusal.detail, refusal.key, refusal.user, command.model
@@ -491,13 +504,14 @@ def _refused(
         return stream_exhausted(command.name, refusal.key)
     if refusal.reason == "expiry_out_of_range":
         return expiry_out_of_range(command.name, command.model, refusal.key, refusal.detail)
-    context = (
-        f" (in a transaction of {len(tx.commands)} commands: none of them was applied)"
-        if tx is not None
-        else ""
-    )
-    name, model, pk, field = command.name, command.model, command.pk, command.field
-    key = refusal.key
+    if refusal.reason == "conflict":
+        expected = getattr(command, "if_version", None)
+        return conflict(
+            command.name, named.model, named.pk, refusal.key, expected, refusal.detail, context
+        )
+    name, key = command.name, refusal.key
     if refusal.reason == "model_not_found":
-        return ModelNotFoundError.refused(name, model, pk, field, key, context)
-    return WrongTypeError.refused(name, model, pk, field, key, refusal.detail, context)
+        return ModelNotFoundError.refused(name, named.model, named.pk, named.field, key, context)
+    return WrongTypeError.refused(
+        name, command.model, command.pk, command.field, key, refusal.detail, context
+    )

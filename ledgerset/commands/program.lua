@@ -34,6 +34,13 @@
 --   POP              SRANDMEMBER + SREM one member          -> the member, or false
 --   CLEAR            DEL the set                            -> 1 if it existed
 --   RETAIN, TOGGLE   keep only / toggle the arguments       -> the set's members afterwards
+--   MOVE             SMOVE the argument from the set to a second set (keys: set, owner,
+--                    destination set, its owner); both owners must exist -> 1 if moved, else 0
+--   STORE            replace the set with the arguments after the first (DEL + SADD) -> count.
+--                    The first is SUNION, SINTER or SDIFF of the keys after the owner (the
+--                    sources): the members are what the client read of that, and the program
+--                    is refused ('conflict') unless the sources give exactly those members now.
+--                    '' and no sources: a plain replace (a replayed store)
 --   REPLACE_SET      DEL + SADD (a save's set)
 --   REPLACE_HASH     DEL + HSET (a save's hash); arguments: expiry in ms from now, expiry as
 --                    unix ms (0: none; at most one of the two), then field/value pairs
@@ -48,8 +55,15 @@
 --                    moved it
 --   EXPECT_TYPE      only a check: the key holds the type given ('hash', 'set') or nothing, else
 --                    'wrong_type' (a replay's deletes: DEL itself checks nothing)
+--   BUMP             the model's version (hash field VERSION_FIELD) goes up by one: every command
+--                    ends with one per model it writes (not a delete). After a POP, only if it
+--                    removed a member. Argument '1' (none: 0): the version is recorded in the
+--                    command's journal entry, where its args start {"version":null,   -> version
+--   EXPECT_VERSION   only a check: the model's version before this program is the argument,
+--                    else 'conflict' with the version found (0: no model) (if_unchanged=True)
 --
--- This runs on every command, so the usual call has a fast path (phase 0) that sets up no tables.
+-- This runs on every command, so the usual calls have fast paths (phase 0: an add or a remove;
+-- 0b: a move) that set up no op tables.
 
 local OP_ADD = 'A'
 local OP_REMOVE = 'R'
@@ -57,6 +71,8 @@ local OP_POP = 'P'
 local OP_CLEAR = 'C'
 local OP_RETAIN = 'T'
 local OP_TOGGLE = 'X'
+local OP_MOVE = 'M'
+local OP_STORE = 'W'
 local OP_REPLACE_SET = 'Z'
 local OP_REPLACE_HASH = 'S'
 local OP_UPDATE_HASH = 'U'
@@ -64,12 +80,16 @@ local OP_DELETE = 'D'
 local OP_JOURNAL = 'J'
 local OP_CHECKPOINT = 'K'
 local OP_EXPECT_TYPE = 'E'
+local OP_BUMP = 'V'
+local OP_EXPECT_VERSION = 'G'
+local VERSION_FIELD = '_version' -- never a field's name: Pydantic fields cannot start with '_'
 local CHUNK = 4096 -- unpack() puts every value on Lua's C stack, which holds about 8000
 -- Expiries are checked as Lua numbers, exact up to 2^53; a TTL gets half of that so that an
 -- absolute time (a replay's entry time + TTL) still fits. program.py holds the same bound.
 local MAX_TTL_MS = 4503599627370496 -- 2^52 ms, about 142,000 years
 local MAX_AT_MS = 2 * MAX_TTL_MS
 local SET_OP_BYTES, JOURNAL_OP_BYTES = 10, 8 -- header bytes of a set op (2 keys), of a journal op
+local BUMP_OP_BYTES = 8 -- and of a bump (1 key)
 local MAX_ID_MS = '18446744073709551615' -- a stream id's largest ms part
 
 local function refuse(reason, op, key, detail)
@@ -145,11 +165,15 @@ end
 -- journal entry. Same checks, same writes, same reply as the general path below, with fewer
 -- calls: the reads and the first write are checked by running them.
 local header = ARGV[1]
-if #header == SET_OP_BYTES
-    or (#header == SET_OP_BYTES + JOURNAL_OP_BYTES
-      and string.sub(header, SET_OP_BYTES + 1, SET_OP_BYTES + 1) == OP_JOURNAL) then
+local SET_AND_BUMP = SET_OP_BYTES + BUMP_OP_BYTES
+if string.sub(header, SET_OP_BYTES + 1, SET_OP_BYTES + 1) == OP_BUMP
+    and (#header == SET_AND_BUMP
+      or (#header == SET_AND_BUMP + JOURNAL_OP_BYTES
+        and string.sub(header, SET_AND_BUMP + 1, SET_AND_BUMP + 1) == OP_JOURNAL)) then
   local code, _, n, key_index, owner_index = struct.unpack('>c1BI4>H>H', header, 1)
-  if (code == OP_ADD or code == OP_REMOVE) and n > 0 and n < CHUNK then
+  local _, _, bump_n, bump_index = struct.unpack('>c1BI4>H', header, SET_OP_BYTES + 1)
+  if (code == OP_ADD or code == OP_REMOVE) and n > 0 and n < CHUNK
+      and bump_n == 0 and bump_index == owner_index then
     local key, owner = KEYS[key_index], KEYS[owner_index]
     local command = code == OP_ADD and 'SADD' or 'SREM'
     local expires = redis.pcall('PEXPIRETIME', owner)
@@ -160,8 +184,19 @@ if #header == SET_OP_BYTES
     elseif expires > 0 and not may('PEXPIREAT', key) then
       return refuse('no_permission', 1, key, 'PEXPIREAT')
     end
+    local version = redis.pcall('HGET', owner, VERSION_FIELD)
+    if type(version) ~= 'table' then
+      if not may('HSET', owner) then
+        return refuse('no_permission', 2, owner, 'HSET')
+      end
+      version = (tonumber(version) or 0) + 1
+    elseif string.sub(version.err, 1, 9) == 'WRONGTYPE' then
+      version = false -- the owner's hash was overwritten: no version to bump (see BUMP)
+    else
+      return refused(version.err, 2, owner, 'HGET')
+    end
     local id = nil
-    if #header > SET_OP_BYTES then
+    if #header > SET_AND_BUMP then
       -- The entry is the first write: the set's write after it must be proven unable to fail.
       local kind = redis.pcall('TYPE', key)
       if kind.err then
@@ -171,21 +206,117 @@ if #header == SET_OP_BYTES
       elseif not may(command, key) then
         return refuse('no_permission', 1, key, command)
       end
-      local _, _, _, stream_index = struct.unpack('>c1BI4>H', header, SET_OP_BYTES + 1)
+      local _, _, _, stream_index = struct.unpack('>c1BI4>H', header, SET_AND_BUMP + 1)
       local stream = KEYS[stream_index]
       id = append(stream, tonumber(ARGV[2 + n]), ARGV[4 + n])
       if type(id) == 'table' then
-        return refused(id.err, 2, stream, 'XADD')
+        return refused(id.err, 3, stream, 'XADD')
       end
     end
     local reply, err = write_args(command, key, 2, 1 + n)
     if not reply then -- only unjournaled, where the write is the first one
       return refused(err, 1, key, command)
     end
+    if version then
+      redis.call('HSET', owner, VERSION_FIELD, version)
+    end
     if expires > 0 then
       redis.call('PEXPIREAT', key, expires)
     end
-    return { 1, reply, id }
+    return { 1, reply, version, id }
+  end
+end
+
+-- 0b. a lone move (amove), fast in the same way: its op (4 keys, 1 argument), a bump of each of
+-- its one or two owners, with or without its journal entry.
+local MOVE_OP_BYTES = 14
+if string.sub(header, 1, 1) == OP_MOVE and #header >= MOVE_OP_BYTES + BUMP_OP_BYTES
+    and #header <= MOVE_OP_BYTES + 2 * BUMP_OP_BYTES + JOURNAL_OP_BYTES then
+  local _, _, n, key_index, owner_index, dest_index, dest_owner_index =
+    struct.unpack('>c1BI4>H>H>H>H', header, 1)
+  local bumped, journal_at = {}, nil
+  for at = MOVE_OP_BYTES + 1, #header, BUMP_OP_BYTES do
+    local code, nkeys, nargs, index = struct.unpack('>c1BI4>H', header, at)
+    if code == OP_BUMP and nkeys == 1 and nargs == 0 and not journal_at then
+      bumped[#bumped + 1] = index
+    elseif code == OP_JOURNAL and not journal_at then
+      journal_at = at
+    else
+      bumped = nil
+      break
+    end
+  end
+  local owner, dest_owner = KEYS[owner_index], KEYS[dest_owner_index]
+  local owners = owner == dest_owner and { owner_index } or { owner_index, dest_owner_index }
+  if n == 1 and bumped and #bumped == #owners and bumped[1] == owners[1]
+      and bumped[#bumped] == owners[#owners] then
+    local key, dest = KEYS[key_index], KEYS[dest_index]
+    local expires, versions = {}, {}
+    for k, index in ipairs(owners) do
+      local model = KEYS[index]
+      local expiry = redis.pcall('PEXPIRETIME', model)
+      if type(expiry) == 'table' then
+        return refused(expiry.err, 1, model, 'PEXPIRETIME')
+      elseif expiry == -2 then
+        return refuse('model_not_found', 1, model, 'none')
+      end
+      expires[model] = expiry
+      local version = redis.pcall('HGET', model, VERSION_FIELD)
+      if type(version) ~= 'table' then
+        if not may('HSET', model) then
+          return refuse('no_permission', 1 + k, model, 'HSET')
+        end
+        versions[k] = (tonumber(version) or 0) + 1
+      elseif string.sub(version.err, 1, 9) == 'WRONGTYPE' then
+        versions[k] = false -- an overwritten hash: no version to bump (see BUMP)
+      else
+        return refused(version.err, 1 + k, model, 'HGET')
+      end
+    end
+    for _, set in ipairs({ { key, owner }, { dest, dest_owner } }) do
+      if not may('SMOVE', set[1]) then
+        return refuse('no_permission', 1, set[1], 'SMOVE')
+      elseif expires[set[2]] > 0 and not may('PEXPIREAT', set[1]) then
+        return refuse('no_permission', 1, set[1], 'PEXPIREAT')
+      end
+    end
+    local id = nil
+    if journal_at then
+      -- The entry is the first write: the move after it must be proven unable to fail.
+      for _, set_key in ipairs({ key, dest }) do
+        local kind = redis.pcall('TYPE', set_key)
+        if kind.err then
+          return refused(kind.err, 1, set_key, 'TYPE')
+        elseif kind.ok ~= 'set' and kind.ok ~= 'none' then
+          return refuse('wrong_type', 1, set_key, kind.ok)
+        end
+      end
+      local _, _, _, stream_index = struct.unpack('>c1BI4>H', header, journal_at)
+      local stream = KEYS[stream_index]
+      id = append(stream, tonumber(ARGV[3]), ARGV[5])
+      if type(id) == 'table' then
+        return refused(id.err, 2 + #owners, stream, 'XADD')
+      end
+    end
+    local moved = redis.pcall('SMOVE', key, dest, ARGV[2])
+    if type(moved) == 'table' then -- only unjournaled, where the move is the first write
+      local kind = type_for_report(key)
+      return refused(moved.err, 1, (kind == 'set' or kind == 'none') and dest or key, 'SMOVE')
+    end
+    local replies = { 1, moved }
+    for k, index in ipairs(owners) do
+      if versions[k] then
+        redis.call('HSET', KEYS[index], VERSION_FIELD, versions[k])
+      end
+      replies[#replies + 1] = versions[k]
+    end
+    for _, set in ipairs({ { key, owner }, { dest, dest_owner } }) do
+      if expires[set[2]] > 0 then
+        redis.call('PEXPIREAT', set[1], expires[set[2]])
+      end
+    end
+    replies[#replies + 1] = id
+    return replies
   end
 end
 
@@ -200,7 +331,9 @@ while at <= #header do
     keys[k], at = struct.unpack('>H', header, at)
     keys[k] = KEYS[keys[k]]
   end
-  ops[#ops + 1] = { code = code, key = keys[1], owner = keys[2], first = pos, last = pos + n - 1 }
+  ops[#ops + 1] = {
+    code = code, key = keys[1], owner = keys[2], keys = keys, first = pos, last = pos + n - 1,
+  }
   pos = pos + n
 end
 
@@ -208,6 +341,7 @@ local SET_OPS = {
   [OP_ADD] = { 'SADD' }, [OP_REMOVE] = { 'SREM' }, [OP_POP] = { 'SRANDMEMBER', 'SREM' },
   [OP_CLEAR] = { 'DEL' }, [OP_RETAIN] = { 'SMEMBERS', 'SREM' },
   [OP_TOGGLE] = { 'SISMEMBER', 'SREM', 'SADD', 'SMEMBERS' }, [OP_REPLACE_SET] = { 'DEL', 'SADD' },
+  [OP_MOVE] = { 'SMOVE' }, [OP_STORE] = { 'DEL', 'SADD' },
 }
 
 -- 1. checks ----------------------------------------------------------------------------------
@@ -215,6 +349,9 @@ local kinds = {}    -- key -> its Redis type as this program will have left it s
 local expiries = {} -- model key -> its absolute expiry (unix ms; -1: none) as the program leaves it
 local set_keys = {} -- the set keys written, in order; set_keys[key] = its owner
 local entries = {}  -- stream -> how many entries this program appends to it
+local stored = {}   -- model key -> its version before this program (0: none)
+local versions = {} -- model key -> its version as the program leaves it so far
+local recorded = {} -- model key -> the versions its journaled commands record, in order
 local nentries = 0
 local now_ms = nil
 
@@ -243,49 +380,113 @@ local function kind_of(key, i)
   return kind
 end
 
+-- The version of model `key` before this program (0 without one), read once.
+local function version_before(key, i)
+  local version = stored[key]
+  if version == nil then
+    if not may('HGET', key) then
+      return nil, refuse('no_permission', i, key, 'HGET')
+    end
+    version = tonumber(redis.call('HGET', key, VERSION_FIELD)) or 0
+    stored[key] = version
+  end
+  return version
+end
+
+-- A set op's checks on one set `key` of model `owner`: the owner exists, the key holds a set or
+-- nothing, the caller may run `commands` on it. Records the set as written (its expiry follows
+-- its owner's, phase 4). Returns the refusal, if any.
+local function check_set(i, key, owner, commands)
+  if expiries[owner] == nil and kinds[owner] ~= 'none' then
+    if not may('PEXPIRETIME', owner) then
+      return refuse('no_permission', i, owner, 'PEXPIRETIME')
+    end
+    local expires = redis.call('PEXPIRETIME', owner)
+    if expires == -2 then
+      kinds[owner] = 'none'
+    else
+      expiries[owner] = expires
+    end
+  end
+  if kinds[owner] == 'none' then
+    return refuse('model_not_found', i, owner, 'none')
+  end
+  local kind, refusal = kind_of(key, i)
+  if refusal then
+    return refusal
+  elseif kind ~= 'set' and kind ~= 'none' then
+    return refuse('wrong_type', i, key, kind)
+  end
+  for _, command in ipairs(commands) do
+    if not may(command, key) then
+      return refuse('no_permission', i, key, command)
+    end
+  end
+  kinds[key] = 'set'
+  if set_keys[key] == nil then
+    set_keys[key] = owner
+    set_keys[#set_keys + 1] = key
+  end
+  return nil
+end
+
+-- A store's sources: each a set (or nothing) the caller may read, and together they must give
+-- exactly the members the client read and sent (no source changed meanwhile).
+local function check_sources(i, op)
+  local sources, algebra = {}, ARGV[op.first]
+  for k = 3, #op.keys do
+    local source = op.keys[k]
+    local kind, refusal = kind_of(source, i)
+    if refusal then
+      return refusal
+    elseif kind ~= 'set' and kind ~= 'none' then
+      return refuse('wrong_type', i, source, kind)
+    elseif not may(algebra, source) then
+      return refuse('no_permission', i, source, algebra)
+    end
+    sources[#sources + 1] = source
+  end
+  local sent = {}
+  for j = op.first + 1, op.last do
+    sent[ARGV[j]] = true
+  end
+  local now = redis.call(algebra, unpack(sources))
+  if #now ~= op.last - op.first then
+    return refuse('conflict', i, op.key, '')
+  end
+  for _, member in ipairs(now) do
+    if not sent[member] then
+      return refuse('conflict', i, op.key, '')
+    end
+  end
+  return nil
+end
+
 for i, op in ipairs(ops) do
   local code, key = op.code, op.key
   local commands = SET_OPS[code]
   if commands then
-    local owner = op.owner
-    if expiries[owner] == nil and kinds[owner] ~= 'none' then
-      if not may('PEXPIRETIME', owner) then
-        return refuse('no_permission', i, owner, 'PEXPIRETIME')
-      end
-      local expires = redis.call('PEXPIRETIME', owner)
-      if expires == -2 then
-        kinds[owner] = 'none'
-      else
-        expiries[owner] = expires
-      end
+    local refusal = check_set(i, key, op.owner, commands)
+    if not refusal and code == OP_MOVE then -- the destination: a set of a model too
+      refusal = check_set(i, op.keys[3], op.keys[4], commands)
     end
-    if kinds[owner] == 'none' then
-      return refuse('model_not_found', i, owner, 'none')
-    end
-    local kind, refusal = kind_of(key, i)
     if refusal then
       return refusal
-    elseif kind ~= 'set' and kind ~= 'none' then
-      return refuse('wrong_type', i, key, kind)
     end
-    for _, command in ipairs(commands) do
-      if not may(command, key) then
-        return refuse('no_permission', i, key, command)
-      end
-    end
-    if code == OP_POP and #ops > 2 then
+    if code == OP_POP and #ops > 3 then
       return redis.error_reply('ledgerset: a pop must be the only write of its program')
     end
-    kinds[key] = 'set'
-    if set_keys[key] == nil then
-      set_keys[key] = owner
-      set_keys[#set_keys + 1] = key
+    if code == OP_STORE and #op.keys > 2 then
+      refusal = check_sources(i, op)
+      if refusal then
+        return refusal
+      end
     end
   elseif code == OP_DELETE then
     if not may('DEL', key) then
       return refuse('no_permission', i, key, 'DEL')
     end
-    kinds[key], expiries[key] = 'none', nil
+    kinds[key], expiries[key], versions[key] = 'none', nil, 0
   else
     local kind, refusal = kind_of(key, i)
     if refusal then
@@ -359,6 +560,43 @@ for i, op in ipairs(ops) do
       if kind ~= 'none' and kind ~= ARGV[op.first] then
         return refuse('wrong_type', i, key, kind)
       end
+    elseif code == OP_BUMP then
+      if kind == 'none' then
+        return refuse('model_not_found', i, key, kind)
+      elseif kind ~= 'hash' then
+        -- Another client overwrote the model's hash: a set write still goes on (a save or an
+        -- update of it is refused), and there is no version to bump.
+        op.skip = true
+      elseif not may('HSET', key) then
+        return refuse('no_permission', i, key, 'HSET')
+      end
+      local version = versions[key]
+      if version == nil and not op.skip then
+        version, refusal = version_before(key, i)
+        if refusal then
+          return refusal
+        end
+      end
+      if op.skip then
+        op.version = false
+      else
+        versions[key] = version + 1
+        op.version = version + 1
+      end
+      if ARGV[op.first] == '1' and not op.skip then
+        recorded[key] = recorded[key] or {}
+        table.insert(recorded[key], op.version)
+      end
+    elseif code == OP_EXPECT_VERSION then
+      if kind ~= 'hash' and kind ~= 'none' then
+        return refuse('wrong_type', i, key, kind)
+      end
+      local version, refusal = version_before(key, i)
+      if refusal then
+        return refusal
+      elseif tostring(version) ~= ARGV[op.first] then
+        return refuse('conflict', i, key, tostring(version))
+      end
     else
       return redis.error_reply('ledgerset: unknown operation code ' .. tostring(code))
     end
@@ -427,6 +665,24 @@ local function popped_args(member)
   return cjson.encode({ member = cjson.null, member_hex = hex })
 end
 
+-- An entry's fields with the version its model write made in its args, in place of the
+-- client's `{"version":null,` (it only knows the version once the program runs). That text can
+-- only be the start of the args: inside any other field's string a quote is escaped.
+local VERSION_SLOT = '"args","{\\"version\\":null,'
+local function with_version(fields)
+  local at = string.find(fields, VERSION_SLOT, 1, true)
+  if not at then
+    return fields
+  end
+  local key = cjson.decode(fields)[6] -- after "cmd", name, "v", version, "key"
+  local version = table.remove(recorded[key] or {}, 1)
+  if version == nil then
+    return fields -- cannot happen: a model write journaled without its bump
+  end
+  return string.sub(fields, 1, at - 1) .. '"args","{\\"version\\":' .. string.format('%d', version)
+    .. ',' .. string.sub(fields, at + #VERSION_SLOT)
+end
+
 -- 2. journal ---------------------------------------------------------------------------------
 local replies = { 1 }
 local popped = {} -- op number -> the member its pop removes (false: the set was empty)
@@ -440,7 +696,7 @@ for i, op in ipairs(ops) do
     local first = op.first
     local pop = tonumber(ARGV[first + 1])
     local args = pop > 0 and popped_args(popped[pop]) or nil
-    local id = append(op.key, tonumber(ARGV[first]), ARGV[first + 2], args)
+    local id = append(op.key, tonumber(ARGV[first]), with_version(ARGV[first + 2]), args)
     if type(id) == 'table' then
       if nentries == 1 then -- the first write: nothing applied yet
         return refused(id.err, i, op.key, 'XADD')
@@ -476,6 +732,8 @@ for i, op in ipairs(ops) do
     end
   elseif code == OP_CLEAR or code == OP_DELETE then
     reply = redis.call('DEL', key)
+  elseif code == OP_MOVE then
+    reply = redis.call('SMOVE', key, op.keys[3], ARGV[first])
   elseif code == OP_RETAIN then
     local keep, leaving = {}, {}
     for j = first, last do
@@ -504,6 +762,9 @@ for i, op in ipairs(ops) do
   elseif code == OP_REPLACE_SET then
     redis.call('DEL', key)
     reply = write_args('SADD', key, first, last)
+  elseif code == OP_STORE then
+    redis.call('DEL', key)
+    reply = write_args('SADD', key, first + 1, last)
   elseif code == OP_REPLACE_HASH then
     redis.call('DEL', key)
     if last > first + 1 then
@@ -513,7 +774,15 @@ for i, op in ipairs(ops) do
   elseif code == OP_UPDATE_HASH then
     write_args('HSET', key, first, last)
     reply = 1
-  elseif code == OP_EXPECT_TYPE then
+  elseif code == OP_BUMP then
+    local pop = ops[i - 1]
+    if op.skip or (pop and pop.code == OP_POP and not popped[i - 1]) then
+      reply = false -- an empty set's pop changed nothing; an overwritten hash has no version
+    else
+      redis.call('HSET', key, VERSION_FIELD, op.version)
+      reply = op.version
+    end
+  elseif code == OP_EXPECT_TYPE or code == OP_EXPECT_VERSION then
     reply = 1 -- a reply for every op: a hole would cut the replies short
   end
   if reply ~= nil then

@@ -18,7 +18,7 @@ from ledgerset.commands.wire import Arg
 if TYPE_CHECKING:
     from ledgerset.commands.catalog import Command
 
-__all__ = ["MAX_TTL_MS", "OPS", "SOURCE", "Program", "Refusal"]
+__all__ = ["MAX_TTL_MS", "OPS", "SOURCE", "VERSION_FIELD", "Program", "Refusal"]
 
 SOURCE: str = files("ledgerset.commands").joinpath("program.lua").read_text(encoding="utf-8")
 
@@ -30,6 +30,8 @@ OPS: Final[dict[str, bytes]] = {
     "CLEAR": b"C",
     "RETAIN": b"T",
     "TOGGLE": b"X",
+    "MOVE": b"M",
+    "STORE": b"W",
     "REPLACE_SET": b"Z",
     "REPLACE_HASH": b"S",
     "UPDATE_HASH": b"U",
@@ -37,7 +39,13 @@ OPS: Final[dict[str, bytes]] = {
     "JOURNAL": b"J",
     "CHECKPOINT": b"K",
     "EXPECT_TYPE": b"E",
+    "BUMP": b"V",
+    "EXPECT_VERSION": b"G",
 }
+
+#: The hash field that holds a model's version (see ``program.lua``'s BUMP): no model field can
+#: have this name, as Pydantic field names cannot start with an underscore.
+VERSION_FIELD: Final = "_version"
 
 #: The longest expiry the program accepts, in ms from now (about 142,000 years): it checks
 #: expiries as Lua numbers, exact to 2**53, and an absolute time (entry time + TTL) must fit too.
@@ -57,6 +65,8 @@ def _check_source() -> None:
     bound = re.search(r"local MAX_TTL_MS = (\d+)", SOURCE)
     if bound is None or int(bound.group(1)) != MAX_TTL_MS:
         raise RuntimeError("program.lua's MAX_TTL_MS differs from program.MAX_TTL_MS")
+    if f"local VERSION_FIELD = '{VERSION_FIELD}'" not in SOURCE:
+        raise RuntimeError("program.lua's VERSION_FIELD differs from program.VERSION_FIELD")
 
 
 _check_source()
@@ -83,9 +93,13 @@ class Program:
         return [b"".join(self._header), *self._values]
 
     def add(self, command: Command[Any]) -> None:
-        """Compile ``command`` into this program."""
+        """Compile ``command`` into this program, then bump the version of each model it writes
+        (``Command.bumps``; recorded in its journal entry when ``records_version``)."""
         start = self.nops
         command.compile(self)
+        recorded: tuple[Arg, ...] = ("1",) if command.records_version else ()
+        for model_key in command.bumps:
+            self.op(OPS["BUMP"], (model_key,), recorded)
         self.spans.append((command, start, self.nops))
 
     def op(self, code: bytes, keys: Sequence[str], args: Sequence[Arg] = ()) -> int:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -172,11 +172,11 @@ def entry_args(command: Command[Any]) -> list[bytes | None]:
     for member in dict.fromkeys(command.members):
         cost = _in_entry(member) + 1  # and its comma
         if part and size + cost > SPLIT_BYTES:
-            parts.append(replace(command, members=tuple(part)).record_args())
+            parts.append(command.part(tuple(part), first=not parts).record_args())
             part, size = [], empty
         part.append(member)
         size += cost
-    parts.append(replace(command, members=tuple(part)).record_args())
+    parts.append(command.part(tuple(part), first=not parts).record_args())
     return parts
 
 

@@ -37,10 +37,12 @@ from redis.exceptions import ResponseError
 from ledgerset._server_errors import translate
 from ledgerset.commands import dispatcher, routing
 from ledgerset.commands.catalog import Command, DeleteModel, SaveModel, SetContents, UpdateModel
+from ledgerset.commands.program import VERSION_FIELD
 from ledgerset.core.codec import MEMBER_TYPES, MemberCodec
 from ledgerset.core.config import RedisConfig, default_journal, default_redis
-from ledgerset.core.redis_set import RedisSet, SetBinding, validate_members
+from ledgerset.core.redis_set import RedisSet, SeenVersion, SetBinding, validate_members
 from ledgerset.errors import (
+    ConflictError,
     InvalidKeyError,
     InvalidMemberError,
     ModelDefinitionError,
@@ -97,6 +99,8 @@ class AtomicRedisModel(BaseModel):
     #: When this model is nested in another: (that model's class, its pk, this field's name), so
     #: a set assigned here is bound to the outer model's key for it.
     _ledgerset_outer: tuple[type[AtomicRedisModel], str, str] | None = PrivateAttr(default=None)
+    #: The version of the stored model this instance last read or wrote, shared with its sets.
+    _ledgerset_seen: SeenVersion = PrivateAttr(default_factory=SeenVersion)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         # Runs before Pydantic collects the fields, so set[T] can still become RedisSet[T].
@@ -214,7 +218,7 @@ class AtomicRedisModel(BaseModel):
     def _bind(self, name: str, value: Any) -> RedisSet[Any]:
         outer = self._ledgerset_outer
         if outer is None:
-            binding = type(self)._set_binding(self.pk, name)
+            binding = type(self)._set_binding(self.pk, name, self._ledgerset_seen)
         else:
             outer_cls, outer_pk, outer_field = outer
             binding = outer_cls._set_binding(outer_pk, field_path(outer_field, name))
@@ -228,7 +232,10 @@ class AtomicRedisModel(BaseModel):
         """
         cls = type(self)
         spec = cls.__ledgerset_nested__[name]
-        bindings = {sub: cls._set_binding(self.pk, field_path(name, sub)) for sub in spec.sets}
+        seen = self._ledgerset_seen
+        bindings = {
+            sub: cls._set_binding(self.pk, field_path(name, sub), seen) for sub in spec.sets
+        }
         own = inner.key if isinstance(inner, AtomicRedisModel) else None
         elsewhere = any(
             isinstance(value, RedisSet)
@@ -241,8 +248,11 @@ class AtomicRedisModel(BaseModel):
             inner = inner.model_copy()  # its sets are copied as they are bound, below
         for sub, binding in bindings.items():
             value = inner.__dict__[sub]
-            if value is None or (isinstance(value, RedisSet) and value._binding == binding):
-                continue  # bound already (asave rebinds only what was assigned since)
+            if value is None:
+                continue
+            if isinstance(value, RedisSet) and value._binding == binding:
+                value._binding = binding  # bound already; its writes bump this model's version
+                continue
             inner.__dict__[sub] = validate_members(value)._bound_to(binding, move=not elsewhere)
         if isinstance(inner, AtomicRedisModel):
             inner._ledgerset_outer = (cls, self.pk, name)
@@ -263,6 +273,30 @@ class AtomicRedisModel(BaseModel):
     def key(self) -> str:
         """The Redis key of this model's hash: ``{ClassName}:{pk}``."""
         return type(self)._layout().model_key(type(self).__name__, self.pk)
+
+    @property
+    def version(self) -> int | None:
+        """The version of the stored model this instance last read or wrote (read-only).
+
+        Every write of the model bumps it by one on the server (``asave``, ``aupdate``, and each
+        write to one of its sets, even one that changes no member); this instance's own writes
+        bump its copy too. ``0``: this instance has not seen the model stored; ``None``: unknown,
+        after a write of unknown outcome. ``asave(if_unchanged=True)`` writes only over it.
+        """
+        return self._ledgerset_seen.version
+
+    def _expected_version(self, command: str, if_unchanged: bool) -> int | None:
+        """The version an ``if_unchanged`` write requires; ``ConflictError`` before any I/O
+        when this instance does not know it."""
+        if not if_unchanged:
+            return None
+        version = self._ledgerset_seen.version
+        if version is None:
+            raise ConflictError.version_unknown(command, type(self).__name__, self.pk, self.key)
+        return version
+
+    def _wrote(self, version: int) -> None:
+        self._ledgerset_seen.version = version
 
     @classmethod
     def _pk_of(cls, key: str) -> str:
@@ -285,7 +319,7 @@ class AtomicRedisModel(BaseModel):
         return cls._layout().set_key(cls.__name__, pk, path)
 
     @classmethod
-    def _set_binding(cls, pk: str, path: str) -> SetBinding:
+    def _set_binding(cls, pk: str, path: str, seen: SeenVersion | None = None) -> SetBinding:
         return SetBinding(
             model=cls.__name__,
             pk=pk,
@@ -294,19 +328,25 @@ class AtomicRedisModel(BaseModel):
             owner=cls._layout().model_key(cls.__name__, pk),
             codec=cls.__ledgerset_paths__[path].codec,
             config=cls.Meta,
+            seen=seen,
         )
 
     # -- writes: commands ----------------------------------------------------------------------
 
-    async def asave(self) -> Self:
+    async def asave(self, *, if_unchanged: bool = False) -> Self:
         """Write the whole model: scalar fields, every set's local members, and the TTL.
 
         Set fields that the stored model records but the class no longer has lose their keys in
         the same write. Inside a transaction the save is buffered and applied on commit. Refused
         with ``UnknownMirrorError``, writing nothing, while a set's local members are unknown (a
-        write to it was interrupted); read the set again first.
+        write to it was interrupted); read the set again first. With ``if_unchanged=True`` it
+        writes only if the stored model is still at ``self.version`` (checked in the same atomic
+        program; in a transaction, against the version before the transaction), else raises
+        ``ConflictError`` and writes nothing: another writer's change, to a field or to a set's
+        members, is never overwritten unseen.
         """
         cls = type(self)
+        if_version = self._expected_version(SaveModel.name, if_unchanged)
         for name in cls.__ledgerset_nested__:  # a set assigned inside a plain nested model
             inner = self.__dict__[name]
             if isinstance(inner, BaseModel):
@@ -336,6 +376,8 @@ class AtomicRedisModel(BaseModel):
             fields=tuple(fields),
             sets=tuple(contents),
             ttl_ms=cls.Meta.ttl_ms if cls.Meta is not None else None,
+            if_version=if_version,
+            on_version=self._wrote,
         )
         await self._run(command)
         return self
@@ -359,7 +401,7 @@ class AtomicRedisModel(BaseModel):
         """
         redis = cls._redis_of()
         pk = cls._pk_of(key)
-        known = cls.model_fields.keys() | cls.__ledgerset_paths__.keys()
+        known = cls.model_fields.keys() | cls.__ledgerset_paths__.keys() | {VERSION_FIELD}
         try:
             async with translate(what, redis, command=("HKEYS", key)):
                 stored = await routing.call(redis, ("HKEYS", key), keys=(key,), resend=True)
@@ -376,10 +418,11 @@ class AtomicRedisModel(BaseModel):
             raise
         return [name for name, found in zip(unknown, exists, strict=True) if found]
 
-    async def aupdate(self, **fields: Any) -> None:
+    async def aupdate(self, *, if_unchanged: bool = False, **fields: Any) -> None:
         """Set some scalar fields, in Redis (one ``HSET``) and here; the model must exist.
 
-        ``RedisSet`` fields cannot be passed: use their own methods.
+        ``RedisSet`` fields cannot be passed: use their own methods. ``if_unchanged=True``: as
+        for ``asave``, only over ``self.version``, else ``ConflictError``.
         """
         cls = type(self)
         for name in fields:
@@ -417,6 +460,7 @@ class AtomicRedisModel(BaseModel):
                 )
         if not fields:
             return
+        if_version = self._expected_version(UpdateModel.name, if_unchanged)
         staged = self.model_copy()
         for name, value in fields.items():
             self.__pydantic_validator__.validate_assignment(staged, name, value)
@@ -426,6 +470,8 @@ class AtomicRedisModel(BaseModel):
             pk=self.pk,
             key=self.key,
             fields=tuple((name, orjson.dumps(value)) for name, value in data.items()),
+            if_version=if_version,
+            on_version=self._wrote,
         )
         validated = {name: staged.__dict__[name] for name in fields}
         await self._run(command, lambda _: self.__dict__.update(validated))
@@ -445,7 +491,8 @@ class AtomicRedisModel(BaseModel):
             key=self.key,
             sets=tuple((path, cls._set_key(self.pk, path)) for path in paths),
         )
-        return await self._run(command)
+        # The version goes with the hash: a model saved again starts over.
+        return await self._run(command, lambda _: self._wrote(0))
 
     def apipeline(self) -> dispatcher.transaction:
         """Open a transaction: writes in the block are sent together, all-or-nothing, on exit.
@@ -535,12 +582,15 @@ class AtomicRedisModel(BaseModel):
                 holder.pop(name, None)  # saved before the field existed: its default
         data["pk"] = pk
         # By field name, as stored: the fields' aliases are for the application's own I/O.
-        return cls.model_validate(data, by_alias=False, by_name=True)
+        loaded = cls.model_validate(data, by_alias=False, by_name=True)
+        loaded._ledgerset_seen.version = _stored_version(stored.get(VERSION_FIELD.encode()))
+        return loaded
 
     async def aload(self) -> Self:
         """Refresh this instance from Redis (scalar fields and set members)."""
         fresh = await type(self).aget(self.key)
         self.__dict__.update(fresh.__dict__)
+        self._ledgerset_seen = fresh._ledgerset_seen  # the one fresh's sets bump
         return self
 
     @classmethod
@@ -563,11 +613,25 @@ class AtomicRedisModel(BaseModel):
         cls = type(self)
         redis = cls._redis_of()
         journal = default_journal(cls.Meta)
-        return await dispatcher.execute(command, redis, on_result, journal=journal)
+        return await dispatcher.execute(
+            command, redis, on_result, journal=journal, on_unknown=self._outcome_unknown
+        )
+
+    def _outcome_unknown(self, command: Command[Any]) -> None:
+        """A write of unknown outcome: so is the version (``if_unchanged`` asks for a reload)."""
+        self._ledgerset_seen.forget()
 
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _stored_version(raw: bytes | None) -> int:
+    """A hash's version field as a number (``0`` if it has none, or holds no whole number)."""
+    try:
+        return int(raw) if raw is not None else 0
+    except ValueError:
+        return 0
 
 
 def _json_or_none(raw: bytes | None) -> Any:

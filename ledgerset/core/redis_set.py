@@ -16,6 +16,7 @@ still holds what it removed would undo it.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from collections.abc import Set as AbstractSet
@@ -30,28 +31,33 @@ from ledgerset import _events
 from ledgerset._server_errors import server_address, translate
 from ledgerset.commands import dispatcher, routing, wire
 from ledgerset.commands.catalog import (
+    STORE_ALGEBRA,
     AddMembers,
     ClearSet,
     Command,
+    MoveMember,
     PopMember,
     RemoveMembers,
     RetainMembers,
     SetCommand,
+    StoreMembers,
     ToggleMembers,
 )
 from ledgerset.core.codec import Member, MemberCodec
 from ledgerset.core.config import RedisConfig, default_journal, default_redis
 from ledgerset.errors import (
+    ConflictError,
     InvalidArgumentError,
     InvalidMemberError,
     LedgersetError,
+    TransactionError,
     UnknownMirrorError,
     UnsupportedCommandError,
     WrongTypeError,
     popped_foreign_member,
 )
 
-__all__ = ["RedisSet", "SetBinding", "validate_members"]
+__all__ = ["RedisSet", "SeenVersion", "SetBinding", "validate_members"]
 
 T = TypeVar("T", bound=Member)
 R = TypeVar("R")
@@ -67,9 +73,41 @@ class _SetCommandFields(TypedDict):
     owner: str
 
 
+class SeenVersion:
+    """The version of a stored model that one instance last read or wrote, shared by the
+    instance and its sets: ``0`` for a model it never saw stored, ``None`` once a write of
+    unknown outcome (interrupted) left it unknown.
+
+    The server bumps a model's version once per command that writes it (``program.lua``'s
+    ``BUMP``); each command of this instance that is applied bumps this copy once too, so the
+    two stay equal exactly as long as no other writer wrote the model.
+    """
+
+    __slots__ = ("version",)
+
+    def __init__(self, version: int | None = 0) -> None:
+        self.version = version
+
+    def bump(self) -> None:
+        """One command of this instance was applied: the version it left is one more."""
+        if self.version is not None:
+            self.version += 1
+
+    def forget(self) -> None:
+        """A write whose outcome cannot be known: so is the version."""
+        self.version = None
+
+    def __eq__(self, other: object) -> bool:
+        # Two instances of one stored model compare equal (Pydantic compares private attributes).
+        return isinstance(other, SeenVersion) and other.version == self.version
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+
 @dataclass(frozen=True, slots=True)
 class SetBinding:
-    """Where a bound ``RedisSet`` lives: its model, field, keys, codec and connection."""
+    """Where a bound ``RedisSet`` lives: its model, field, keys, codec and connection, and the
+    version its model instance saw (``seen``; ``None`` when no instance keeps one)."""
 
     model: str
     pk: str
@@ -78,6 +116,7 @@ class SetBinding:
     owner: str
     codec: MemberCodec
     config: RedisConfig | None
+    seen: SeenVersion | None = dataclasses.field(default=None, compare=False)
 
     @property
     def target(self) -> _SetCommandFields:
@@ -102,8 +141,9 @@ class SetBinding:
     ) -> R | None:
         """Hand ``command`` to the dispatcher, with this model's connection and journal."""
         journal = default_journal(self.config)
+        applied, unknown = self._versioned(command, on_result, on_unknown)
         return await dispatcher.execute(
-            command, self.redis(), on_result, journal=journal, on_unknown=on_unknown
+            command, self.redis(), applied, journal=journal, on_unknown=unknown
         )
 
     def defer(
@@ -114,7 +154,33 @@ class SetBinding:
     ) -> None:
         """Buffer ``command`` into the open transaction (for the sync mutators)."""
         journal = default_journal(self.config)
-        dispatcher.defer(command, self.redis(), on_result, journal=journal, on_unknown=on_unknown)
+        applied, unknown = self._versioned(command, on_result, on_unknown)
+        dispatcher.defer(command, self.redis(), applied, journal=journal, on_unknown=unknown)
+
+    def _versioned(
+        self,
+        command: SetCommand[R],
+        on_result: Callable[[R], None] | None,
+        on_unknown: dispatcher.OnUnknown,
+    ) -> tuple[Callable[[R], None], dispatcher.OnUnknown]:
+        """``on_result`` and ``on_unknown``, keeping ``seen`` in step with the server's version:
+        bumped once when the command is applied (a pop: only if it removed a member, as the
+        server does), forgotten when its outcome is unknown."""
+        seen = self.seen
+        if seen is None:  # no instance keeps a version (a set of a nested model's own)
+            return (on_result or _ignored), on_unknown
+
+        def applied(result: R) -> None:
+            if on_result is not None:
+                on_result(result)
+            if result is not None or not isinstance(command, PopMember):
+                seen.bump()
+
+        def unknown(command: Command[Any]) -> None:
+            on_unknown(command)
+            seen.forget()
+
+        return applied, unknown
 
     async def read(
         self,
@@ -206,6 +272,10 @@ class SetBinding:
         return exc
 
 
+def _ignored(result: object) -> None:
+    """An ``on_result`` with nothing to do."""
+
+
 #: The Redis version that added each command a read may need, for the error on an older server.
 _SINCE = {"SMISMEMBER": "6.2", "SINTERCARD": "7.0", "EVAL_RO": "7.0"}
 
@@ -236,6 +306,10 @@ if size == 0 then return 1 end
 if redis.call('SINTERCARD', 2, KEYS[1], KEYS[2], 'LIMIT', size) == size then return 1 end
 return 0
 """
+
+#: How many times a store reads its sources and tries to write the result before it gives up
+#: with ``ConflictError`` (each try fails only if a source changed between its read and write).
+_STORE_ATTEMPTS = 5
 
 #: The largest count (``count``, ``k``, ``limit``) Redis takes: a signed 64-bit integer.
 _COUNT_MAX = 2**63 - 1
@@ -373,6 +447,58 @@ class RedisSet(set[T]):
         command = ClearSet(**binding.target)
         await binding.run(command, lambda _: set.clear(self), self._outcome_unknown)
 
+    async def amove(self, value: T, destination: RedisSet[T]) -> bool | None:
+        """Move ``value`` from this set to ``destination`` (``SMOVE``); ``True`` if it moved.
+
+        ``False`` when ``value`` is not a member here (nothing changes). ``destination`` is
+        another ``RedisSet`` field, of this model or another, with the same member type and the
+        same Redis client, checked before any I/O; both models must exist, else
+        ``ModelNotFoundError`` naming the missing one. Both local mirrors follow. One command,
+        one journal entry naming both sets; ``None`` inside a transaction.
+        """
+        binding = self._require_binding()
+        what = "set.move"
+        if not isinstance(destination, RedisSet):
+            raise InvalidArgumentError.not_a_set(
+                binding.model, binding.field, what, "amove", destination
+            )
+        to = destination._require_binding()
+        if to.codec.member_type is not binding.codec.member_type:
+            raise InvalidMemberError.other_member_type(
+                binding.model, binding.field, f"{to.model}.{to.field}", value,
+                (binding.codec.type_name, to.codec.type_name),
+            )  # fmt: skip
+        (to,) = self._operands("amove", what, (destination,), same_type=True)
+        normal, encoded = binding.encode(what, value)
+        command = MoveMember(
+            **binding.target,
+            member=encoded,
+            to_model=to.model,
+            to_pk=to.pk,
+            to_field=to.field,
+            to_key=to.key,
+            to_owner=to.owner,
+        )
+
+        # The server bumps each model once: the destination's instance, if it is another
+        # one, follows here (this set's binding bumps its own).
+        other_seen = to.seen if to.seen is not binding.seen else None
+
+        def moved(done: bool) -> None:
+            if done:
+                set.discard(self, normal)
+                set.add(cast("set[Any]", destination), normal)
+            if other_seen is not None:
+                other_seen.bump()
+
+        def unknown(command: Command[Any]) -> None:
+            self._outcome_unknown(command)
+            destination._outcome_unknown(command)
+            if other_seen is not None:
+                other_seen.forget()
+
+        return await binding.run(command, moved, unknown)
+
     async def acontains(self, value: T) -> bool:
         """Whether ``value`` is a member, on the server (``SISMEMBER``)."""
         binding = self._require_binding()
@@ -417,6 +543,77 @@ class RedisSet(set[T]):
         keys = [binding.key, *(other.key for other in operands)]
         raws = await binding.read(what, (redis_command, *keys), len(keys))
         return codec.decode_many(raws, key=binding.key)  # type: ignore[return-value]
+
+    async def astore_union(self, *sources: RedisSet[T]) -> int | None:
+        """Replace this set's members with the members of any of ``sources`` (``SUNIONSTORE``);
+        the new size. See ``_store``."""
+        return await self._store("astore_union", "union", sources)
+
+    async def astore_intersection(self, *sources: RedisSet[T]) -> int | None:
+        """Replace this set's members with the members common to all ``sources``
+        (``SINTERSTORE``); the new size. See ``_store``."""
+        return await self._store("astore_intersection", "intersection", sources)
+
+    async def astore_difference(self, first: RedisSet[T], *others: RedisSet[T]) -> int | None:
+        """Replace this set's members with the members of ``first`` in none of ``others``
+        (``SDIFFSTORE``); the new size. See ``_store``."""
+        return await self._store("astore_difference", "difference", (first, *others))
+
+    async def _store(
+        self, method: str, algebra: str, sources: tuple[RedisSet[T], ...]
+    ) -> int | None:
+        """Store set algebra of ``sources`` (fields of the same member type on the same client,
+        this set among them if wanted) as this set's members, atomically.
+
+        The result is read first, then written by one program that writes it only if the
+        sources still give exactly it (else it reads again, up to ``_STORE_ATTEMPTS`` times,
+        then ``ConflictError``); so the write is the algebra of one moment, and its journal
+        entry is its effect. Inside a transaction it is buffered (``None``): the result is of
+        the state before the commit, and a source changed by then, by another client, aborts
+        the transaction with ``ConflictError``; a source this transaction writes before it is
+        refused at the call (``TransactionError``), as its result could not include that write.
+        """
+        binding = self._require_binding()
+        what = StoreMembers.name
+        if not sources:
+            raise InvalidArgumentError.no_sources(binding.model, binding.field, what, method)
+        operands = self._operands(method, what, sources, same_type=True)
+        keys = tuple(operand.key for operand in operands)
+        names = tuple(f"{o.model}:{o.pk}.{o.field}" for o in operands)
+        tx = dispatcher.transaction_for(what, binding.key)
+        if tx is not None:
+            written = {address.key for command in tx.commands for address in command.addresses}
+            changed = [name for key, name in zip(keys, names, strict=True) if key in written]
+            if changed:
+                raise TransactionError(
+                    f"{binding.model}.{binding.field}.{method}(): this transaction writes "
+                    f"{', '.join(changed)} before it, and a store's result is of the state "
+                    f"before the commit, so it would not include that write. Nothing was "
+                    f"buffered: store in a transaction of its own after this one.",
+                    command=what,
+                    key=binding.key,
+                )
+        for attempt in range(1, _STORE_ATTEMPTS + 1):
+            raws = await binding.read(what, (STORE_ALGEBRA[algebra], *keys), len(keys))
+            members = binding.codec.decode_many(raws, key=" or ".join(keys))
+            command = StoreMembers(
+                **binding.target,
+                members=tuple(raws),
+                algebra=algebra,
+                sources=keys,
+                source_names=names,
+            )
+
+            def stored(_: int, members: set[Any] = members) -> None:
+                self._mirror_replace(members)
+                self._unknown_after = None
+
+            try:
+                return await binding.run(command, stored, self._outcome_unknown)
+            except ConflictError:
+                if attempt == _STORE_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")
 
     def _operands(
         self, method: str, what: str, others: Iterable[object], *, same_type: bool

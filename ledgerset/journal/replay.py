@@ -523,10 +523,16 @@ class _Run:
                 f"({entry.txn}), applying nothing of it.",
                 field="args",
             ) from exc
-        if command is not None:
-            fault = unwritable(entry.model, entry.pk, _field_names(command), self.layout)
-            if fault is not None:
-                raise self.foreign(entry, "args", fault[1])
+        if command is None:
+            return None
+        fault = unwritable(entry.model, entry.pk, _field_names(command), self.layout)
+        # Every set it touches, too: set.move names its destination in its args.
+        for address in command.addresses:
+            if fault is None:
+                fields = [address.field] if address.field else []
+                fault = unwritable(address.model, address.pk, fields, self.layout)
+        if fault is not None:
+            raise self.foreign(entry, "args", fault[1])
         return command
 
     def foreign(self, entry: JournalEntry, field: str, why: str) -> JournalEntryError:

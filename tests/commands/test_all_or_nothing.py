@@ -151,6 +151,47 @@ async def test_an_aadd_by_a_user_without_a_command_it_needs_names_that_command(
     assert await snapshot() == before
 
 
+@pytest.mark.parametrize(
+    ("write", "rule", "journaled", "server_command"),
+    [
+        ("move", "-smove", False, "SMOVE"),
+        ("move", "-smove", True, "SMOVE"),
+        ("move", "-@stream", True, "XADD"),
+        ("move", "-hset", False, "HSET"),  # the models' versions
+        ("move", "-pexpiretime", True, "PEXPIRETIME"),
+        ("add", "-hset", False, "HSET"),
+        ("store", "-sunion", False, "SUNION"),
+        ("save_if_unchanged", "-hget", False, "HGET"),
+    ],
+)
+async def test_the_writes_of_issue_13_by_a_user_without_a_command_they_need_write_nothing(
+    redis: Redis,
+    snapshot: SnapshotFn,
+    acl_user: Callable[..., Awaitable[Redis]],
+    write: str,
+    rule: str,
+    journaled: bool,
+    server_command: str,
+) -> None:
+    doc = await AonDoc(tags={"a"}).asave()
+    other = await AonDoc(tags={"x"}).asave()
+    app = await acl_user("+@all", rule)
+    await ledgerset.init(redis=app, journal=StreamJournal() if journaled else None)
+    writes = {
+        "move": lambda: doc.tags.amove("a", other.tags),
+        "add": lambda: doc.tags.aadd("b"),
+        "store": lambda: doc.tags.astore_union(other.tags),
+        "save_if_unchanged": lambda: doc.asave(if_unchanged=True),
+    }
+    before = await snapshot()
+    with pytest.raises(PermissionDeniedError) as caught:
+        await writes[write]()
+    assert caught.value.server_command == server_command
+    if write != "store":  # the store's refused read of its sources: the translator names no user
+        assert caught.value.user == "aon0"
+    assert await snapshot() == before
+
+
 # -- 2. a stream whose last id is the largest ---------------------------------------------------
 
 

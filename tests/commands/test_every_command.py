@@ -32,6 +32,7 @@ from ledgerset.commands.catalog import (
     ClearSet,
     Command,
     DeleteModel,
+    MoveMember,
     PopMember,
     RecordTarget,
     RemoveMembers,
@@ -39,6 +40,7 @@ from ledgerset.commands.catalog import (
     SaveModel,
     SetCommand,
     SetContents,
+    StoreMembers,
     ToggleMembers,
     UpdateModel,
 )
@@ -91,6 +93,22 @@ EXAMPLES: dict[type[Command[Any]], Callable[[], Command[Any]]] = {
         model=MODEL, pk=PK, key=MODEL_KEY, fields=(("title", b'"changed"'),)
     ),
     DeleteModel: lambda: DeleteModel(model=MODEL, pk=PK, key=MODEL_KEY, sets=((FIELD, SET_KEY),)),
+    MoveMember: lambda: on_set(
+        MoveMember,
+        member=b'"a"',
+        to_model=MODEL,
+        to_pk="bystander",
+        to_field=FIELD,
+        to_key=LAYOUT.set_key(MODEL, "bystander", FIELD),
+        to_owner=LAYOUT.model_key(MODEL, "bystander"),
+    ),
+    StoreMembers: lambda: on_set(
+        StoreMembers,
+        members=(b'"a"', b'"b"'),
+        algebra="union",
+        sources=(LAYOUT.set_key(MODEL, "bystander", FIELD),),
+        source_names=(f"{MODEL}:bystander.{FIELD}",),
+    ),
 }
 
 

@@ -76,6 +76,7 @@ async def test_a_nested_set_is_stored_in_its_own_key_named_by_the_field_path(
         b"profile.badges": b"true",
         b"profile.scores": b"null",
         b"address.zones": b"true",
+        b"_version": b"1",
     }
     assert await redis.smembers("__rapyer_special__:Member:m1:profile.badges") == {b'"early"'}
     assert await redis.smembers("__rapyer_special__:Member:m1:address.zones") == {b"1", b"2"}

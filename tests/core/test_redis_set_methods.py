@@ -521,6 +521,7 @@ async def test_asave_writes_a_hash_with_one_json_value_per_field(redis: Redis) -
         b"count": b"3",
         b"tags": b"true",
         b"extra": b"null",
+        b"_version": b"1",
     }
     assert await redis.smembers(tags_key(article)) == stored("a")
     assert await redis.exists(tags_key(article, "extra")) == 0

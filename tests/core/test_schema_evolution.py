@@ -196,6 +196,7 @@ async def test_asave_deletes_the_key_of_a_removed_set_field(journaled: Redis) ->
         b"pk": f'"{old.pk}"'.encode(),
         b"title": b'"untitled"',
         b"tags": b"true",
+        b"_version": b"2",  # saved twice
     }
     assert await redis.smembers(set_key("Tagged", old.pk, "tags")) == {b'"a"'}
     entry = await last_entry(redis)

@@ -4,7 +4,11 @@ Hypothesis drives one RedisSet field beside a plain Python ``set`` (the model) t
 sequences of: immediate calls (``aadd``, ``aremove``, ``apop``, ...); transactions of sync mutators
 and buffered async ones; writes by a second instance of the same model behind the first one's back,
 followed by the first one's ``&=`` / ``^=``, which must use the server's members, not its stale
-local mirror; aborted transactions (nothing written); and set algebra against a second saved set.
+local mirror; aborted transactions (nothing written); set algebra against a second saved set;
+``amove`` between the two sets and the ``astore_*`` commands into either, immediate and in
+transactions; and ``asave(if_unchanged=True)``, which must succeed exactly when no second
+instance wrote since the first one last read or wrote (its version kept in step by its own
+writes), and otherwise raise ``ConflictError`` and write nothing.
 After every step the server must hold exactly the model: ``amembers()``, ``asize()``, the raw
 canonical members of the SET key, and the second set too.
 
@@ -35,7 +39,7 @@ from pydantic import Field
 from redis.asyncio import Redis
 
 import ledgerset
-from ledgerset import AtomicRedisModel, RedisSet
+from ledgerset import AtomicRedisModel, ConflictError, RedisSet
 
 
 class StatefulArticle(AtomicRedisModel):
@@ -188,6 +192,8 @@ class _SetMachine(RuleBasedStateMachine):
         self.client = Redis.from_url(url)
         self.model = _Model()
         self.pool_model = _Model()
+        #: Whether a second instance wrote since the first one last read or wrote the model.
+        self.stale = False
         self.article, self.pool = self.run(self._start())
         # The spec's key layout: what a user of redis-cli sees.
         self.set_key = f"__rapyer_special__:{self.model_cls.__name__}:{self.article.pk}:tags"
@@ -233,6 +239,7 @@ class _SetMachine(RuleBasedStateMachine):
         _apply_to_model(self.model, ops)
 
     async def _write_behind_its_back(self, writes: list[Op]) -> None:
+        self.stale = True
         other = await self.model_cls.aget(self.article.key)
         assert other.tags == self.model.tags  # aget loads the members
         for name, args in writes:
@@ -371,6 +378,71 @@ def _machine(
         @rule(operands=operands)
         def adifference(self, operands: list[str]) -> None:
             self._check_algebra("adifference", "difference", operands)
+
+        # -- amove between the two sets, the stores into either ----------------------------
+
+        @rule(member=members, to_pool=st.booleans(), in_transaction=st.booleans())
+        def amove(self, member: Any, to_pool: bool, in_transaction: bool) -> None:
+            pairs = [(self.article.tags, self.model.tags), (self.pool.tags, self.pool_model.tags)]
+            (source, source_model), (destination, destination_model) = (
+                pairs if to_pool else pairs[::-1]
+            )
+            expected = member in source_model
+
+            async def move() -> Any:
+                if not in_transaction:
+                    return await source.amove(member, destination)
+                async with ledgerset.transaction() as tx:
+                    assert await source.amove(member, destination) is None
+                return tx.results[0]  # type: ignore[index]
+
+            assert self.run(move()) is expected
+            if expected:
+                source_model.discard(member)
+                destination_model.add(member)
+            assert source == source_model and destination == destination_model  # the mirrors
+
+        @rule(
+            into_pool=st.booleans(),
+            algebra=st.sampled_from(["union", "intersection", "difference"]),
+            operands=st.lists(st.sampled_from(["pool", "itself"]), min_size=1, max_size=3),
+            in_transaction=st.booleans(),
+        )
+        def astore(
+            self, into_pool: bool, algebra: str, operands: list[str], in_transaction: bool
+        ) -> None:
+            sets = {"pool": self.pool.tags, "itself": self.article.tags}
+            models = {"pool": self.pool_model.tags, "itself": self.model.tags}
+            holder = self.pool_model if into_pool else self.model
+            destination = sets["pool" if into_pool else "itself"]
+            first, *others = (models[o] for o in operands)
+            result = getattr(set(first), algebra)(*others)
+            store = getattr(destination, f"astore_{algebra}")
+
+            async def run_store() -> Any:
+                if not in_transaction:
+                    return await store(*(sets[o] for o in operands))
+                async with ledgerset.transaction() as tx:
+                    assert await store(*(sets[o] for o in operands)) is None
+                return tx.results[0]  # type: ignore[index]
+
+            assert self.run(run_store()) == len(result)
+            holder.tags = result
+            assert destination == result  # the mirror is the result
+
+        # -- if_unchanged: refused exactly when a second instance wrote ---------------------
+
+        @rule()
+        def asave_if_unchanged(self) -> None:
+            if self.stale:
+                with pytest.raises(ConflictError):
+                    self.run(self.article.asave(if_unchanged=True))
+                self.run(self.article.aload())  # read again: the mirror is the server's
+                self.stale = False
+                assert self.article.tags == self.model.tags
+            else:
+                assert self.article.tags == self.model.tags  # not stale: the mirror is right
+                self.run(self.article.asave(if_unchanged=True))
 
         def _check_algebra(self, method: str, python_method: str, operands: list[str]) -> None:
             sets = {"pool": self.pool.tags, "itself": self.article.tags}

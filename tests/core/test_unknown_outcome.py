@@ -189,3 +189,28 @@ async def test_a_refused_write_is_a_known_outcome_and_marks_nothing(redis: Redis
         await note.tags.aremove("a")
     await note.asave()
     assert await redis.smembers(set_key(note, "tags")) == {b'"a"'}
+
+
+async def test_an_interrupted_amove_leaves_both_mirrors_and_versions_unknown(
+    redis: Redis, proxy: FaultProxy, snapshot: SnapshotFn
+) -> None:
+    """The move landed (the server ran it) but the caller cannot know: both sets' mirrors and
+    both models' versions are unknown, so neither asave() nor asave(if_unchanged=True) can undo
+    it, until the models are read again."""
+    source = await UnkNote(tags={"a"}).asave()
+    destination = await UnkNote().asave()
+    await interrupt(proxy, "cancelled", source.tags.amove("a", destination.tags))
+    assert await redis.smembers(set_key(destination, "tags")) == {b'"a"'}  # it was applied
+    assert (source.version, destination.version) == (None, None)
+    before = await snapshot()
+    for model in (source, destination):
+        with pytest.raises(UnknownMirrorError):
+            await model.asave()
+        with pytest.raises(ledgerset.ConflictError, match="does not know it"):
+            await model.asave(if_unchanged=True)
+    assert await snapshot() == before
+    await source.aload()
+    await destination.aload()
+    assert (source.version, destination.version) == (2, 2)
+    await destination.asave(if_unchanged=True)
+    assert await destination.tags.amembers() == {"a"}

@@ -261,6 +261,7 @@ async def test_asave_is_journaled_with_fields_sets_and_no_ttl(journaled: Redis) 
         cmd="model.save",
         key=f"JrnArticle:{article.pk}",
         args={
+            "version": 1,  # the version the save wrote
             "fields": {"pk": article.pk, "title": "Hello", "tags": True, "scores": None},
             "sets": {"tags": ["x"], "scores": None},
             "ttl_ms": None,
@@ -278,7 +279,12 @@ async def test_asave_of_a_model_with_a_ttl_records_it_in_ms(journaled: Redis) ->
         entry,
         cmd="model.save",
         key=f"JrnTimed:{timed.pk}",
-        args={"fields": {"pk": timed.pk, "tags": True}, "sets": {"tags": ["t"]}, "ttl_ms": 60000},
+        args={
+            "version": 1,
+            "fields": {"pk": timed.pk, "tags": True},
+            "sets": {"tags": ["t"]},
+            "ttl_ms": 60000,
+        },
         model="JrnTimed",
         pk=timed.pk,
         field=None,
@@ -292,7 +298,7 @@ async def test_aupdate_is_journaled_with_only_the_updated_fields(journaled: Redi
         entry,
         cmd="model.update",
         key=f"JrnArticle:{article.pk}",
-        args={"fields": {"title": "new"}},
+        args={"version": 2, "fields": {"title": "new"}},
         model="JrnArticle",
         pk=article.pk,
         field=None,

@@ -85,6 +85,12 @@ def add(model: str, pk: str, field: str, *members: str) -> dict[str, Any]:
     return entry("set.add", model, pk, field, {"members": list(members)})
 
 
+def move(to_model: str, to_pk: str, to_field: str) -> dict[str, Any]:
+    """A move of ``"x"`` from ``UtArticle:a1``'s tags to the set its args name."""
+    to = {"model": to_model, "pk": to_pk, "field": to_field}
+    return entry("set.move", "UtArticle", "a1", "tags", {"member": "x", "to": to})
+
+
 async def assert_stopped_after_the_fixture(source: Redis, target: Redis) -> None:
     """The fixture's two entries landed, with their checkpoint, and nothing else."""
     fixture = (await ids_of(source))[:2]
@@ -178,11 +184,14 @@ async def test_a_skip_passes_over_a_well_formed_entry_too(
         (add("UtArticle", "a1", "a.b.c", "m"), "field", "not a field name"),
         (save("UtArticle", "a1", {"pk": "a1", "bad field": 1}), "args", "not a field name"),
         (delete("UtArticle", "a1", ["tags", "../x"]), "args", "not a field name"),
+        (move("ledgerset", "evil", "tags"), "args", "ledgerset refuses"),
+        (move("__rapyer_special__", "UtArticle:a1", "tags"), "args", "ledgerset refuses"),
+        (move("UtArticle", "a1", "tags:evil"), "args", "not a field name"),
     ],
     ids=[
         "ledgerset-model", "checkpoint-delete", "special-prefix-model", "dash", "colon",
         "keyword", "empty-model", "empty-pk", "colon-field", "deep-field", "hash-field",
-        "delete-set-field",
+        "delete-set-field", "move-to-ledgerset", "move-to-special-prefix", "move-to-colon-field",
     ],
 )  # fmt: skip
 async def test_an_entry_no_model_could_have_written_stops_the_replay(
