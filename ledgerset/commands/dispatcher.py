@@ -11,9 +11,10 @@ command from another task while the block is open raises ``TransactionError`` (b
 commit it with a block it does not belong to; running it would silently take it out of the
 transaction it was written in), and once the block has closed it runs at once.
 
-An immediate call is a transaction of one command: ``execute`` and ``Transaction.commit`` both
-hand their commands to ``_commit``, the one way commands are compiled, run, read back and
-called back (``on_result``, ``on_unknown``).
+An immediate call is a transaction of one command: ``execute`` and ``Transaction.commit`` take
+the same steps, ``_compile`` (commands and journal entries into one program) and ``_send`` (run
+it once, the refusal's error, ``on_unknown``), then read replies and call ``on_result``
+(``_commit`` for a transaction; ``execute`` for its one command, without slicing replies).
 
 When the outcome of a write cannot be known (cancelled, timed out, connection lost after sending),
 the caller's ``on_unknown`` is told, so it can stop trusting its local copy of what it touched.
@@ -122,15 +123,21 @@ async def execute(
     ``on_result`` is called with the command's result once it is applied (at once, or when the
     transaction commits); callers use it to keep their local state in step with the server.
     ``on_unknown`` is called with the command when its outcome cannot be known (see
-    ``_commit``). With a ``journal``, the command's entry is appended in the same atomic program.
+    ``_send``). With a ``journal``, the command's entry is appended in the same atomic program.
     """
     tx = transaction_for(command.name, command.key)
     if tx is not None:
         tx.buffer(command, redis, on_result, journal, on_unknown=on_unknown)
         return None
     started = time.perf_counter() if enabled(INFO) else None
-    _, replies, results = await _commit(redis, (_Pending(command, on_result, on_unknown, journal),))
-    result: R = results[0]  # type: ignore[assignment]
+    # A transaction of one, through _commit's own steps; one command's replies need no slicing
+    # (its result reads its ops' replies, first in the program), which this path, the most
+    # frequent one, is spared.
+    pending = (_Pending(command, on_result, on_unknown, journal),)
+    replies = await _send(redis, _compile(redis, pending, None), pending, None)
+    result = command.result(replies)
+    if on_result is not None:
+        on_result(result)
     if started is not None:
         journal_id = replies[-1] if journal is not None else None
         _executed(command, result, started, journal_id)
@@ -148,19 +155,30 @@ class _Pending(NamedTuple):
 
 
 async def _commit(
-    redis: Client, pending: Sequence[_Pending], tx: Transaction | None = None
-) -> tuple[Program, list[object], list[object]]:
-    """Run ``pending`` as one atomic program: the program, its replies, each command's result.
+    redis: Client, pending: Sequence[_Pending], tx: Transaction
+) -> tuple[Program, list[object]]:
+    """Run a transaction's ``pending`` commands as one atomic program: the program, and each
+    command's result, once its ``on_result`` has been called with it.
 
-    Compiles every command and its journal entries, sends the program once (``_run``), hands
-    each command the replies of its own ops and calls its ``on_result``. A refusal raises the
-    error naming the refused command (``tx``: the transaction it was in, if it is not a call of
-    its own). Only a reply says what happened: a refusal or an error reply is the server's
-    answer, given before the program's first write (it checks everything first), and a request
-    refused as too long was never sent; anything else (the task cancelled, a timeout, the
-    connection lost, before or after the request went out) leaves the outcome unknown, and
-    every ``on_unknown`` is told before the exception propagates.
+    ``_compile``, ``_send``, then each command is handed the replies of its own ops. An
+    immediate call takes the same steps for its one command (``execute``).
     """
+    program = _compile(redis, pending, tx)
+    replies = await _send(redis, program, pending, tx)
+    results: list[object] = []
+    for (command, start, end), each in zip(program.spans, pending, strict=True):
+        result = command.result(replies[start:end])
+        if each.on_result is not None:
+            each.on_result(result)
+        results.append(result)
+    return program, results
+
+
+def _compile(redis: Client, pending: Sequence[_Pending], tx: Transaction | None) -> Program:
+    """Every command of ``pending`` compiled into one program, with their journal entries
+    (their transaction: ``tx``, or a new id for an immediate call). On a cluster, raises
+    ``CrossSlotError`` when the program's keys span slots (``routing.program_slot``), and the
+    entries go to its slot's stream."""
     program = Program()
     for each in pending:
         program.add(each.command)
@@ -168,6 +186,20 @@ async def _commit(
     journaled = [(each.command, each.journal) for each in pending if each.journal is not None]
     if journaled:
         journal_ops(program, journaled, tx.id if tx is not None else _new_txn(), slot)
+    return program
+
+
+async def _send(
+    redis: Client, program: Program, pending: Sequence[_Pending], tx: Transaction | None
+) -> list[object]:
+    """``_run(program)``: its replies; a refusal raises the error naming the refused command.
+
+    Only a reply says what happened: a refusal or an error reply is the server's answer, given
+    before the program's first write (it checks everything first), and a request refused as too
+    long was never sent; anything else (the task cancelled, a timeout, the connection lost,
+    before or after the request went out) leaves the outcome unknown, and every ``on_unknown``
+    of ``pending`` is told before the exception propagates.
+    """
     what = "transaction" if tx is not None else pending[0].command.name
     try:
         outcome = await _run(redis, program, what)
@@ -180,13 +212,7 @@ async def _commit(
         raise
     if isinstance(outcome, Refusal):
         raise _refused(outcome, tx)
-    results: list[object] = []
-    for (command, start, end), each in zip(program.spans, pending, strict=True):
-        result = command.result(outcome[start:end])
-        if each.on_result is not None:
-            each.on_result(result)
-        results.append(result)
-    return program, outcome, results
+    return outcome
 
 
 def _new_txn() -> str:
@@ -308,7 +334,7 @@ class Transaction:
             self.results = []
             return
         started = time.perf_counter()
-        program, _, self.results = await _commit(self._redis, self._pending, self)
+        program, self.results = await _commit(self._redis, self._pending, self)
         if enabled(INFO):
             emit(
                 INFO,
