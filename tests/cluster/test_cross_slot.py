@@ -178,3 +178,40 @@ async def test_algebra_within_one_slot_runs_on_the_server(redis: RedisCluster) -
 
     assert await calls(redis, "sinter") == 1 and await calls(redis, "sunion") == 1
     assert await calls(redis, "smembers") == 0
+
+
+async def test_amove_and_stores_across_slots_are_refused_and_change_nothing(
+    redis: RedisCluster, snapshot: TakeSnapshot
+) -> None:
+    await ledgerset.init(redis=redis, journal=StreamJournal(STREAM))
+    home = await saved(Tenant(pk="home", tags={"a", "b"}))
+    away = await saved(Tenant(pk="away", tags={"c"}))
+    assert key_slot(home.key) != key_slot(away.key)
+    before = await snapshot()
+
+    with pytest.raises(CrossSlotError) as moved:
+        await home.tags.amove("a", away.tags)
+    assert ("Tenant", "home", key_slot(home.key)) in moved.value.models
+    assert ("Tenant", "away", key_slot(away.key)) in moved.value.models
+    for store in (away.tags.astore_union, away.tags.astore_intersection):
+        with pytest.raises(CrossSlotError):
+            await store(home.tags)
+    with pytest.raises(CrossSlotError):
+        await away.tags.astore_difference(home.tags)
+
+    assert await snapshot() == before
+    assert home.tags == {"a", "b"} and away.tags == {"c"}
+
+
+async def test_amove_and_stores_within_one_slot_run_on_the_server(redis: RedisCluster) -> None:
+    await ledgerset.init(redis=redis, journal=StreamJournal(STREAM))
+    home = await saved(Tenant(pk="{acme}:home", tags={"a", "b"}))
+    away = await saved(Tenant(pk="{acme}:away", tags={"c"}))
+    assert key_slot(home.key) == key_slot(away.key)
+
+    assert await home.tags.amove("a", away.tags) is True
+    assert await away.tags.astore_union(home.tags, away.tags) == 3  # {"b"} | {"a", "c"}
+    assert await away.tags.amembers() == {"a", "b", "c"}
+    stream = journal_stream(STREAM, key_slot(home.key))
+    commands = [fields[b"cmd"] for _, fields in await redis.xrange(stream)]
+    assert commands[-2:] == [b"set.move", b"set.store"]
