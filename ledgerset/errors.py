@@ -742,6 +742,7 @@ def cluster_database(where: str, url: str, database: int) -> ConfigurationError:
         value=url,
     )
 
+
 class RequestTooLargeError(LedgersetError, ValueError):
     """A request argument is larger than the server accepts (its ``proto-max-bulk-len``).
 
