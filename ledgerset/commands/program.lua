@@ -39,10 +39,23 @@
 --                    unix ms (0: none; at most one of the two), then field/value pairs
 --   UPDATE_HASH      HSET field/value pairs of an existing hash
 --   DELETE           DEL a key
---   JOURNAL          XADD an entry; arguments: MAXLEN (0: none), the number of a POP op whose
---                    member becomes the entry's args (0: none), the entry's field/value pairs
---                    as one JSON array of strings (one argument, not two dozen: packing
---                    arguments is costly)
+--   JOURNAL          XADD an entry; keys: the stream, and for a chained journal its chain head
+--                    (a hash: hash, n and id of the stream's last entry; cut_hash, cut_n and
+--                    cut_id of the last one a trim removed); arguments: MAXLEN (0: none), the
+--                    number of a POP op whose member, or of a SNAPSHOT op whose read, becomes
+--                    the entry's args (0: none), the entry's field/value pairs as one JSON array
+--                    of strings (one argument, not two dozen: packing arguments is costly).
+--                    Chained, the entry also gets 'n' (its number in the stream), 'prev' (the
+--                    hash of the entry before it, '' for the first) and 'hash': sha1hex over
+--                    every field before it, each name and value as <length>:<bytes>, (so no
+--                    two entries share an encoding); the head then names it
+--   SNAPSHOT         read a model for a snapshot entry: keys: its model key, then its set keys;
+--                    arguments: the set fields of those keys, in order, which must be exactly
+--                    those its hash records as sets (else 'snapshot_moved'); no write. The
+--                    entry's args: the hash's raw values, each set's raw members, the expiry
+--   TRIM             XTRIM MINID; keys: the stream, and its chain head if chained; arguments:
+--                    the id to keep from, the id of the last entry it removes (else
+--                    'trim_moved'); chained, the head records that entry as the cut
 --   CHECKPOINT       move a replay checkpoint; arguments: the value it must hold now ('' for
 --                    none), the new value; refused with 'checkpoint_moved' if another replay
 --                    moved it
@@ -64,12 +77,15 @@ local OP_DELETE = 'D'
 local OP_JOURNAL = 'J'
 local OP_CHECKPOINT = 'K'
 local OP_EXPECT_TYPE = 'E'
+local OP_SNAPSHOT = 'N'
+local OP_TRIM = 'M'
 local CHUNK = 4096 -- unpack() puts every value on Lua's C stack, which holds about 8000
 -- Expiries are checked as Lua numbers, exact up to 2^53; a TTL gets half of that so that an
 -- absolute time (a replay's entry time + TTL) still fits. program.py holds the same bound.
 local MAX_TTL_MS = 4503599627370496 -- 2^52 ms, about 142,000 years
 local MAX_AT_MS = 2 * MAX_TTL_MS
 local SET_OP_BYTES, JOURNAL_OP_BYTES = 10, 8 -- header bytes of a set op (2 keys), of a journal op
+local CHAINED_OP_BYTES = 10 -- header bytes of a chained journal op (stream and head)
 local MAX_ID_MS = '18446744073709551615' -- a stream id's largest ms part
 
 local function refuse(reason, op, key, detail)
@@ -124,13 +140,19 @@ local function write_args(command, key, first, last)
   return total
 end
 
--- XADD one entry: its id, or the server's error reply (a table).
-local function append(stream, maxlen, fields, args)
+-- A chain head's state as this program leaves it: head key -> { hash, n } of the last entry.
+local chains = {}
+
+-- XADD one entry, chained when `head` is given (its type and the caller's HGET/HSET on it were
+-- checked before the first write): its id, or the server's error reply (a table). An XADD is
+-- the only call here that can fail, and the head moves only after it succeeded.
+local function append(stream, maxlen, fields, args, head)
   local xadd = { stream }
   if maxlen > 0 then
     xadd[2], xadd[3], xadd[4] = 'MAXLEN', '~', maxlen
   end
   xadd[#xadd + 1] = '*'
+  local first = #xadd + 1
   for _, value in ipairs(cjson.decode(fields)) do
     xadd[#xadd + 1] = value
   end
@@ -138,7 +160,42 @@ local function append(stream, maxlen, fields, args)
     xadd[#xadd + 1] = 'args'
     xadd[#xadd + 1] = args
   end
-  return redis.pcall('XADD', unpack(xadd))
+  if not head then
+    return redis.pcall('XADD', unpack(xadd))
+  end
+  local state = chains[head]
+  if not state then
+    local stored = redis.call('HMGET', head, 'hash', 'n')
+    state = { stored[1] or '', tonumber(stored[2] or '0') }
+    chains[head] = state
+  end
+  local n = string.format('%d', state[2] + 1)
+  xadd[#xadd + 1], xadd[#xadd + 2], xadd[#xadd + 3], xadd[#xadd + 4] = 'n', n, 'prev', state[1]
+  local encoded = {}
+  for i = first, #xadd do
+    encoded[#encoded + 1] = #xadd[i] .. ':' .. xadd[i] .. ','
+  end
+  local hash = redis.sha1hex(table.concat(encoded))
+  xadd[#xadd + 1], xadd[#xadd + 2] = 'hash', hash
+  local id = redis.pcall('XADD', unpack(xadd))
+  if type(id) ~= 'table' then
+    state[1], state[2] = hash, state[2] + 1
+    redis.call('HSET', head, 'hash', hash, 'n', n, 'id', id)
+  end
+  return id
+end
+
+-- Whether the caller may keep the chain head `head`, of type `kind`: nil, or the refusal.
+local function chain_refusal(head, kind, i)
+  if kind ~= 'hash' and kind ~= 'none' then
+    return refuse('wrong_type', i, head, kind)
+  end
+  for _, command in ipairs({ 'HMGET', 'HSET' }) do
+    if not may(command, head) then
+      return refuse('no_permission', i, head, command)
+    end
+  end
+  return nil
 end
 
 -- 0. the usual call, fast: one add or remove of fewer than CHUNK members, with or without its
@@ -146,7 +203,7 @@ end
 -- calls: the reads and the first write are checked by running them.
 local header = ARGV[1]
 if #header == SET_OP_BYTES
-    or (#header == SET_OP_BYTES + JOURNAL_OP_BYTES
+    or ((#header == SET_OP_BYTES + JOURNAL_OP_BYTES or #header == SET_OP_BYTES + CHAINED_OP_BYTES)
       and string.sub(header, SET_OP_BYTES + 1, SET_OP_BYTES + 1) == OP_JOURNAL) then
   local code, _, n, key_index, owner_index = struct.unpack('>c1BI4>H>H', header, 1)
   if (code == OP_ADD or code == OP_REMOVE) and n > 0 and n < CHUNK then
@@ -171,9 +228,22 @@ if #header == SET_OP_BYTES
       elseif not may(command, key) then
         return refuse('no_permission', 1, key, command)
       end
+      local head = nil
+      if #header == SET_OP_BYTES + CHAINED_OP_BYTES then
+        local _, _, _, _, head_index = struct.unpack('>c1BI4>H>H', header, SET_OP_BYTES + 1)
+        head = KEYS[head_index]
+        local head_kind = redis.pcall('TYPE', head)
+        if head_kind.err then
+          return refused(head_kind.err, 2, head, 'TYPE')
+        end
+        local refusal = chain_refusal(head, head_kind.ok, 2)
+        if refusal then
+          return refusal
+        end
+      end
       local _, _, _, stream_index = struct.unpack('>c1BI4>H', header, SET_OP_BYTES + 1)
       local stream = KEYS[stream_index]
-      id = append(stream, tonumber(ARGV[2 + n]), ARGV[4 + n])
+      id = append(stream, tonumber(ARGV[2 + n]), ARGV[4 + n], nil, head)
       if type(id) == 'table' then
         return refused(id.err, 2, stream, 'XADD')
       end
@@ -200,7 +270,9 @@ while at <= #header do
     keys[k], at = struct.unpack('>H', header, at)
     keys[k] = KEYS[keys[k]]
   end
-  ops[#ops + 1] = { code = code, key = keys[1], owner = keys[2], first = pos, last = pos + n - 1 }
+  ops[#ops + 1] = {
+    code = code, key = keys[1], owner = keys[2], keys = keys, first = pos, last = pos + n - 1,
+  }
   pos = pos + n
 end
 
@@ -217,6 +289,8 @@ local set_keys = {} -- the set keys written, in order; set_keys[key] = its owner
 local entries = {}  -- stream -> how many entries this program appends to it
 local nentries = 0
 local now_ms = nil
+local snapshots = {} -- op number -> a SNAPSHOT's entry args (false: the model is gone)
+local trims = {}     -- op number -> the entry a chained TRIM cuts at: { id, hash, n }
 
 -- An integer number of ms in 1..limit (an expiry argument), or nil.
 local function expiry_ms(value, limit)
@@ -338,6 +412,14 @@ for i, op in ipairs(ops) do
       elseif not may('XADD', key) then
         return refuse('no_permission', i, key, 'XADD')
       end
+      if op.owner then
+        local head_kind, refusal = kind_of(op.owner, i)
+        refusal = refusal or chain_refusal(op.owner, head_kind, i)
+        if refusal then
+          return refusal
+        end
+        kinds[op.owner] = 'hash'
+      end
       kinds[key] = 'stream'
       entries[key] = (entries[key] or 0) + 1
       nentries = nentries + 1
@@ -358,6 +440,78 @@ for i, op in ipairs(ops) do
     elseif code == OP_EXPECT_TYPE then
       if kind ~= 'none' and kind ~= ARGV[op.first] then
         return refuse('wrong_type', i, key, kind)
+      end
+    elseif code == OP_SNAPSHOT then
+      if kind == 'none' then
+        snapshots[i] = false -- deleted since it was found: no entry (its delete has one)
+      elseif kind ~= 'hash' then
+        return refuse('wrong_type', i, key, kind)
+      else
+        for _, command in ipairs({ 'HGETALL', 'PEXPIRETIME' }) do
+          if not may(command, key) then
+            return refuse('no_permission', i, key, command)
+          end
+        end
+        local stored = redis.call('HGETALL', key)
+        local fields, recorded, nrecorded = {}, {}, 0
+        for j = 1, #stored, 2 do
+          fields[stored[j]] = stored[j + 1]
+          if stored[j + 1] == 'true' then -- the hash's marker of a set field holding a set
+            recorded[stored[j]], nrecorded = true, nrecorded + 1
+          end
+        end
+        if op.last - op.first + 1 ~= nrecorded then
+          return refuse('snapshot_moved', i, key, '')
+        end
+        local sets = {}
+        for j = op.first, op.last do
+          local field, set_key = ARGV[j], op.keys[2 + j - op.first]
+          if not recorded[field] then
+            return refuse('snapshot_moved', i, key, field)
+          end
+          local set_kind, refusal = kind_of(set_key, i)
+          if refusal then
+            return refusal
+          elseif set_kind ~= 'set' and set_kind ~= 'none' then
+            return refuse('wrong_type', i, set_key, set_kind)
+          elseif not may('SMEMBERS', set_key) then
+            return refuse('no_permission', i, set_key, 'SMEMBERS')
+          end
+          sets[field] = redis.call('SMEMBERS', set_key) -- none: {}, read back as no members
+        end
+        local expires = redis.call('PEXPIRETIME', key)
+        -- Raw values, as strings: spliced into the JSON they could forge the entry.
+        snapshots[i] = cjson.encode({
+          fields = fields, sets = sets, expire_at_ms = expires > 0 and expires or cjson.null,
+        })
+      end
+    elseif code == OP_TRIM then
+      if kind ~= 'stream' then
+        return refuse('wrong_type', i, key, kind)
+      end
+      for _, command in ipairs({ 'XREVRANGE', 'XTRIM' }) do
+        if not may(command, key) then
+          return refuse('no_permission', i, key, command)
+        end
+      end
+      local last = redis.call('XREVRANGE', key, '(' .. ARGV[op.first], '-', 'COUNT', 1)[1]
+      if not last or last[1] ~= ARGV[op.first + 1] then
+        return refuse('trim_moved', i, key, last and last[1] or '')
+      end
+      if op.owner then
+        local head_kind, refusal = kind_of(op.owner, i)
+        refusal = refusal or chain_refusal(op.owner, head_kind, i)
+        if refusal then
+          return refusal
+        end
+        local cut = { id = last[1], hash = '', n = '0' }
+        for j = 1, #last[2], 2 do
+          if last[2][j] == 'hash' or last[2][j] == 'n' then
+            cut[last[2][j]] = last[2][j + 1]
+          end
+        end
+        trims[i] = cut
+        kinds[op.owner] = 'hash'
       end
     else
       return redis.error_reply('ledgerset: unknown operation code ' .. tostring(code))
@@ -438,9 +592,19 @@ end
 for i, op in ipairs(ops) do
   if op.code == OP_JOURNAL then
     local first = op.first
-    local pop = tonumber(ARGV[first + 1])
-    local args = pop > 0 and popped_args(popped[pop]) or nil
-    local id = append(op.key, tonumber(ARGV[first]), ARGV[first + 2], args)
+    local source = tonumber(ARGV[first + 1])
+    local args = nil
+    if source > 0 then
+      if ops[source].code == OP_SNAPSHOT then
+        args = snapshots[source]
+      else
+        args = popped_args(popped[source])
+      end
+    end
+    local id = false -- a snapshot of a model gone since it was found: no entry
+    if args ~= false then
+      id = append(op.key, tonumber(ARGV[first]), ARGV[first + 2], args, op.owner)
+    end
     if type(id) == 'table' then
       if nentries == 1 then -- the first write: nothing applied yet
         return refused(id.err, i, op.key, 'XADD')
@@ -515,6 +679,14 @@ for i, op in ipairs(ops) do
     reply = 1
   elseif code == OP_EXPECT_TYPE then
     reply = 1 -- a reply for every op: a hole would cut the replies short
+  elseif code == OP_SNAPSHOT then
+    reply = snapshots[i] and 1 or 0
+  elseif code == OP_TRIM then
+    reply = redis.call('XTRIM', key, 'MINID', ARGV[first])
+    local cut = trims[i]
+    if cut then
+      redis.call('HSET', op.owner, 'cut_id', cut.id, 'cut_hash', cut.hash, 'cut_n', cut.n)
+    end
   end
   if reply ~= nil then
     replies[i + 1] = reply

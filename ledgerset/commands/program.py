@@ -37,6 +37,8 @@ OPS: Final[dict[str, bytes]] = {
     "JOURNAL": b"J",
     "CHECKPOINT": b"K",
     "EXPECT_TYPE": b"E",
+    "SNAPSHOT": b"N",
+    "TRIM": b"M",
 }
 
 #: The longest expiry the program accepts, in ms from now (about 142,000 years): it checks

@@ -33,6 +33,7 @@ from ledgerset import _events
 
 # REGISTRY is the catalog's: every command class adds itself when it is defined.
 from ledgerset.commands.catalog import REGISTRY, Command, MembersCommand, RecordTarget
+from ledgerset.keys import chain_head
 
 __all__ = [
     "DEFAULT_CTX_REDACT",
@@ -84,6 +85,10 @@ class StreamJournal:
     """Record every command in the Redis Stream ``stream``, atomically with its writes.
 
     ``maxlen`` trims the stream to about that many entries (``XADD MAXLEN ~``); ``None`` keeps all.
+    ``chain=True`` makes the stream tamper-evident: each entry carries its number, the hash of
+    the entry before it and its own hash, and a head key (``keys.chain_head``) names the last
+    one (``ledgerset.journal.check_chain``); it cannot be combined with ``maxlen``, whose
+    trimming the chain could not tell from a deletion (trim with ``ledgerset.journal.trim``).
     ``ctx_keys`` and ``ctx_redact`` are the redaction policy of the bound context recorded in
     each entry's ``ctx``, applied before anything is sent: with ``ctx_keys`` (an allow-list) only
     the keys named there are recorded; a key whose name contains one of ``ctx_redact`` (a
@@ -96,10 +101,17 @@ class StreamJournal:
     maxlen: int | None = None
     ctx_keys: Collection[str] | None = None
     ctx_redact: Collection[str] = DEFAULT_CTX_REDACT
+    chain: bool = False
 
     def __post_init__(self) -> None:
         if self.maxlen is not None and (isinstance(self.maxlen, bool) or self.maxlen <= 0):
             raise ValueError(f"StreamJournal(maxlen={self.maxlen!r}): a positive entry count")
+        if self.chain and self.maxlen is not None:
+            raise ValueError(
+                f"StreamJournal(chain=True, maxlen={self.maxlen!r}): a chained journal cannot "
+                f"trim itself, since check_chain would take the trimmed entries for deleted "
+                f"ones; drop maxlen, and trim with ledgerset.journal.snapshot() then trim()"
+            )
         # Frozen, and so hashable: the dispatcher encodes the context once per journal.
         if self.ctx_keys is not None:
             object.__setattr__(self, "ctx_keys", frozenset(_names("ctx_keys", self.ctx_keys)))
@@ -107,6 +119,11 @@ class StreamJournal:
             name.lower().replace("-", "_") for name in _names("ctx_redact", self.ctx_redact)
         )
         object.__setattr__(self, "ctx_redact", redact)
+
+    def append_keys(self, stream: str) -> tuple[str, ...]:
+        """The keys an entry appended to the stream key ``stream`` touches: the stream, and
+        its chain head when chained (same slot as the stream)."""
+        return (stream, chain_head(stream)) if self.chain else (stream,)
 
     def records(self, name: str) -> bool:
         """Whether the context key ``name`` is recorded in this journal's entries."""

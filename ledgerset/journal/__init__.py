@@ -1,5 +1,5 @@
-"""What happened: the stream journal, its reader, the replayer and subscriptions (see
-docs/journal.md).
+"""What happened: the stream journal, its reader, the replayer, subscriptions, the hash chain
+(see docs/journal.md).
 
 The journal names its targets logically (model, pk, field) and reads commands through
 ``ledgerset.commands``; it never imports ``ledgerset.core``, so a journal can be read and
@@ -7,6 +7,7 @@ replayed without the application's model classes.
 """
 
 from ledgerset.commands.record import DEFAULT_STREAM, UPCASTERS, StreamJournal
+from ledgerset.journal.chain import ChainReport, check_chain
 from ledgerset.journal.reader import JournalEntry, read_entries
 from ledgerset.journal.replay import ReplayReport, replay
 from ledgerset.journal.subscription import Delivery, MalformedEntry, Subscription, subscribe
@@ -14,12 +15,14 @@ from ledgerset.journal.subscription import Delivery, MalformedEntry, Subscriptio
 __all__ = [
     "DEFAULT_STREAM",
     "UPCASTERS",
+    "ChainReport",
     "Delivery",
     "JournalEntry",
     "MalformedEntry",
     "ReplayReport",
     "StreamJournal",
     "Subscription",
+    "check_chain",
     "read_entries",
     "replay",
     "subscribe",
