@@ -46,6 +46,7 @@ __all__ = [
     "decode",
     "entry_args",
     "entry_fields",
+    "marker_fields",
     "upcast",
 ]
 
@@ -207,6 +208,22 @@ def entry_fields(
         "pk", command.pk,
         "field", command.field or "",
         "ctx", ctx,
+    ]  # fmt: skip
+    if args is not None:
+        fields.append("args")
+        fields.append(args.decode())
+    return orjson.dumps(fields)
+
+
+def marker_fields(
+    name: str, *, key: str, model: str, pk: str, txn: str, ts: int, args: bytes | None
+) -> bytes:
+    """The field/value pairs (one JSON array of strings, as ``entry_fields``) of a journal's own
+    entry, which records no command: a snapshot's ``snapshot.begin``/``snapshot.model``/
+    ``snapshot.end``, a ``journal.trim``; without ``args`` when the server adds them."""
+    fields = [
+        "cmd", name, "v", "1", "key", key, "ts", str(ts), "txn", txn, "seq", "1", "of", "1",
+        "model", model, "pk", pk, "field", "", "ctx", "{}",
     ]  # fmt: skip
     if args is not None:
         fields.append("args")

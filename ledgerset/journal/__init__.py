@@ -10,6 +10,7 @@ from ledgerset.commands.record import DEFAULT_STREAM, UPCASTERS, StreamJournal
 from ledgerset.journal.chain import ChainReport, check_chain
 from ledgerset.journal.reader import JournalEntry, read_entries
 from ledgerset.journal.replay import ReplayReport, replay
+from ledgerset.journal.snapshot import SnapshotReport, SnapshotSpan, TrimReport, snapshot, trim
 from ledgerset.journal.subscription import Delivery, MalformedEntry, Subscription, subscribe
 
 __all__ = [
@@ -20,10 +21,15 @@ __all__ = [
     "JournalEntry",
     "MalformedEntry",
     "ReplayReport",
+    "SnapshotReport",
+    "SnapshotSpan",
     "StreamJournal",
     "Subscription",
+    "TrimReport",
     "check_chain",
     "read_entries",
     "replay",
+    "snapshot",
     "subscribe",
+    "trim",
 ]

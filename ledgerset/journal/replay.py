@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import NoPermissionError
+from redis.exceptions import NoPermissionError, ResponseError
 
 from ledgerset._events import DEBUG, INFO, emit, enabled
 from ledgerset._server_errors import server_address
@@ -43,9 +43,11 @@ from ledgerset.errors import (
     PermissionDeniedError,
     ReplayConflictError,
     ReplayTargetError,
+    RetentionError,
     permission_denied,
 )
 from ledgerset.journal.reader import JournalEntry, Position, read_entries
+from ledgerset.journal.snapshot import MARKERS, SNAPSHOT_MODEL, restored, snapshots
 from ledgerset.keys import KeyLayout, checkpoint_key, unwritable
 
 __all__ = ["ReplayReport", "check_target", "read_skipping", "replay"]
@@ -80,6 +82,9 @@ class ReplayReport:
     models: set[str] = field(default_factory=set)
     #: With ``model=``, that no entry read names that model (a typo?); nothing was replayed.
     model_absent: bool = False
+    #: The snapshot the replay started at (its ``snapshot.begin`` id), if it did not start at
+    #: the stream's first entry.
+    from_snapshot: str | None = None
 
 
 async def replay(
@@ -94,6 +99,7 @@ async def replay(
     on_progress: Progress | None = None,
     into_existing: bool = False,
     skip: Collection[str] = (),
+    from_snapshot: bool | None = None,
 ) -> ReplayReport:
     """Apply the journal ``stream`` of ``source`` to ``target``, from where the last run stopped.
 
@@ -105,13 +111,19 @@ async def replay(
     that is the source, or holds keys but no checkpoint of this replay, is refused with
     ``ReplayTargetError`` (writing nothing) unless ``into_existing``; ``skip`` lists entry ids to
     pass over on purpose (an entry that stopped an earlier run).
+
+    A run that starts afresh (no checkpoint) starts at the latest complete snapshot when the
+    stream no longer holds every entry ever added to it (a ``trim``, ``maxlen``, an ``XDEL``), or
+    when ``from_snapshot=True`` (refused with ``RetentionError`` if there is none);
+    ``from_snapshot=False`` always starts at the stream's first entry. Either way it reaches the
+    state a replay of the whole history would (``report.from_snapshot`` says where it started).
     """
     wire.check_client(source, "replay", "source")
     wire.check_client(target, "replay", "target")
     # A single id is a Collection[str] too, of its characters: take it as the one id it means.
     skipped = frozenset([skip] if isinstance(skip, str) else skip)
     run = _Run(source, target, stream, model, dry_run, layout or KeyLayout(), on_progress, skipped)
-    return await run.execute(until, into_existing)
+    return await run.execute(until, into_existing, from_snapshot)
 
 
 async def check_target(
@@ -189,6 +201,8 @@ class _Run:
         self.report = ReplayReport(dry_run=dry_run)
         self.checkpoint = checkpoint_key(stream, model)
         self.applied_through: str | None = None
+        #: Where a run from a snapshot reads from (just before its ``snapshot.begin``).
+        self.start_after: str | None = None
         self.batch: list[tuple[JournalEntry, Command[Any]]] = []
         self.batch_entries = 0
         #: The batch being applied on the target while the next one is read and decoded.
@@ -196,13 +210,22 @@ class _Run:
         self.done = 0
         self.total = 0
 
-    async def execute(self, until: Position | None, into_existing: bool) -> ReplayReport:
+    async def execute(
+        self, until: Position | None, into_existing: bool, from_snapshot: bool | None
+    ) -> ReplayReport:
         started = time.perf_counter()
         self.applied_through = await check_target(
             self.source, self.target, self.stream, self.model, into_existing=into_existing
         )
         self.report.last_id = self.report.resumed_after = self.applied_through
-        self.total = await _entries_after(self.source, self.stream, self.applied_through)
+        if self.applied_through is None and from_snapshot is not False:
+            begin = await _snapshot_to_start_at(self.source, self.stream, from_snapshot is True)
+            if begin is not None:
+                self.report.from_snapshot = begin
+                self.start_after = _id_before(begin)
+        self.total = await _entries_after(
+            self.source, self.stream, self.applied_through or self.start_after
+        )
         if enabled(INFO):
             emit(INFO, "replay.started", stream=self.stream, after=self.applied_through,
                  model=self.model, dry_run=self.report.dry_run)  # fmt: skip
@@ -237,10 +260,11 @@ class _Run:
         """The entries to replay, without those ``skip`` names."""
         read = read_skipping(
             self.source, self.stream, self.skip,
-            end=until, after=self.applied_through, on_skip=self.pass_over,
+            end=until, after=self.applied_through or self.start_after, on_skip=self.pass_over,
         )  # fmt: skip
         async for entry in read:
-            self.report.models.add(entry.model)
+            if entry.cmd not in MARKERS:
+                self.report.models.add(entry.model)
             yield entry
 
     def pass_over(self, entry_id: str) -> None:
@@ -283,12 +307,17 @@ class _Run:
 
     def command_of(self, entry: JournalEntry) -> Command[Any] | None:
         """The command ``entry`` records, once it is known to touch only a model's keys."""
+        if entry.cmd in MARKERS:
+            return None  # the journal's own entry (a snapshot's bounds, a trim): nothing to write
         fault = unwritable(entry.model, entry.pk, [entry.field] if entry.field else [], self.layout)
         if fault is not None:
             raise self.foreign(entry, *fault)
         target = RecordTarget(entry.model, entry.pk, entry.field, self.layout, entry.ts_ms)
         try:
-            command = decode(entry.cmd, entry.v, entry.args, target)
+            if entry.cmd == SNAPSHOT_MODEL:
+                command: Command[Any] | None = restored(entry.args, target)
+            else:
+                command = decode(entry.cmd, entry.v, entry.args, target)
         except LookupError as exc:
             raise JournalEntryError.stops_replay(
                 self.stream,
@@ -524,6 +553,36 @@ async def _entries_after(redis: Redis, stream: str, after: str | None) -> int:
         if len(page) < _COUNT_PAGE:
             return count
         low = "(" + page[-1][0].decode()
+
+
+async def _snapshot_to_start_at(redis: Redis, stream: str, forced: bool) -> str | None:
+    """The ``snapshot.begin`` id a fresh replay starts at: the latest complete snapshot's, when
+    ``forced`` or when entries were removed from the stream (``entries-added`` above its
+    length); else ``None``, the stream's first entry."""
+    if not forced:
+        try:
+            raw = await wire.call(redis, ("XINFO", "STREAM", stream), resend=True)
+        except ResponseError as exc:
+            if "no such key" in str(exc).lower():
+                return None  # no stream: nothing to replay, from anywhere
+            raise
+        info = dict(zip(raw[::2], raw[1::2], strict=True)) if isinstance(raw, list) else raw
+        if int(info.get(b"entries-added", 0)) <= int(info[b"length"]):
+            return None
+    complete = [span.begin for span in await snapshots(redis, stream) if span.end is not None]
+    if complete:
+        return complete[-1]
+    if forced:
+        raise RetentionError.no_snapshot(stream)
+    return None
+
+
+def _id_before(entry_id: str) -> str:
+    """The largest stream id below ``entry_id``: reading after it starts at ``entry_id``."""
+    ms, _, seq = entry_id.partition("-")
+    if int(seq or 0) > 0:
+        return f"{ms}-{int(seq) - 1}"
+    return f"{int(ms) - 1}-18446744073709551615"
 
 
 def _now_ms() -> int:
