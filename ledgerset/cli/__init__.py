@@ -1,4 +1,5 @@
-"""The ``ledgerset`` console script (the ``cli`` extra): demo, log, tail, replay, verify.
+"""The ``ledgerset`` console script (the ``cli`` extra): demo, log, tail, replay, verify,
+snapshot, trim.
 
 It is an application on top of the library, so it may import every layer; ``import ledgerset``
 never imports it (nor click or rich). This module holds what every subcommand shares and
