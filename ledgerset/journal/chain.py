@@ -2,14 +2,15 @@
 
 Each entry of a chained stream carries ``n`` (its number in the stream, from 1), ``prev`` (the
 hash of the entry before it, ``""`` for the first) and ``hash``: the SHA-1 the server program
-computed (``redis.sha1hex``) over every field before it, each name and value encoded as
-``<length>:<bytes>,``. The chain head (``keys.chain_head``, a hash in the stream's slot) names
-the last entry (``hash``, ``n``, ``id``) and, after a ``trim``, the last entry removed
-(``cut_hash``, ``cut_n``, ``cut_id``). ``check_chain`` walks the stream page by page and reports
-the first break: an entry edited (its fields no longer hash to its ``hash``), inserted (no chain
-fields, or one that does not follow the entry before it), entries deleted (a gap in ``n``, the
-oldest ones too), or the newest ones cut off (the head names an entry the stream no longer
-ends with).
+computed (``redis.sha1hex``) over ``prev``, ``n`` and the JSON array of the entry's other fields
+as the writer sent it (``orjson``'s encoding, which this module rebuilds from the stored
+fields), then, one per line, the ``args`` the server added (a pop's, a snapshot's). The chain
+head (``keys.chain_head``, a hash in the stream's slot) names the last entry (``hash``, ``n``,
+``id``) and, after a ``trim``, the last entry removed (``cut_hash``, ``cut_n``, ``cut_id``).
+``check_chain`` walks the stream page by page and reports the first break: an entry edited (its
+fields no longer hash to its ``hash``), inserted (no chain fields, or one that does not follow
+the entry before it), entries deleted (a gap in ``n``, the oldest ones too), or the newest ones
+cut off (the head names an entry the stream no longer ends with).
 
 What it cannot catch: whoever can rewrite the whole stream *and* its head can forge a chain that
 checks, since the hash has no secret.
@@ -22,13 +23,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import orjson
 from redis.asyncio import Redis
 
 from ledgerset.commands import wire
 from ledgerset.commands.record import DEFAULT_STREAM, StreamJournal
 from ledgerset.keys import chain_head
 
-__all__ = ["ChainReport", "check_chain", "entry_hash"]
+__all__ = ["ChainReport", "check_chain", "entry_hashes"]
 
 #: Entries per ``XRANGE`` page.
 PAGE = 1000
@@ -60,12 +62,24 @@ class ChainReport:
         return self.message
 
 
-def entry_hash(fields: Sequence[tuple[bytes, bytes]]) -> str:
-    """The hash a chained entry's fields (all of them before ``hash``, in order) must carry."""
-    digest = hashlib.sha1(usedforsecurity=False)
-    for name, value in fields:
-        digest.update(b"%d:%b,%d:%b," % (len(name), name, len(value), value))
-    return digest.hexdigest()
+def entry_hashes(fields: Sequence[tuple[bytes, bytes]]) -> tuple[str, ...]:
+    """The hashes a chained entry with these fields (all of them before ``hash``, in order,
+    ``n`` and ``prev`` last) may carry: its ``args`` sent by the writer, or added by the server
+    (the second, when it has ``args``). Empty: its fields are not text, so no writer sent them."""
+    *body, (_, n), (_, prev) = fields
+    signed = prev + b"\n" + n + b"\n"
+    try:
+        text = [part.decode() for pair in body for part in pair]
+    except UnicodeDecodeError:
+        return ()
+    hashes = [_sha1(signed + orjson.dumps(text))]
+    if body and body[-1][0] == b"args":
+        hashes.append(_sha1(signed + orjson.dumps(text[:-2]) + b"\n" + body[-1][1]))
+    return tuple(hashes)
+
+
+def _sha1(data: bytes) -> str:
+    return hashlib.sha1(data, usedforsecurity=False).hexdigest()
 
 
 async def check_chain(redis: Redis, journal: StreamJournal | str = DEFAULT_STREAM) -> ChainReport:
@@ -145,7 +159,7 @@ class _Walk:
                 f"back (inserted), after entry {self.prev_id}",
             )  # fmt: skip
         recorded = chain[b"hash"].decode(errors="replace")
-        if entry_hash(fields[:-1]) != recorded:
+        if recorded not in entry_hashes(fields[:-1]):
             return self.broken(
                 "edited", entry_id,
                 f"entry {entry_id} (#{chain[b'n'].decode(errors='replace')}) was edited: its "
