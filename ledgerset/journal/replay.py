@@ -47,7 +47,7 @@ from ledgerset.errors import (
     permission_denied,
 )
 from ledgerset.journal.reader import JournalEntry, Position, read_entries
-from ledgerset.journal.snapshot import MARKERS, SNAPSHOT_MODEL, restored, snapshots
+from ledgerset.journal.snapshot import MARKERS, SNAPSHOT_MODEL, latest_snapshot, restored
 from ledgerset.keys import KeyLayout, checkpoint_key, unwritable
 
 __all__ = ["ReplayReport", "check_target", "read_skipping", "replay"]
@@ -569,9 +569,9 @@ async def _snapshot_to_start_at(redis: Redis, stream: str, forced: bool) -> str 
         info = dict(zip(raw[::2], raw[1::2], strict=True)) if isinstance(raw, list) else raw
         if int(info.get(b"entries-added", 0)) <= int(info[b"length"]):
             return None
-    complete = [span.begin for span in await snapshots(redis, stream) if span.end is not None]
-    if complete:
-        return complete[-1]
+    begin = await latest_snapshot(redis, stream)
+    if begin is not None:
+        return begin
     if forced:
         raise RetentionError.no_snapshot(stream)
     return None

@@ -46,6 +46,7 @@ __all__ = [
     "SnapshotReport",
     "SnapshotSpan",
     "TrimReport",
+    "latest_snapshot",
     "restored",
     "snapshot",
     "snapshots",
@@ -241,6 +242,32 @@ async def snapshots(
         elif entry.cmd == SNAPSHOT_END and entry.args.get("begin") in spans:
             spans[entry.args["begin"]] = entry.id
     return [SnapshotSpan(begin, end) for begin, end in spans.items()]
+
+
+async def latest_snapshot(
+    redis: Redis, journal: StreamJournal | str = DEFAULT_STREAM
+) -> str | None:
+    """The id of the latest complete snapshot whose ``snapshot.begin`` the stream still holds,
+    or ``None``; read backwards from the stream's end, only as far as that snapshot's end."""
+    stream = _stream_of(journal).stream
+    high = "+"
+    while True:
+        page = await wire.call(redis, ("XREVRANGE", stream, high, "-", "COUNT", 500), resend=True)
+        for _, flat in page:
+            fields = dict(zip(flat[::2], flat[1::2], strict=True))
+            if fields.get(b"cmd") != SNAPSHOT_END.encode():
+                continue
+            try:
+                begin = orjson.loads(fields.get(b"args", b"{}")).get("begin")
+            except (orjson.JSONDecodeError, AttributeError):
+                continue
+            if isinstance(begin, str) and await wire.call(
+                redis, ("XRANGE", stream, begin, begin), resend=True
+            ):
+                return begin
+        if len(page) < 500:
+            return None
+        high = "(" + _text(page[-1][0])
 
 
 async def trim(
