@@ -309,8 +309,12 @@ async def trim(
         if not last:
             return TrimReport(stream, before, 0, None, None)
         cut_id = _text(last[0][0])
+        cut = dict(zip(last[0][1][::2], last[0][1][1::2], strict=True))
+        recorded: dict[str, Any] = {"before": before, "cut_id": cut_id}
+        if b"hash" in cut:  # chained: the hash it cut at, as the head records it too
+            recorded["cut_hash"], recorded["cut_n"] = _text(cut[b"hash"]), _text(cut[b"n"])
         program = Program()
-        entry = _marker(chosen, TRIM, {"before": before, "cut_id": cut_id})
+        entry = _marker(chosen, TRIM, recorded)
         program.op(OPS["JOURNAL"], chosen.append_keys(stream), [0, 0, entry])
         trim_op = program.op(OPS["TRIM"], chosen.append_keys(stream), [before, cut_id])
         outcome = await dispatcher.run_program(redis, program, "trim")

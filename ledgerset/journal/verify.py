@@ -59,7 +59,8 @@ async def journal_models(
     models: set[str] = set()
     done = 0
     async for entry in read_skipping(redis, stream, skip):
-        models.add(entry.model)
+        if entry.model:  # the journal's own entries (snapshots, trims) name no model
+            models.add(entry.model)
         done += 1
         if on_progress is not None and done % PROGRESS_EVERY == 0:
             on_progress(done, max(done, total))

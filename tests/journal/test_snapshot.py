@@ -13,6 +13,7 @@ import asyncio
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+import orjson
 import pytest
 from pydantic import Field
 from redis.asyncio import Redis
@@ -147,6 +148,14 @@ async def test_a_snapshotted_trimmed_journal_rebuilds_what_the_full_history_does
     assert latest.before == second and latest.removed == ids.index(second) - ids.index(first)
     left = await entries(redis)
     assert left[0][0] == second
+    recorded = orjson.loads(left[-1][1][b"args"])
+    cut_before_second = dict(stream)[ids[ids.index(second) - 1]]
+    assert recorded == {
+        "before": second,
+        "cut_id": ids[ids.index(second) - 1],
+        "cut_hash": cut_before_second[b"hash"].decode(),
+        "cut_n": cut_before_second[b"n"].decode(),
+    }
     assert [f[b"cmd"] for _, f in left[-2:]] == [b"journal.trim", b"journal.trim"]
     assert left[-3][1][b"cmd"] != b"journal.trim"
     chain = await check_chain(redis, CHAINED)
