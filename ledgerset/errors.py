@@ -783,7 +783,8 @@ class RetentionError(JournalError):
     (``before`` is no snapshot's id), ``"inside_snapshot"`` (``before`` would cut into one),
     ``"past_latest"`` (``before`` is after the latest complete snapshot), ``"moved"`` (the stream
     changed under the snapshot or trim, and it gave up), ``"refused"`` (the server refused it:
-    a key of another type, a missing permission). ``before`` is the id the caller gave.
+    a key of another type, a missing permission), ``"keyed"`` (the journal's chain is keyed,
+    and the caller did not give its key). ``before`` is the id the caller gave.
     """
 
     def __init__(
@@ -814,6 +815,17 @@ class RetentionError(JournalError):
             stream=stream,
             reason=reason,
             before=before,
+        )
+
+    @classmethod
+    def needs_key(cls, stream: str) -> Self:
+        """The chain of ``stream`` is keyed: an entry appended without the key would break it."""
+        return cls(
+            f"journal {stream!r} has a keyed chain: its own entries must be HMACs with the "
+            f"writers' secret. Pass journal=StreamJournal({stream!r}, chain=True, "
+            f"chain_key=...); nothing was written",
+            stream=stream,
+            reason="keyed",
         )
 
     @classmethod

@@ -179,7 +179,9 @@ def _journal(
             # A pop's entry records its effect: the server adds the member its (first) op removed.
             popped = _first_op(program, command) + 1 if args is None else 0
             index = program.op(
-                OPS["JOURNAL"], journal.append_keys(stream), [journal.maxlen or 0, popped, fields]
+                OPS["JOURNAL"],
+                journal.append_keys(stream),
+                [journal.maxlen or 0, popped, fields, *journal.chain_pads],
             )
             program.journaled[index] = command
 

@@ -48,7 +48,8 @@
 --                    Chained, the entry also gets 'n' (its number in the stream), 'prev' (the
 --                    hash of the entry before it, '' for the first) and 'hash': sha1hex of
 --                    prev, n and the fields' JSON array (then the args the server added), one
---                    per line; the head then names it
+--                    per line, or their HMAC-SHA1 when two more arguments give the pads of the
+--                    writer's secret (a keyed chain); the head then names it
 --   SNAPSHOT         read a model for a snapshot entry: keys: its model key, then its set keys;
 --                    arguments: the set fields of those keys, in order, which must be exactly
 --                    those its hash records as sets (else 'snapshot_moved'); no write. The
@@ -143,10 +144,16 @@ end
 -- A chain head's state as this program leaves it: head key -> { hash, n } of the last entry.
 local chains = {}
 
+-- The raw bytes of a hex digest.
+local function unhex(hex)
+  return (string.gsub(hex, '..', function(pair) return string.char(tonumber(pair, 16)) end))
+end
+
 -- XADD one entry, chained when `head` is given (its type and the caller's HGET/HSET on it were
--- checked before the first write): its id, or the server's error reply (a table). An XADD is
--- the only call here that can fail, and the head moves only after it succeeded.
-local function append(stream, maxlen, fields, args, head)
+-- checked before the first write), keyed when `inner` and `outer` (HMAC-SHA1's two pads of the
+-- writer's secret) are: its id, or the server's error reply (a table). An XADD is the only call
+-- here that can fail, and the head moves only after it succeeded.
+local function append(stream, maxlen, fields, args, head, inner, outer)
   local xadd = { stream }
   if maxlen > 0 then
     xadd[2], xadd[3], xadd[4] = 'MAXLEN', '~', maxlen
@@ -173,12 +180,18 @@ local function append(stream, maxlen, fields, args, head)
   -- Over the fields' JSON as sent (one string: encoding each field here would cost more than
   -- the rest of the call); the checker rebuilds it from the stored fields.
   local signed = state[1] .. '\n' .. n .. '\n' .. fields
-  local hash = redis.sha1hex(args and signed .. '\n' .. args or signed)
+  signed = args and signed .. '\n' .. args or signed
+  local hash
+  if inner then
+    hash = redis.sha1hex(outer .. unhex(redis.sha1hex(inner .. signed)))
+  else
+    hash = redis.sha1hex(signed)
+  end
   xadd[#xadd + 1], xadd[#xadd + 2] = 'hash', hash
   local id = redis.pcall('XADD', unpack(xadd))
   if type(id) ~= 'table' then
     state[1], state[2] = hash, state[2] + 1
-    redis.call('HSET', head, 'hash', hash, 'n', n, 'id', id)
+    redis.call('HSET', head, 'hash', hash, 'n', n, 'id', id, 'keyed', inner and '1' or '0')
   end
   return id
 end
@@ -241,7 +254,8 @@ if #header == SET_OP_BYTES
       end
       local _, _, _, stream_index = struct.unpack('>c1BI4>H', header, SET_OP_BYTES + 1)
       local stream = KEYS[stream_index]
-      id = append(stream, tonumber(ARGV[2 + n]), ARGV[4 + n], nil, head)
+      -- A keyed chain's op has two more arguments, its pads: nothing follows them here.
+      id = append(stream, tonumber(ARGV[2 + n]), ARGV[4 + n], nil, head, ARGV[5 + n], ARGV[6 + n])
       if type(id) == 'table' then
         return refused(id.err, 2, stream, 'XADD')
       end
@@ -601,7 +615,9 @@ for i, op in ipairs(ops) do
     end
     local id = false -- a snapshot of a model gone since it was found: no entry
     if args ~= false then
-      id = append(op.key, tonumber(ARGV[first]), ARGV[first + 2], args, op.owner)
+      local keyed = op.last - first == 4 -- with the HMAC pads of a keyed chain
+      id = append(op.key, tonumber(ARGV[first]), ARGV[first + 2], args, op.owner,
+        keyed and ARGV[first + 3] or nil, keyed and ARGV[first + 4] or nil)
     end
     if type(id) == 'table' then
       if nentries == 1 then -- the first write: nothing applied yet

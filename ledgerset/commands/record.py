@@ -23,8 +23,9 @@ have brought an old version's args up to date; an unknown ``(cmd, v)`` is an err
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -46,6 +47,7 @@ __all__ = [
     "decode",
     "entry_args",
     "entry_fields",
+    "hmac_pads",
     "marker_fields",
     "upcast",
 ]
@@ -90,6 +92,9 @@ class StreamJournal:
     the entry before it and its own hash, and a head key (``keys.chain_head``) names the last
     one (``ledgerset.journal.check_chain``); it cannot be combined with ``maxlen``, whose
     trimming the chain could not tell from a deletion (trim with ``ledgerset.journal.trim``).
+    ``chain_key`` (bytes, with ``chain=True``) makes each hash an HMAC-SHA1 with that secret, so
+    that whoever may write to Redis but lacks it cannot forge a chain that checks; it is sent to
+    the server (as its two HMAC pads) with every entry, and never shown in ``repr``.
     ``ctx_keys`` and ``ctx_redact`` are the redaction policy of the bound context recorded in
     each entry's ``ctx``, applied before anything is sent: with ``ctx_keys`` (an allow-list) only
     the keys named there are recorded; a key whose name contains one of ``ctx_redact`` (a
@@ -103,6 +108,9 @@ class StreamJournal:
     ctx_keys: Collection[str] | None = None
     ctx_redact: Collection[str] = DEFAULT_CTX_REDACT
     chain: bool = False
+    chain_key: bytes | None = field(default=None, repr=False)
+    #: The HMAC pads of ``chain_key`` (RFC 2104), the program's extra arguments; () unkeyed.
+    chain_pads: tuple[bytes, ...] = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.maxlen is not None and (isinstance(self.maxlen, bool) or self.maxlen <= 0):
@@ -113,6 +121,13 @@ class StreamJournal:
                 f"trim itself, since check_chain would take the trimmed entries for deleted "
                 f"ones; drop maxlen, and trim with ledgerset.journal.snapshot() then trim()"
             )
+        if self.chain_key is not None:
+            if not isinstance(self.chain_key, bytes) or not self.chain_key or not self.chain:
+                raise ValueError(
+                    "StreamJournal(chain_key=...): a non-empty bytes secret, with chain=True "
+                    "(e.g. StreamJournal(chain=True, chain_key=os.environ['LEDGER_KEY'].encode()))"
+                )
+            object.__setattr__(self, "chain_pads", hmac_pads(self.chain_key))
         # Frozen, and so hashable: the dispatcher encodes the context once per journal.
         if self.ctx_keys is not None:
             object.__setattr__(self, "ctx_keys", frozenset(_names("ctx_keys", self.ctx_keys)))
@@ -132,6 +147,13 @@ class StreamJournal:
             return False
         folded = name.lower().replace("-", "_")
         return not any(word in folded for word in self.ctx_redact)
+
+
+def hmac_pads(key: bytes) -> tuple[bytes, bytes]:
+    """HMAC-SHA1's inner and outer keys for ``key`` (RFC 2104): the program hashes
+    ``sha1(outer + sha1(inner + message))`` with the two, which is ``hmac.new(key, ...)``."""
+    block = (hashlib.sha1(key).digest() if len(key) > 64 else key).ljust(64, b"\0")
+    return bytes(b ^ 0x36 for b in block), bytes(b ^ 0x5C for b in block)
 
 
 def _names(option: str, names: object) -> list[str]:

@@ -13,12 +13,14 @@ the entry before it), entries deleted (a gap in ``n``, the oldest ones too), or 
 cut off (the head names an entry the stream no longer ends with).
 
 What it cannot catch: whoever can rewrite the whole stream *and* its head can forge a chain that
-checks, since the hash has no secret.
+checks, since the hash has no secret; with ``chain_key`` (a keyed chain, HMAC-SHA1) only whoever
+also holds the secret can.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -35,7 +37,7 @@ __all__ = ["ChainReport", "check_chain", "entry_hashes"]
 #: Entries per ``XRANGE`` page.
 PAGE = 1000
 
-Problem = Literal["edited", "inserted", "deleted", "truncated", "unchained"]
+Problem = Literal["edited", "inserted", "deleted", "truncated", "unchained", "keyed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,24 +64,25 @@ class ChainReport:
         return self.message
 
 
-def entry_hashes(fields: Sequence[tuple[bytes, bytes]]) -> tuple[str, ...]:
+def entry_hashes(
+    fields: Sequence[tuple[bytes, bytes]], key: bytes | None = None
+) -> tuple[str, ...]:
     """The hashes a chained entry with these fields (all of them before ``hash``, in order,
     ``n`` and ``prev`` last) may carry: its ``args`` sent by the writer, or added by the server
-    (the second, when it has ``args``). Empty: its fields are not text, so no writer sent them."""
+    (the second, when it has ``args``); HMAC-SHA1s with ``key`` for a keyed chain. Empty: its
+    fields are not text, so no writer sent them."""
     *body, (_, n), (_, prev) = fields
     signed = prev + b"\n" + n + b"\n"
     try:
         text = [part.decode() for pair in body for part in pair]
     except UnicodeDecodeError:
         return ()
-    hashes = [_sha1(signed + orjson.dumps(text))]
+    signed_texts = [signed + orjson.dumps(text)]
     if body and body[-1][0] == b"args":
-        hashes.append(_sha1(signed + orjson.dumps(text[:-2]) + b"\n" + body[-1][1]))
-    return tuple(hashes)
-
-
-def _sha1(data: bytes) -> str:
-    return hashlib.sha1(data, usedforsecurity=False).hexdigest()
+        signed_texts.append(signed + orjson.dumps(text[:-2]) + b"\n" + body[-1][1])
+    if key is None:
+        return tuple(hashlib.sha1(data, usedforsecurity=False).hexdigest() for data in signed_texts)
+    return tuple(hmac.new(key, data, hashlib.sha1).hexdigest() for data in signed_texts)
 
 
 async def check_chain(redis: Redis, journal: StreamJournal | str = DEFAULT_STREAM) -> ChainReport:
@@ -91,7 +94,14 @@ async def check_chain(redis: Redis, journal: StreamJournal | str = DEFAULT_STREA
     """
     wire.check_client(redis, "check_chain")
     stream = journal.stream if isinstance(journal, StreamJournal) else journal
-    walk = _Walk(stream, await _head(redis, stream))
+    key = journal.chain_key if isinstance(journal, StreamJournal) else None
+    walk = _Walk(stream, await _head(redis, stream), key)
+    if key is None and walk.head.get("keyed") == "1":
+        return walk.broken(
+            "keyed", None,
+            "the chain is keyed (an HMAC with the writers' secret): check it with the journal "
+            "that holds the key, StreamJournal(..., chain=True, chain_key=...)",
+        )  # fmt: skip
     low = "-"
     while True:
         page: list[list[Any]] = await wire.call(
@@ -121,8 +131,8 @@ async def _head(redis: Redis, stream: str) -> dict[str, str]:
 class _Walk:
     """The walk along one stream: what the next entry must be, given those before it."""
 
-    def __init__(self, stream: str, head: dict[str, str]) -> None:
-        self.stream, self.head = stream, head
+    def __init__(self, stream: str, head: dict[str, str], key: bytes | None) -> None:
+        self.stream, self.head, self.key = stream, head, key
         self.cut = "cut_id" in head
         # After a trim the first entry follows the cut; otherwise it is number 1.
         self.expect_n = int(head.get("cut_n", "0")) + 1
@@ -159,7 +169,7 @@ class _Walk:
                 f"back (inserted), after entry {self.prev_id}",
             )  # fmt: skip
         recorded = chain[b"hash"].decode(errors="replace")
-        if recorded not in entry_hashes(fields[:-1]):
+        if recorded not in entry_hashes(fields[:-1], self.key):
             return self.broken(
                 "edited", entry_id,
                 f"entry {entry_id} (#{chain[b'n'].decode(errors='replace')}) was edited: its "

@@ -106,11 +106,14 @@ def _stream_of(journal: StreamJournal | str) -> StreamJournal:
 async def _chained(redis: Redis, journal: StreamJournal) -> StreamJournal:
     """``journal``, chained if its stream has a chain head: its own entries must keep the chain
     whether or not the caller said ``chain=True``."""
-    if journal.chain or journal.maxlen is not None:
+    if journal.chain_key is not None or journal.maxlen is not None:
         return journal
-    if await wire.call(redis, ("EXISTS", chain_head(journal.stream)), resend=True):
-        return StreamJournal(journal.stream, chain=True)
-    return journal
+    keyed = await wire.call(redis, ("HGET", chain_head(journal.stream), "keyed"), resend=True)
+    if keyed == b"1":
+        raise RetentionError.needs_key(journal.stream)
+    if journal.chain or keyed is None:
+        return journal
+    return StreamJournal(journal.stream, chain=True)
 
 
 async def snapshot(
@@ -194,7 +197,11 @@ async def _record(
                 SNAPSHOT_MODEL, key=key, model=model, pk=pk, txn=os.urandom(16).hex(), ts=ts,
                 args=None,
             )  # fmt: skip
-            program.op(OPS["JOURNAL"], journal.append_keys(journal.stream), [0, op + 1, entry])
+            program.op(
+                OPS["JOURNAL"],
+                journal.append_keys(journal.stream),
+                [0, op + 1, entry, *journal.chain_pads],
+            )
         if not snapshot_ops:
             return 0
         outcome = await dispatcher.run_program(redis, program, "snapshot")
@@ -213,7 +220,9 @@ async def _append_marker(
 ) -> str:
     program = Program()
     program.op(
-        OPS["JOURNAL"], journal.append_keys(journal.stream), [0, 0, _marker(journal, name, args)]
+        OPS["JOURNAL"],
+        journal.append_keys(journal.stream),
+        [0, 0, _marker(journal, name, args), *journal.chain_pads],
     )
     outcome = await dispatcher.run_program(redis, program, what)
     if isinstance(outcome, Refusal):
@@ -315,7 +324,7 @@ async def trim(
             recorded["cut_hash"], recorded["cut_n"] = _text(cut[b"hash"]), _text(cut[b"n"])
         program = Program()
         entry = _marker(chosen, TRIM, recorded)
-        program.op(OPS["JOURNAL"], chosen.append_keys(stream), [0, 0, entry])
+        program.op(OPS["JOURNAL"], chosen.append_keys(stream), [0, 0, entry, *chosen.chain_pads])
         trim_op = program.op(OPS["TRIM"], chosen.append_keys(stream), [before, cut_id])
         outcome = await dispatcher.run_program(redis, program, "trim")
         if isinstance(outcome, Refusal):

@@ -18,7 +18,15 @@ from pydantic import Field
 from redis.asyncio import Redis
 from support import Snapshot
 
-from ledgerset import AtomicRedisModel, RedisConfig, RedisSet, StreamJournal, WrongTypeError
+from ledgerset import (
+    AtomicRedisModel,
+    RedisConfig,
+    RedisSet,
+    StreamJournal,
+    WrongTypeError,
+    journal,
+)
+from ledgerset.errors import RetentionError
 from ledgerset.journal import check_chain
 from ledgerset.journal.chain import entry_hashes
 
@@ -61,7 +69,7 @@ async def test_an_intact_chain_is_ok_and_each_entry_names_the_one_before(redis: 
         assert fields[b"hash"].decode() in entry_hashes(items[:-1])
         previous = fields[b"hash"].decode()
     head = await redis.hgetall(HEAD)
-    assert head == {b"hash": previous.encode(), b"n": b"9", b"id": entries[-1][0]}
+    assert head == {b"hash": previous.encode(), b"n": b"9", b"id": entries[-1][0], b"keyed": b"0"}
 
     report = await check_chain(redis, journal=CHAINED)
     assert report.ok and report.problem is None
@@ -221,3 +229,74 @@ async def test_entries_older_than_the_chain_are_counted_not_covered(redis: Redis
 def test_chain_with_maxlen_is_refused_naming_the_way() -> None:
     with pytest.raises(ValueError, match=r"chain=True, maxlen=10.*trim\(\)"):
         StreamJournal(STREAM, chain=True, maxlen=10)
+
+
+KEY = b"the writers' secret"
+KEYED = StreamJournal("keyed", chain=True, chain_key=KEY)
+
+
+class ChKeyed(AtomicRedisModel):
+    Meta = RedisConfig(journal=KEYED)
+    tags: RedisSet[str] = Field(default_factory=RedisSet)
+
+
+async def keyed_history(redis: Redis) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    doc = await ChKeyed(pk="k").asave()
+    await doc.tags.aadd("a")  # the fast path
+    await doc.tags.apop()  # the server's args
+    async with doc.apipeline():
+        await doc.tags.aadd("b")
+        await doc.tags.aadd("c")
+    await journal.snapshot(redis, KEYED)
+    return await redis.xrange("keyed")
+
+
+async def test_a_keyed_chain_checks_with_the_key_and_its_hashes_are_hmacs(redis: Redis) -> None:
+    entries = await keyed_history(redis)
+    for _, fields in entries:
+        items = list(fields.items())
+        assert fields[b"hash"].decode() in entry_hashes(items[:-1], KEY)
+        assert fields[b"hash"].decode() not in entry_hashes(items[:-1])
+    report = await check_chain(redis, journal=KEYED)
+    assert report.ok and report.last_n == len(entries), report.message
+    assert (await redis.hgetall("keyed:chain"))[b"keyed"] == b"1"
+    assert "the writers' secret" not in repr(KEYED)
+
+
+async def test_a_keyed_chain_reforged_without_the_key_is_caught(redis: Redis) -> None:
+    entries = await keyed_history(redis)
+    # A forger who may write to Redis edits entry 2 and recomputes every hash after it, and the
+    # head, as an unkeyed chain would: without the key the hashes are not the HMACs.
+    await redis.delete("keyed")
+    previous = b""
+    for number, (entry_id, fields) in enumerate(entries, start=1):
+        body = [(n, v) for n, v in fields.items() if n not in (b"n", b"prev", b"hash")]
+        if number == 2:
+            body = [(n, b'{"members":["\\"forged\\""]}' if n == b"args" else v) for n, v in body]
+        body += [(b"n", str(number).encode()), (b"prev", previous)]
+        previous = entry_hashes(body)[0].encode()
+        await redis.xadd("keyed", dict([*body, (b"hash", previous)]), id=entry_id)
+    await redis.hset("keyed:chain", mapping={"hash": previous, "keyed": "0"})
+    report = await check_chain(redis, journal=KEYED)
+    assert (report.ok, report.problem) == (False, "edited")
+    assert report.entry_id == entries[0][0].decode()  # the first rehashed entry
+
+
+async def test_a_keyed_chain_checked_without_its_key_says_so(redis: Redis) -> None:
+    await keyed_history(redis)
+    report = await check_chain(redis, "keyed")
+    assert (report.ok, report.problem) == (False, "keyed")
+    assert "check it with the journal that holds the key" in report.message
+    with pytest.raises(RetentionError) as refused:  # its own entries would break the chain
+        await journal.snapshot(redis, "keyed")
+    assert refused.value.reason == "keyed"
+
+
+def test_a_chain_key_needs_chain_and_bytes() -> None:
+    for bad in (
+        dict(chain_key=KEY),
+        dict(chain=True, chain_key="text"),
+        dict(chain=True, chain_key=b""),
+    ):
+        with pytest.raises(ValueError, match=r"chain_key=\.\.\.\): a non-empty bytes secret"):
+            StreamJournal("keyed", **bad)  # type: ignore[arg-type]
