@@ -186,9 +186,9 @@ async def replay(
     return report
 
 
-def _check_side(redis: object, argument: str) -> None:
+def _check_side(redis: object, argument: str, where: str = "replay") -> None:
     if not isinstance(redis, RedisCluster):
-        wire.check_client(redis, "replay", argument)
+        wire.check_client(redis, where, argument)
 
 
 def _single(redis: Source) -> Redis:
@@ -217,6 +217,8 @@ async def check_target(
     but no checkpoint of this replay, unless ``into_existing``. Returns a checkpoint of this
     replay found there, if any: the entry a replay there resumes after (on a cluster, where
     there is one checkpoint per stream and slot, the first found)."""
+    _check_side(source, "source", "check_target")
+    _check_side(target, "target", "check_target")
     async with open_journal(source, stream) as journal, _Target.open(target) as sink:
         names = [found.name for found in journal.streams] or [stream]
         resume_at = await sink.find_checkpoint(names, model)
