@@ -36,8 +36,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Collection
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -333,17 +333,19 @@ async def read_skipping(
     end: Position | None = None,
     after: str | None = None,
     on_skip: Callable[[str], None] | None = None,
-) -> AsyncIterator[JournalEntry]:
+) -> AsyncGenerator[JournalEntry, None]:
     """``read_entries``, passing over the entries ``skip`` names, even ones that do not parse;
     an entry that does not parse and is not named stops it with the way to go on."""
     while True:
         try:
-            async for entry in read_entries(redis, stream, end=end, after=after):
-                if entry.id in skip:
-                    if on_skip is not None:
-                        on_skip(entry.id)
-                    continue
-                yield entry
+            # Closed as it stops (a cancelled replay), not whenever it is collected.
+            async with aclosing(read_entries(redis, stream, end=end, after=after)) as entries:
+                async for entry in entries:
+                    if entry.id in skip:
+                        if on_skip is not None:
+                            on_skip(entry.id)
+                        continue
+                    yield entry
             return
         except JournalEntryError as exc:
             if exc.entry_id is None:
@@ -420,20 +422,22 @@ class _Run:
         applied, skipped, expired = self.report.applied, self.report.skipped, self.report.expired
         done = self.progress.done
         group: list[JournalEntry] = []
-        try:
-            async for entry in self.entries(until):
-                if (group and entry.txn != group[0].txn) or (not group and entry.seq != 1):
-                    raise _broken(self.stream, group[-1] if group else entry)
-                group.append(entry)
-                if entry.seq == entry.of:
-                    await self.add(group)
-                    group = []
-        except JournalEntryError:
-            await self.flush_all()  # what came before the bad entry's transaction lands
-            raise
-        except BaseException:
-            await self.abandon()
-            raise
+        # The reader is closed as the run stops (a cancellation too), not when it is collected.
+        async with aclosing(self.entries(until)) as entries:
+            try:
+                async for entry in entries:
+                    if (group and entry.txn != group[0].txn) or (not group and entry.seq != 1):
+                        raise _broken(self.stream, group[-1] if group else entry)
+                    group.append(entry)
+                    if entry.seq == entry.of:
+                        await self.add(group)
+                        group = []
+            except JournalEntryError:
+                await self.flush_all()  # what came before the bad entry's transaction lands
+                raise
+            except BaseException:
+                await self.abandon()
+                raise
         # An unfinished group at the end (``until`` cut a transaction): apply none of it.
         await self.flush_all()
         if enabled(INFO):
@@ -445,16 +449,17 @@ class _Run:
                  duration_ms=round(elapsed * 1000, 3),
                  entries_per_s=round(handled / elapsed) if elapsed else None)  # fmt: skip
 
-    async def entries(self, until: Position | None) -> AsyncIterator[JournalEntry]:
+    async def entries(self, until: Position | None) -> AsyncGenerator[JournalEntry, None]:
         """The entries to replay, without those ``skip`` names."""
         read = read_skipping(
             self.source, self.stream, self.skip,
             end=until, after=self.resume_after or self.start_after, on_skip=self.pass_over,
         )  # fmt: skip
-        async for entry in read:
-            if entry.cmd not in MARKERS:
-                self.report.models.add(entry.model)
-            yield entry
+        async with aclosing(read) as entries:
+            async for entry in entries:
+                if entry.cmd not in MARKERS:
+                    self.report.models.add(entry.model)
+                yield entry
 
     def pass_over(self, entry_id: str) -> None:
         """Count an entry ``skip`` names, as if it had been deleted from the stream."""
