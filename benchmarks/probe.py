@@ -3,10 +3,11 @@
 ``python -m benchmarks.probe amembers URL PK COUNT`` reads a ``BenchArticle``'s whole set twice;
 ``python -m benchmarks.probe aiter URL PK COUNT`` walks it once with ``aiter(count=1000)``;
 ``python -m benchmarks.probe replay SOURCE_URL TARGET_URL ENTRIES`` replays the source's journal
-into the (empty) target. Either prints one JSON object: the seconds the operation took, and the
-process's resident memory before it and at its peak (``VmHWM``, not ``ru_maxrss``: Linux carries
-``ru_maxrss`` over ``exec`` from the larger parent). ``scale.py`` starts these; a process per
-figure means one figure's memory cannot hide the next one's.
+into the (empty) target; ``python -m benchmarks.probe snapshot URL MODELS`` snapshots the
+``BenchArticle``s into the journal. Each prints one JSON object: the seconds the operation took,
+and the process's resident memory before it and at its peak (``VmHWM``, not ``ru_maxrss``: Linux
+carries ``ru_maxrss`` over ``exec`` from the larger parent). ``scale.py`` starts these; a process
+per figure means one figure's memory cannot hide the next one's.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from redis.asyncio import Redis
 
 import ledgerset
 from benchmarks.data import BenchArticle
-from ledgerset.journal import replay
+from ledgerset.journal import replay, snapshot
 
 
 def peak_rss_kib() -> int:
@@ -89,6 +90,19 @@ async def replay_journal(source_url: str, target_url: str, entries: int) -> dict
     return {"seconds": elapsed, "rss_before_kib": before, "peak_rss_kib": peak}
 
 
+async def snapshot_models(url: str, count: int) -> dict[str, Any]:
+    redis = Redis.from_url(url)
+    before = peak_rss_kib()
+    start = time.perf_counter()
+    report = await snapshot(redis, models=["BenchArticle"])
+    elapsed = time.perf_counter() - start
+    peak = peak_rss_kib()
+    await redis.aclose()
+    if report.models != {"BenchArticle": count}:
+        raise RuntimeError(f"snapshot recorded {report.models}, expected {count:,} BenchArticle")
+    return {"seconds": elapsed, "rss_before_kib": before, "peak_rss_kib": peak}
+
+
 def main(argv: list[str]) -> int:
     match argv:
         case ["amembers", url, pk, count]:
@@ -97,6 +111,8 @@ def main(argv: list[str]) -> int:
             result = asyncio.run(walk_members(url, pk, int(count)))
         case ["replay", source_url, target_url, entries]:
             result = asyncio.run(replay_journal(source_url, target_url, int(entries)))
+        case ["snapshot", url, count]:
+            result = asyncio.run(snapshot_models(url, int(count)))
         case _:
             print(__doc__, file=sys.stderr)
             return 2

@@ -73,6 +73,7 @@ class Sizes:
         self.replay_scale = 500 if quick else 1_000_000
         self.per_task = 5 if quick else 200  # calls per task, 64 tasks at once
         self.concurrent_rounds = 3 if quick else 11
+        self.snapshot_models = 500 if quick else 100_000
 
 
 async def timed_aadds(
@@ -161,6 +162,27 @@ async def row_immediate(redis: Redis, sizes: Sizes, journal: bool, label: str = 
         raw,
         sizes.rounds,
         bar=Bar(0.70),
+    )
+
+
+async def row_chained(redis: Redis, sizes: Sizes) -> Row:
+    values = members(sizes.calls)
+
+    async def chained() -> float:
+        await ledgerset.init(redis=redis, journal=StreamJournal(chain=True))
+        return await timed_aadds(redis, values, time.perf_counter)
+
+    async def plain() -> float:
+        await ledgerset.init(redis=redis, journal=StreamJournal())
+        return await timed_aadds(redis, values, time.perf_counter)
+
+    return await interleave(
+        "chained journaled call",
+        f"{sizes.calls:,} sequential aadd with StreamJournal(chain=True) vs StreamJournal()",
+        chained,
+        plain,
+        sizes.rounds,
+        bar=Bar(1.15),
     )
 
 
@@ -419,6 +441,7 @@ ROWS = (
     "floor",
     "immediate",
     "journaled",
+    "chained",
     "transaction",
     "amove",
     "big-read",
@@ -439,6 +462,7 @@ async def default_loop_rows(
         "floor": lambda: row_floor(redis, url, sizes),
         "immediate": lambda: row_immediate(redis, sizes, journal=False),
         "journaled": lambda: row_immediate(redis, sizes, journal=True),
+        "chained": lambda: row_chained(redis, sizes),
         "transaction": lambda: row_transaction(redis, sizes),
         "amove": lambda: row_amove(redis, sizes),
         "big-read": lambda: row_big_read(redis, sizes),
@@ -533,6 +557,8 @@ def report(rows: list[Row], references: list[Row], figures: dict[str, Any] | Non
             print(f"aiter() over {size}: {figure}")
         print("64 concurrent aadd:", figures["concurrent_aadd"])
         print("replay at scale:", figures["replay"])
+        print("snapshot at scale:", figures["snapshot"])
+        print("replay from a snapshot:", figures["replay_from_snapshot"])
 
 
 async def server_version(url: str) -> str:
@@ -579,6 +605,8 @@ def main(argv: list[str] | None = None) -> int:
                     sizes.per_task,
                     sizes.concurrent_rounds,
                     sizes.scaling_repeats,
+                    sizes.snapshot_models,
+                    sizes.replay,
                 )
             )
         server_name = asyncio.run(server_version(url))
@@ -600,6 +628,8 @@ def main(argv: list[str] | None = None) -> int:
         "aiter_scale": figures["aiter"],
         "concurrent_aadd": figures["concurrent_aadd"],
         "replay_scale": figures["replay"],
+        "snapshot_scale": figures["snapshot"],
+        "replay_from_snapshot": figures["replay_from_snapshot"],
         "benchmark_peak_rss_mib": round(
             resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
         ),

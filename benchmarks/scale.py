@@ -5,6 +5,8 @@
   mapped) and of the next, memory before, peak memory.
 - ``aiter()`` over a set of each size, in a child process: its peak memory stays flat.
 - Replay of a large journal, in a child process: entries per second, peak memory.
+- A snapshot of many models (``journal.snapshot``), in a child process: time, peak memory; and
+  replay of the same data from that snapshot against from its full history.
 - 64 tasks doing ``aadd`` at once on one client, against raw redis-py ``SADD`` with the same 64
   tasks on the same client, in A B B A rounds: calls per second of each, and their ratio
   (connection reuse must not serialize concurrent callers).
@@ -25,8 +27,17 @@ from typing import Any
 from redis.asyncio import Redis
 
 import ledgerset
-from benchmarks.data import encoded, filled, fresh_model, journal_of_pipelined, members
+from benchmarks.data import (
+    encoded,
+    filled,
+    fresh_model,
+    journal_of,
+    journal_of_pipelined,
+    members,
+    models_of,
+)
 from benchmarks.rounds import interleave
+from ledgerset.journal import replay, snapshot
 
 __all__ = ["CONCURRENT_TASKS", "figures"]
 
@@ -42,6 +53,8 @@ async def figures(
     per_task: int,
     rounds: int,
     repeats: int,
+    snapshot_models: int = 100_000,
+    history_entries: int = 20_000,
 ) -> dict[str, Any]:
     """Every scale figure, measured on the server at ``url`` (``target_url``: replay's target,
     another database of the same server)."""
@@ -51,6 +64,8 @@ async def figures(
         walked = {f"{count:,}": await aiter_at(redis, url, count) for count in sizes}
         concurrent = await concurrent_aadd(redis, per_task, rounds)
         replayed = await replay_at(redis, url, target_url, replay_entries)
+        snapshotted = await snapshot_at(redis, url, snapshot_models)
+        from_snapshot = await replay_from_snapshot(redis, target_url, history_entries)
         await redis.flushdb()
     finally:
         await redis.aclose()
@@ -59,6 +74,8 @@ async def figures(
         "aiter": walked,
         "concurrent_aadd": concurrent,
         "replay": replayed,
+        "snapshot": snapshotted,
+        "replay_from_snapshot": from_snapshot,
     }
 
 
@@ -132,6 +149,48 @@ async def replay_at(redis: Redis, url: str, target_url: str, count: int) -> dict
         "entries_per_s": round(entries / run["seconds"]),
         "rss_before_mib": mib(run["rss_before_kib"]),
         "peak_rss_mib": mib(run["peak_rss_kib"]),
+    }
+
+
+async def snapshot_at(redis: Redis, url: str, count: int) -> dict[str, Any]:
+    """A snapshot of ``count`` models of 5 tags each, in a child process."""
+    await models_of(redis, count)
+    run = await probe("snapshot", url, str(count))
+    await redis.flushdb()
+    return {
+        "models": count,
+        "seconds": round(run["seconds"], 2),
+        "models_per_s": round(count / run["seconds"]),
+        "rss_before_mib": mib(run["rss_before_kib"]),
+        "peak_rss_mib": mib(run["peak_rss_kib"]),
+    }
+
+
+async def replay_from_snapshot(redis: Redis, target_url: str, entries: int) -> dict[str, Any]:
+    """The same data replayed from its full history (``entries`` saves and adds, 10 entries
+    per model) and from a snapshot taken at its end: the entries each read, and how long."""
+    await journal_of(redis, entries)
+    taken = await snapshot(redis)
+    target = Redis.from_url(target_url)
+    timings = {}
+    try:
+        for name, start_at_snapshot in (("full", False), ("snapshot", True)):
+            await target.flushdb()
+            started = time.perf_counter()
+            report = await replay(redis, target, from_snapshot=start_at_snapshot)
+            seconds = time.perf_counter() - started
+            read = report.applied + report.expired
+            timings[name] = {"entries": read, "seconds": round(seconds, 3),
+                             "entries_per_s": round(read / seconds)}  # fmt: skip
+        await target.flushdb()
+    finally:
+        await target.aclose()
+    await redis.flushdb()
+    return {
+        "models": sum(taken.models.values()),
+        "from_full_history": timings["full"],
+        "from_snapshot": timings["snapshot"],
+        "times_faster": round(timings["full"]["seconds"] / timings["snapshot"]["seconds"], 1),
     }
 
 

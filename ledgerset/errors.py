@@ -28,7 +28,8 @@
         ├── StreamExhaustedError   a journal stream's last id is the largest: it takes no entry
         ├── ReplayConflictError    the target refused a replay (another replay, foreign keys)
         ├── ReplayTargetError      the target is the source, or holds data of its own
-        └── SubscriptionError      a subscription cannot start or go on (options, group, stream)
+        ├── SubscriptionError      a subscription cannot start or go on (options, group, stream)
+        └── RetentionError         a snapshot or trim refused (no snapshot there, it would cut one)
 
 Each error names what was attempted and with what (model, field, key, value) and, where there is
 one, the fix; the same facts are attributes, so callers and log processors need not parse text.
@@ -64,6 +65,7 @@ __all__ = [
     "ReplayConflictError",
     "ReplayTargetError",
     "RequestTooLargeError",
+    "RetentionError",
     "ServerUnavailableError",
     "StreamExhaustedError",
     "SubscriptionError",
@@ -1020,6 +1022,93 @@ class SubscriptionError(JournalError):
             group=group,
             consumer=consumer,
             reason="group_gone",
+        )
+
+
+class RetentionError(JournalError):
+    """A snapshot or a trim of journal ``stream`` was refused; nothing was removed.
+
+    ``reason``: ``"no_snapshot"`` (no complete snapshot to trim before), ``"not_a_snapshot"``
+    (``before`` is no snapshot's id), ``"inside_snapshot"`` (``before`` would cut into one),
+    ``"past_latest"`` (``before`` is after the latest complete snapshot), ``"moved"`` (the stream
+    changed under the snapshot or trim, and it gave up), ``"refused"`` (the server refused it:
+    a key of another type, a missing permission), ``"keyed"`` (the journal's chain is keyed,
+    and the caller did not give its key), ``"cluster"`` (given a ``RedisCluster``: snapshot,
+    trim, check_chain and a replay from a snapshot run on one server for now). ``before`` is the
+    id the caller gave.
+    """
+
+    def __init__(
+        self, message: str, *, stream: str, reason: str, before: str | None = None
+    ) -> None:
+        super().__init__(message, stream=stream, entry_id=before)
+        self.reason = reason
+        self.before = before
+
+    @classmethod
+    def no_snapshot(cls, stream: str) -> Self:
+        """Nothing may be trimmed: no snapshot of ``stream`` is complete."""
+        return cls(
+            f"refusing to trim journal {stream!r}: it holds no complete snapshot, so the entries "
+            f"before one would be all a replay has to rebuild the data. Take one first "
+            f"(ledgerset snapshot, or await ledgerset.journal.snapshot(redis, journal=...))",
+            stream=stream,
+            reason="no_snapshot",
+        )
+
+    @classmethod
+    def bad_before(cls, stream: str, before: str, reason: str, why: str, snapshots: str) -> Self:
+        """``before`` is not where a trim may cut: ``why`` says so; ``snapshots`` lists them."""
+        return cls(
+            f"refusing to trim journal {stream!r} before {before}: {why}. Trim before a complete "
+            f"snapshot, by its id ({snapshots}), or leave before out for the latest; nothing "
+            f"was removed",
+            stream=stream,
+            reason=reason,
+            before=before,
+        )
+
+    @classmethod
+    def needs_key(cls, stream: str) -> Self:
+        """The chain of ``stream`` is keyed: an entry appended without the key would break it."""
+        return cls(
+            f"journal {stream!r} has a keyed chain: its own entries must be HMACs with the "
+            f"writers' secret. Pass journal=StreamJournal({stream!r}, chain=True, "
+            f"chain_key=...); nothing was written",
+            stream=stream,
+            reason="keyed",
+        )
+
+    @classmethod
+    def moved(cls, stream: str, what: str, attempts: int) -> Self:
+        """The stream or a model kept changing under ``what`` for ``attempts`` tries."""
+        return cls(
+            f"{what} of journal {stream!r} gave up after {attempts} attempts: the data changed "
+            f"under it each time. Run it again",
+            stream=stream,
+            reason="moved",
+        )
+
+    @classmethod
+    def on_cluster(cls, stream: str, function: str) -> Self:
+        """``function`` was given a ``RedisCluster``: it runs on one server for now."""
+        return cls(
+            f"{function}() of journal {stream!r} was given a RedisCluster: it runs on one server "
+            f"for now (a cluster's journal is one stream per slot, which it does not route to "
+            f"yet); nothing was read or written",
+            stream=stream,
+            reason="cluster",
+        )
+
+    @classmethod
+    def refused(cls, stream: str, what: str, reason: str, key: str, detail: str) -> Self:
+        """The server program refused ``what`` with ``reason`` at ``key``."""
+        shown = f" ({detail})" if detail else ""
+        return cls(
+            f"{what} of journal {stream!r} refused by the server: {reason} at key {key!r}"
+            f"{shown}; nothing of it was written",
+            stream=stream,
+            reason="refused",
         )
 
 

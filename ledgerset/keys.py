@@ -8,6 +8,7 @@
 - the library's own bookkeeping (replay checkpoints): ``ledgerset:...``; on a cluster, a
   journal stream per slot (``journal_stream``) and a replay checkpoint per slot
   (``slot_checkpoint_key``)
+- a chained journal stream's head: ``{stream}:chain`` (``chain_head``), in the stream's slot
 
 ``unwritable`` tells whether a model, pk and field names are ones a ledgerset model could have
 written, for a replay that must not let an untrusted journal reach any other key.
@@ -42,6 +43,7 @@ __all__ = [
     "DEFAULT_SPECIAL_PREFIX",
     "RESERVED_PREFIX",
     "KeyLayout",
+    "chain_head",
     "checkpoint_key",
     "field_path",
     "journal_stream",
@@ -173,6 +175,13 @@ def pk_from_key(model: str, key: str) -> str | None:
     if key.startswith(prefix) and len(key) > len(prefix):
         return key[len(prefix) :]
     return None
+
+
+def chain_head(stream: str) -> str:
+    """The chain head of the journal stream key ``stream`` (``StreamJournal(chain=True)``):
+    ``{stream}:chain``, which keeps the stream's hash tag, so on a cluster it lives in the
+    stream's slot and is written in the same atomic program as each entry."""
+    return f"{stream}:chain"
 
 
 def checkpoint_key(stream: str, model: str | None = None) -> str:

@@ -1,4 +1,5 @@
-"""The ``ledgerset`` console script (the ``cli`` extra): demo, log, tail, replay, verify.
+"""The ``ledgerset`` console script (the ``cli`` extra): demo, log, tail, replay, verify,
+snapshot, trim.
 
 It is an application on top of the library, so it may import every layer; ``import ledgerset``
 never imports it (nor click or rich). This module holds what every subcommand shares and
@@ -361,6 +362,15 @@ async def _buffer_kills(client: Redis) -> int | None:
         return None
     value = stats.get("client_output_buffer_limit_disconnections")
     return int(value) if value is not None else None
+
+
+async def require_stream(redis: Redis | RedisCluster, stream: str) -> None:
+    """Fail with one clear line when the journal ``stream`` has no stream on ``redis`` (on a
+    cluster: no slot stream on any primary)."""
+    from ledgerset.journal.streams import open_journal  # here: the journal layer, imported late
+
+    async with open_journal(redis, stream) as journal:
+        journal.require()
 
 
 async def connect(url: str, option: str | None = None) -> Redis:

@@ -10,12 +10,14 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ledgerset.cli import Options, connect_any, moment, run
+from ledgerset.cli import Options, connect_any, moment, require_stream, run
+from ledgerset.cli.display import printable
 from ledgerset.embedded import EmbeddedServer
+from ledgerset.journal.chain import ChainReport, check_chain
 from ledgerset.journal.reader import Position
 from ledgerset.journal.replay import ReplayReport, check_target
 from ledgerset.journal.replay import replay as replay_journal
-from ledgerset.journal.streams import Source, open_journal
+from ledgerset.journal.streams import Source
 from ledgerset.journal.verify import compare, journal_models
 
 __all__ = ["replay", "verify"]
@@ -81,7 +83,7 @@ async def _replay(
 ) -> ReplayReport:
     source = await connect_any(options.require_url())
     try:
-        await _require_journal(source, options.stream)
+        await require_stream(source, options.stream)
         target = await connect_any(to_url)
     except BaseException:
         await source.aclose()
@@ -132,14 +134,27 @@ def _bar(label: str, unit: str = "entries") -> Iterator[Callable[[int, int], Non
 @click.option("--to-url", help="Replay into this database (default: a scratch embedded server).")
 @INTO_EXISTING
 @SKIP
+@click.option(
+    "--chain",
+    is_flag=True,
+    help="Check the journal's hash chain instead (StreamJournal(chain=True)): no replay.",
+)
 @click.pass_obj
 def verify(
-    options: Options, to_url: str | None, into_existing: bool, skip: tuple[str, ...]
+    options: Options, to_url: str | None, into_existing: bool, skip: tuple[str, ...], chain: bool
 ) -> None:
     """Replay the journal and diff the result against the live data, key by key.
 
-    Exits with status 1 and prints each difference if any key differs.
+    Exits with status 1 and prints each difference if any key differs. With ``--chain``, walks
+    the journal's hash chain instead and exits with status 1 at the first entry edited,
+    inserted or deleted, or when its newest entries were cut off.
     """
+    if chain:
+        report = run(_check_chain(options))
+        click.echo(printable(report.message))
+        if not report.ok:
+            raise SystemExit(1)
+        return
     differences = run(_verify(options, to_url, into_existing, skip))
     if differences:
         for difference in differences:
@@ -149,24 +164,27 @@ def verify(
     click.echo("OK: the live data equals a replay of the journal")
 
 
+async def _check_chain(options: Options) -> ChainReport:
+    source = await connect_any(options.require_url())
+    try:
+        await require_stream(source, options.stream)
+        return await check_chain(source, options.stream)  # refuses a cluster, for now
+    finally:
+        await source.aclose()
+
+
 async def _verify(
     options: Options, to_url: str | None, into_existing: bool, skip: tuple[str, ...]
 ) -> list[str]:
     source = await connect_any(options.require_url())
     try:
-        await _require_journal(source, options.stream)
+        await require_stream(source, options.stream)
         if to_url is not None:
             return await _replay_and_compare(source, to_url, options.stream, into_existing, skip)
         async with EmbeddedServer() as scratch:
             return await _replay_and_compare(source, scratch.url, options.stream, False, skip)
     finally:
         await source.aclose()
-
-
-async def _require_journal(source: Source, stream: str) -> None:
-    """Fail with one clear line when the journal ``stream`` has no stream on ``source``."""
-    async with open_journal(source, stream) as journal:
-        journal.require()
 
 
 async def _replay_and_compare(

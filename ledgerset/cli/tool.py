@@ -183,10 +183,12 @@ def tool() -> None:
 
 
 def _register() -> None:
-    from ledgerset.cli import audit, demo, replaying
+    from ledgerset.cli import audit, demo, replaying, retention
 
     tool.params.extend(_global_options(after_subcommand=False))
-    for command in (demo.demo, audit.log, audit.tail, replaying.replay, replaying.verify):
+    commands = (demo.demo, audit.log, audit.tail, replaying.replay, replaying.verify,
+                retention.snapshot, retention.trim)  # fmt: skip
+    for command in commands:
         for param in command.params:
             # One check for every URL, whichever module declares the option.
             if param.name == "to_url":

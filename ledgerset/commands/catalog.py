@@ -558,11 +558,18 @@ class SaveModel(Command[None]):
     on_version: Callable[[int], None] | None = dataclasses.field(
         default=None, compare=False, repr=False
     )
+    #: A snapshot's model restored by replay (``journal.snapshot.restored``): its fields hold
+    #: the version recorded (``VERSION_FIELD``), which it writes as it is, bumping none.
+    restores_version: bool = False
 
     @property
     def addresses(self) -> tuple[Address, ...]:
         sets = (Address(self.model, self.pk, c.field, c.key, self.key) for c in self.sets)
         return (self._model_address(), *sets)
+
+    @property
+    def bumps(self) -> tuple[str, ...]:
+        return () if self.restores_version else _owners(self)
 
     def compile(self, program: Program) -> None:
         # The expiry as two arguments, from now and absolute (0: none); the program checks both.

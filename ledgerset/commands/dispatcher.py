@@ -69,6 +69,7 @@ __all__ = [
     "apply_batch",
     "defer",
     "execute",
+    "run_program",
     "transaction",
     "transaction_for",
 ]
@@ -265,6 +266,12 @@ async def apply_batch(
     program.op(OPS["CHECKPOINT"], (checkpoint,), [expected or "", new])
     outcome = await _run(redis, program, "replay")
     return outcome if isinstance(outcome, Refusal) else None
+
+
+async def run_program(redis: Client, program: Program, what: str) -> list[object] | Refusal:
+    """Run a ``program`` built by the journal itself, of journal operations only (a snapshot's
+    reads and entries, a trim): its replies, or why the server refused it. Sent once."""
+    return await _run(redis, program, what)
 
 
 class Transaction:

@@ -43,13 +43,28 @@
 --                    '' and no sources: a plain replace (a replayed store)
 --   REPLACE_SET      DEL + SADD (a save's set)
 --   REPLACE_HASH     DEL + HSET (a save's hash); arguments: expiry in ms from now, expiry as
---                    unix ms (0: none; at most one of the two), then field/value pairs
+--                    unix ms (0: none; at most one of the two), then field/value pairs (a
+--                    snapshot's restore gives VERSION_FIELD among them: later bumps count on)
 --   UPDATE_HASH      HSET field/value pairs of an existing hash
 --   DELETE           DEL a key
---   JOURNAL          XADD an entry; arguments: MAXLEN (0: none), the number of a POP op whose
---                    member becomes the entry's args (0: none), the entry's field/value pairs
---                    as one JSON array of strings (one argument, not two dozen: packing
---                    arguments is costly)
+--   JOURNAL          XADD an entry; keys: the stream, and for a chained journal its chain head
+--                    (a hash: hash, n and id of the stream's last entry; cut_hash, cut_n and
+--                    cut_id of the last one a trim removed); arguments: MAXLEN (0: none), the
+--                    number of a POP op whose member, or of a SNAPSHOT op whose read, becomes
+--                    the entry's args (0: none), the entry's field/value pairs as one JSON array
+--                    of strings (one argument, not two dozen: packing arguments is costly).
+--                    Chained, the entry also gets 'n' (its number in the stream), 'prev' (the
+--                    hash of the entry before it, '' for the first) and 'hash': sha1hex of
+--                    prev, n and the fields' JSON array as appended (with the version a BUMP
+--                    put in its args; then the args the server added), one per line, or their HMAC-SHA1 when two more arguments give the pads of the
+--                    writer's secret (a keyed chain); the head then names it
+--   SNAPSHOT         read a model for a snapshot entry: keys: its model key, then its set keys;
+--                    arguments: the set fields of those keys, in order, which must be exactly
+--                    those its hash records as sets (else 'snapshot_moved'); no write. The
+--                    entry's args: the hash's raw values, each set's raw members, the expiry
+--   TRIM             XTRIM MINID; keys: the stream, and its chain head if chained; arguments:
+--                    the id to keep from, the id of the last entry it removes (else
+--                    'trim_moved'); chained, the head records that entry as the cut
 --   CHECKPOINT       move a replay checkpoint; arguments: the value it must hold now ('' for
 --                    none), the new value; refused with 'checkpoint_moved' if another replay
 --                    moved it
@@ -63,7 +78,8 @@
 --                    else 'conflict' with the version found (0: no model) (if_unchanged=True)
 --
 -- This runs on every command, so the usual calls have fast paths (phase 0: an add or a remove;
--- 0b: a move) that set up no op tables.
+-- 0b: a move; each with its bumps and its journal entry, chained or not) that set up no op
+-- tables.
 
 local OP_ADD = 'A'
 local OP_REMOVE = 'R'
@@ -82,6 +98,8 @@ local OP_CHECKPOINT = 'K'
 local OP_EXPECT_TYPE = 'E'
 local OP_BUMP = 'V'
 local OP_EXPECT_VERSION = 'G'
+local OP_SNAPSHOT = 'N'
+local OP_TRIM = 'Y'
 local VERSION_FIELD = '_version' -- never a field's name: Pydantic fields cannot start with '_'
 local CHUNK = 4096 -- unpack() puts every value on Lua's C stack, which holds about 8000
 -- Expiries are checked as Lua numbers, exact up to 2^53; a TTL gets half of that so that an
@@ -90,6 +108,7 @@ local MAX_TTL_MS = 4503599627370496 -- 2^52 ms, about 142,000 years
 local MAX_AT_MS = 2 * MAX_TTL_MS
 local SET_OP_BYTES, JOURNAL_OP_BYTES = 10, 8 -- header bytes of a set op (2 keys), of a journal op
 local BUMP_OP_BYTES = 8 -- and of a bump (1 key)
+local CHAINED_OP_BYTES = 10 -- and of a chained journal op (2 keys: stream and head)
 local MAX_ID_MS = '18446744073709551615' -- a stream id's largest ms part
 
 local function refuse(reason, op, key, detail)
@@ -144,8 +163,19 @@ local function write_args(command, key, first, last)
   return total
 end
 
--- XADD one entry: its id, or the server's error reply (a table).
-local function append(stream, maxlen, fields, args)
+-- A chain head's state as this program leaves it: head key -> { hash, n } of the last entry.
+local chains = {}
+
+-- The raw bytes of a hex digest.
+local function unhex(hex)
+  return (string.gsub(hex, '..', function(pair) return string.char(tonumber(pair, 16)) end))
+end
+
+-- XADD one entry, chained when `head` is given (its type and the caller's HGET/HSET on it were
+-- checked before the first write), keyed when `inner` and `outer` (HMAC-SHA1's two pads of the
+-- writer's secret) are: its id, or the server's error reply (a table). An XADD is the only call
+-- here that can fail, and the head moves only after it succeeded.
+local function append(stream, maxlen, fields, args, head, inner, outer)
   local xadd = { stream }
   if maxlen > 0 then
     xadd[2], xadd[3], xadd[4] = 'MAXLEN', '~', maxlen
@@ -158,7 +188,47 @@ local function append(stream, maxlen, fields, args)
     xadd[#xadd + 1] = 'args'
     xadd[#xadd + 1] = args
   end
-  return redis.pcall('XADD', unpack(xadd))
+  if not head then
+    return redis.pcall('XADD', unpack(xadd))
+  end
+  local state = chains[head]
+  if not state then
+    local stored = redis.call('HMGET', head, 'hash', 'n')
+    state = { stored[1] or '', tonumber(stored[2] or '0') }
+    chains[head] = state
+  end
+  local n = string.format('%d', state[2] + 1)
+  xadd[#xadd + 1], xadd[#xadd + 2], xadd[#xadd + 3], xadd[#xadd + 4] = 'n', n, 'prev', state[1]
+  -- Over the fields' JSON as sent (one string: encoding each field here would cost more than
+  -- the rest of the call); the checker rebuilds it from the stored fields.
+  local signed = state[1] .. '\n' .. n .. '\n' .. fields
+  signed = args and signed .. '\n' .. args or signed
+  local hash
+  if inner then
+    hash = redis.sha1hex(outer .. unhex(redis.sha1hex(inner .. signed)))
+  else
+    hash = redis.sha1hex(signed)
+  end
+  xadd[#xadd + 1], xadd[#xadd + 2] = 'hash', hash
+  local id = redis.pcall('XADD', unpack(xadd))
+  if type(id) ~= 'table' then
+    state[1], state[2] = hash, state[2] + 1
+    redis.call('HSET', head, 'hash', hash, 'n', n, 'id', id, 'keyed', inner and '1' or '0')
+  end
+  return id
+end
+
+-- Whether the caller may keep the chain head `head`, of type `kind`: nil, or the refusal.
+local function chain_refusal(head, kind, i)
+  if kind ~= 'hash' and kind ~= 'none' then
+    return refuse('wrong_type', i, head, kind)
+  end
+  for _, command in ipairs({ 'HMGET', 'HSET' }) do
+    if not may(command, head) then
+      return refuse('no_permission', i, head, command)
+    end
+  end
+  return nil
 end
 
 -- 0. the usual call, fast: one add or remove of fewer than CHUNK members, with or without its
@@ -168,7 +238,7 @@ local header = ARGV[1]
 local SET_AND_BUMP = SET_OP_BYTES + BUMP_OP_BYTES
 if string.sub(header, SET_OP_BYTES + 1, SET_OP_BYTES + 1) == OP_BUMP
     and (#header == SET_AND_BUMP
-      or (#header == SET_AND_BUMP + JOURNAL_OP_BYTES
+      or ((#header == SET_AND_BUMP + JOURNAL_OP_BYTES or #header == SET_AND_BUMP + CHAINED_OP_BYTES)
         and string.sub(header, SET_AND_BUMP + 1, SET_AND_BUMP + 1) == OP_JOURNAL)) then
   local code, _, n, key_index, owner_index = struct.unpack('>c1BI4>H>H', header, 1)
   local _, _, bump_n, bump_index = struct.unpack('>c1BI4>H', header, SET_OP_BYTES + 1)
@@ -206,9 +276,23 @@ if string.sub(header, SET_OP_BYTES + 1, SET_OP_BYTES + 1) == OP_BUMP
       elseif not may(command, key) then
         return refuse('no_permission', 1, key, command)
       end
+      local head = nil
+      if #header == SET_AND_BUMP + CHAINED_OP_BYTES then
+        local _, _, _, _, head_index = struct.unpack('>c1BI4>H>H', header, SET_AND_BUMP + 1)
+        head = KEYS[head_index]
+        -- The head's read is its type check: a read's failure comes before any change.
+        local stored = redis.pcall('HMGET', head, 'hash', 'n')
+        if stored.err then
+          return refused(stored.err, 3, head, 'HMGET')
+        elseif not may('HSET', head) then
+          return refuse('no_permission', 3, head, 'HSET')
+        end
+        chains[head] = { stored[1] or '', tonumber(stored[2] or '0') }
+      end
       local _, _, _, stream_index = struct.unpack('>c1BI4>H', header, SET_AND_BUMP + 1)
       local stream = KEYS[stream_index]
-      id = append(stream, tonumber(ARGV[2 + n]), ARGV[4 + n])
+      -- A keyed chain's op has two more arguments, its pads: nothing follows them here.
+      id = append(stream, tonumber(ARGV[2 + n]), ARGV[4 + n], nil, head, ARGV[5 + n], ARGV[6 + n])
       if type(id) == 'table' then
         return refused(id.err, 3, stream, 'XADD')
       end
@@ -228,23 +312,28 @@ if string.sub(header, SET_OP_BYTES + 1, SET_OP_BYTES + 1) == OP_BUMP
 end
 
 -- 0b. a lone move (amove), fast in the same way: its op (4 keys, 1 argument), a bump of each of
--- its one or two owners, with or without its journal entry.
+-- its one or two owners, with or without its journal entry (chained or not).
 local MOVE_OP_BYTES = 14
 if string.sub(header, 1, 1) == OP_MOVE and #header >= MOVE_OP_BYTES + BUMP_OP_BYTES
-    and #header <= MOVE_OP_BYTES + 2 * BUMP_OP_BYTES + JOURNAL_OP_BYTES then
+    and #header <= MOVE_OP_BYTES + 2 * BUMP_OP_BYTES + CHAINED_OP_BYTES then
   local _, _, n, key_index, owner_index, dest_index, dest_owner_index =
     struct.unpack('>c1BI4>H>H>H>H', header, 1)
-  local bumped, journal_at = {}, nil
-  for at = MOVE_OP_BYTES + 1, #header, BUMP_OP_BYTES do
+  local bumped, journal_at, head_index = {}, nil, nil
+  local at = MOVE_OP_BYTES + 1
+  while at <= #header do -- every op's header is at least 8 bytes: each read below is whole
     local code, nkeys, nargs, index = struct.unpack('>c1BI4>H', header, at)
     if code == OP_BUMP and nkeys == 1 and nargs == 0 and not journal_at then
       bumped[#bumped + 1] = index
-    elseif code == OP_JOURNAL and not journal_at then
+    elseif code == OP_JOURNAL and not journal_at and (nkeys == 1 or nkeys == 2) then
       journal_at = at
+      if nkeys == 2 then
+        head_index = struct.unpack('>H', header, at + 8)
+      end
     else
       bumped = nil
       break
     end
+    at = at + 6 + 2 * nkeys
   end
   local owner, dest_owner = KEYS[owner_index], KEYS[dest_owner_index]
   local owners = owner == dest_owner and { owner_index } or { owner_index, dest_owner_index }
@@ -291,9 +380,22 @@ if string.sub(header, 1, 1) == OP_MOVE and #header >= MOVE_OP_BYTES + BUMP_OP_BY
           return refuse('wrong_type', 1, set_key, kind.ok)
         end
       end
+      local head = nil
+      if head_index then
+        head = KEYS[head_index]
+        -- The head's read is its type check: a read's failure comes before any change.
+        local stored = redis.pcall('HMGET', head, 'hash', 'n')
+        if stored.err then
+          return refused(stored.err, 2 + #owners, head, 'HMGET')
+        elseif not may('HSET', head) then
+          return refuse('no_permission', 2 + #owners, head, 'HSET')
+        end
+        chains[head] = { stored[1] or '', tonumber(stored[2] or '0') }
+      end
       local _, _, _, stream_index = struct.unpack('>c1BI4>H', header, journal_at)
       local stream = KEYS[stream_index]
-      id = append(stream, tonumber(ARGV[3]), ARGV[5])
+      -- A keyed chain's op has two more arguments, its pads: nothing follows them here.
+      id = append(stream, tonumber(ARGV[3]), ARGV[5], nil, head, ARGV[6], ARGV[7])
       if type(id) == 'table' then
         return refused(id.err, 2 + #owners, stream, 'XADD')
       end
@@ -354,6 +456,8 @@ local versions = {} -- model key -> its version as the program leaves it so far
 local recorded = {} -- model key -> the versions its journaled commands record, in order
 local nentries = 0
 local now_ms = nil
+local snapshots = {} -- op number -> a SNAPSHOT's entry args (false: the model is gone)
+local trims = {}     -- op number -> the entry a chained TRIM cuts at: { id, hash, n }
 
 -- An integer number of ms in 1..limit (an expiry argument), or nil.
 local function expiry_ms(value, limit)
@@ -525,6 +629,13 @@ for i, op in ipairs(ops) do
         return refuse('no_permission', i, key, 'PEXPIREAT')
       end
       kinds[key], expiries[key] = 'hash', expires
+      -- A snapshot's restore (replay) writes the version among its fields, and bumps none:
+      -- a later bump of this program counts from it.
+      for j = op.first + 2, op.last, 2 do
+        if ARGV[j] == VERSION_FIELD then
+          versions[key] = tonumber(ARGV[j + 1]) or 0
+        end
+      end
     elseif code == OP_UPDATE_HASH then
       if kind == 'none' then
         return refuse('model_not_found', i, key, kind)
@@ -538,6 +649,14 @@ for i, op in ipairs(ops) do
         return refuse('wrong_type', i, key, kind)
       elseif not may('XADD', key) then
         return refuse('no_permission', i, key, 'XADD')
+      end
+      if op.owner then
+        local head_kind, refusal = kind_of(op.owner, i)
+        refusal = refusal or chain_refusal(op.owner, head_kind, i)
+        if refusal then
+          return refusal
+        end
+        kinds[op.owner] = 'hash'
       end
       kinds[key] = 'stream'
       entries[key] = (entries[key] or 0) + 1
@@ -596,6 +715,78 @@ for i, op in ipairs(ops) do
         return refusal
       elseif tostring(version) ~= ARGV[op.first] then
         return refuse('conflict', i, key, tostring(version))
+      end
+    elseif code == OP_SNAPSHOT then
+      if kind == 'none' then
+        snapshots[i] = false -- deleted since it was found: no entry (its delete has one)
+      elseif kind ~= 'hash' then
+        return refuse('wrong_type', i, key, kind)
+      else
+        for _, command in ipairs({ 'HGETALL', 'PEXPIRETIME' }) do
+          if not may(command, key) then
+            return refuse('no_permission', i, key, command)
+          end
+        end
+        local raw = redis.call('HGETALL', key)
+        local fields, marked, nmarked = {}, {}, 0
+        for j = 1, #raw, 2 do
+          fields[raw[j]] = raw[j + 1]
+          if raw[j + 1] == 'true' then -- the hash's marker of a set field holding a set
+            marked[raw[j]], nmarked = true, nmarked + 1
+          end
+        end
+        if op.last - op.first + 1 ~= nmarked then
+          return refuse('snapshot_moved', i, key, '')
+        end
+        local sets = {}
+        for j = op.first, op.last do
+          local field, set_key = ARGV[j], op.keys[2 + j - op.first]
+          if not marked[field] then
+            return refuse('snapshot_moved', i, key, field)
+          end
+          local set_kind, refusal = kind_of(set_key, i)
+          if refusal then
+            return refusal
+          elseif set_kind ~= 'set' and set_kind ~= 'none' then
+            return refuse('wrong_type', i, set_key, set_kind)
+          elseif not may('SMEMBERS', set_key) then
+            return refuse('no_permission', i, set_key, 'SMEMBERS')
+          end
+          sets[field] = redis.call('SMEMBERS', set_key) -- none: {}, read back as no members
+        end
+        local expires = redis.call('PEXPIRETIME', key)
+        -- Raw values, as strings: spliced into the JSON they could forge the entry.
+        snapshots[i] = cjson.encode({
+          fields = fields, sets = sets, expire_at_ms = expires > 0 and expires or cjson.null,
+        })
+      end
+    elseif code == OP_TRIM then
+      if kind ~= 'stream' then
+        return refuse('wrong_type', i, key, kind)
+      end
+      for _, command in ipairs({ 'XREVRANGE', 'XTRIM' }) do
+        if not may(command, key) then
+          return refuse('no_permission', i, key, command)
+        end
+      end
+      local last = redis.call('XREVRANGE', key, '(' .. ARGV[op.first], '-', 'COUNT', 1)[1]
+      if not last or last[1] ~= ARGV[op.first + 1] then
+        return refuse('trim_moved', i, key, last and last[1] or '')
+      end
+      if op.owner then
+        local head_kind, refusal = kind_of(op.owner, i)
+        refusal = refusal or chain_refusal(op.owner, head_kind, i)
+        if refusal then
+          return refusal
+        end
+        local cut = { id = last[1], hash = '', n = '0' }
+        for j = 1, #last[2], 2 do
+          if last[2][j] == 'hash' or last[2][j] == 'n' then
+            cut[last[2][j]] = last[2][j + 1]
+          end
+        end
+        trims[i] = cut
+        kinds[op.owner] = 'hash'
       end
     else
       return redis.error_reply('ledgerset: unknown operation code ' .. tostring(code))
@@ -694,9 +885,21 @@ end
 for i, op in ipairs(ops) do
   if op.code == OP_JOURNAL then
     local first = op.first
-    local pop = tonumber(ARGV[first + 1])
-    local args = pop > 0 and popped_args(popped[pop]) or nil
-    local id = append(op.key, tonumber(ARGV[first]), with_version(ARGV[first + 2]), args)
+    local source = tonumber(ARGV[first + 1])
+    local args = nil
+    if source > 0 then
+      if ops[source].code == OP_SNAPSHOT then
+        args = snapshots[source]
+      else
+        args = popped_args(popped[source])
+      end
+    end
+    local id = false -- a snapshot of a model gone since it was found: no entry
+    if args ~= false then
+      local keyed = op.last - first == 4 -- with the HMAC pads of a keyed chain
+      id = append(op.key, tonumber(ARGV[first]), with_version(ARGV[first + 2]), args, op.owner,
+        keyed and ARGV[first + 3] or nil, keyed and ARGV[first + 4] or nil)
+    end
     if type(id) == 'table' then
       if nentries == 1 then -- the first write: nothing applied yet
         return refused(id.err, i, op.key, 'XADD')
@@ -784,6 +987,14 @@ for i, op in ipairs(ops) do
     end
   elseif code == OP_EXPECT_TYPE or code == OP_EXPECT_VERSION then
     reply = 1 -- a reply for every op: a hole would cut the replies short
+  elseif code == OP_SNAPSHOT then
+    reply = snapshots[i] and 1 or 0
+  elseif code == OP_TRIM then
+    reply = redis.call('XTRIM', key, 'MINID', ARGV[first])
+    local cut = trims[i]
+    if cut then
+      redis.call('HSET', op.owner, 'cut_id', cut.id, 'cut_hash', cut.hash, 'cut_n', cut.n)
+    end
   end
   if reply ~= nil then
     replies[i + 1] = reply

@@ -41,6 +41,8 @@ OPS: Final[dict[str, bytes]] = {
     "EXPECT_TYPE": b"E",
     "BUMP": b"V",
     "EXPECT_VERSION": b"G",
+    "SNAPSHOT": b"N",
+    "TRIM": b"Y",
 }
 
 #: The hash field that holds a model's version (see ``program.lua``'s BUMP): no model field can
@@ -60,6 +62,8 @@ def _check_source() -> None:
     """Fail at import if ``program.lua``'s ``OP_`` codes or TTL bound differ from this module's:
     the two sides must never disagree about what a code means."""
     lua_ops = dict(re.findall(r"^local OP_(\w+) = '(\w)'$", SOURCE, re.M))
+    if len(set(OPS.values())) != len(OPS):
+        raise RuntimeError(f"program.OPS gives two operations the same code: {OPS}")
     if lua_ops != {name: code.decode() for name, code in OPS.items()}:
         raise RuntimeError(f"program.lua's OP_ codes {lua_ops} differ from program.OPS")
     bound = re.search(r"local MAX_TTL_MS = (\d+)", SOURCE)

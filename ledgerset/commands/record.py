@@ -26,9 +26,10 @@ have brought an old version's args up to date; an unknown ``(cmd, v)`` is an err
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,7 +41,7 @@ from ledgerset import _events
 from ledgerset.commands.catalog import REGISTRY, Command, MembersCommand, RecordTarget
 from ledgerset.commands.program import OPS, Program
 from ledgerset.errors import JournalEntryError
-from ledgerset.keys import journal_stream
+from ledgerset.keys import chain_head, journal_stream
 
 __all__ = [
     "DEFAULT_CTX_REDACT",
@@ -54,9 +55,11 @@ __all__ = [
     "decode",
     "entry_args",
     "entry_fields",
+    "hmac_pads",
     "journal_context",
     "journal_ops",
     "longest_entry",
+    "marker_fields",
     "parse_any",
     "upcast",
 ]
@@ -97,6 +100,13 @@ class StreamJournal:
     """Record every command in the Redis Stream ``stream``, atomically with its writes.
 
     ``maxlen`` trims the stream to about that many entries (``XADD MAXLEN ~``); ``None`` keeps all.
+    ``chain=True`` makes the stream tamper-evident: each entry carries its number, the hash of
+    the entry before it and its own hash, and a head key (``keys.chain_head``) names the last
+    one (``ledgerset.journal.check_chain``); it cannot be combined with ``maxlen``, whose
+    trimming the chain could not tell from a deletion (trim with ``ledgerset.journal.trim``).
+    ``chain_key`` (bytes, with ``chain=True``) makes each hash an HMAC-SHA1 with that secret, so
+    that whoever may write to Redis but lacks it cannot forge a chain that checks; it is sent to
+    the server (as its two HMAC pads) with every entry, and never shown in ``repr``.
     ``ctx_keys`` and ``ctx_redact`` are the redaction policy of the bound context recorded in
     each entry's ``ctx``, applied before anything is sent: with ``ctx_keys`` (an allow-list) only
     the keys named there are recorded; a key whose name contains one of ``ctx_redact`` (a
@@ -109,10 +119,27 @@ class StreamJournal:
     maxlen: int | None = None
     ctx_keys: Collection[str] | None = None
     ctx_redact: Collection[str] = DEFAULT_CTX_REDACT
+    chain: bool = False
+    chain_key: bytes | None = field(default=None, repr=False)
+    #: The HMAC pads of ``chain_key`` (RFC 2104), the program's extra arguments; () unkeyed.
+    chain_pads: tuple[bytes, ...] = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.maxlen is not None and (isinstance(self.maxlen, bool) or self.maxlen <= 0):
             raise ValueError(f"StreamJournal(maxlen={self.maxlen!r}): a positive entry count")
+        if self.chain and self.maxlen is not None:
+            raise ValueError(
+                f"StreamJournal(chain=True, maxlen={self.maxlen!r}): a chained journal cannot "
+                f"trim itself, since check_chain would take the trimmed entries for deleted "
+                f"ones; drop maxlen, and trim with ledgerset.journal.snapshot() then trim()"
+            )
+        if self.chain_key is not None:
+            if not isinstance(self.chain_key, bytes) or not self.chain_key or not self.chain:
+                raise ValueError(
+                    "StreamJournal(chain_key=...): a non-empty bytes secret, with chain=True "
+                    "(e.g. StreamJournal(chain=True, chain_key=os.environ['LEDGER_KEY'].encode()))"
+                )
+            object.__setattr__(self, "chain_pads", hmac_pads(self.chain_key))
         # Frozen, and so hashable: the dispatcher encodes the context once per journal.
         if self.ctx_keys is not None:
             object.__setattr__(self, "ctx_keys", frozenset(_names("ctx_keys", self.ctx_keys)))
@@ -121,12 +148,24 @@ class StreamJournal:
         )
         object.__setattr__(self, "ctx_redact", redact)
 
+    def append_keys(self, stream: str) -> tuple[str, ...]:
+        """The keys an entry appended to the stream key ``stream`` touches: the stream, and
+        its chain head when chained (same slot as the stream)."""
+        return (stream, chain_head(stream)) if self.chain else (stream,)
+
     def records(self, name: str) -> bool:
         """Whether the context key ``name`` is recorded in this journal's entries."""
         if self.ctx_keys is not None and name not in self.ctx_keys:
             return False
         folded = name.lower().replace("-", "_")
         return not any(word in folded for word in self.ctx_redact)
+
+
+def hmac_pads(key: bytes) -> tuple[bytes, bytes]:
+    """HMAC-SHA1's inner and outer keys for ``key`` (RFC 2104): the program hashes
+    ``sha1(outer + sha1(inner + message))`` with the two, which is ``hmac.new(key, ...)``."""
+    block = (hashlib.sha1(key).digest() if len(key) > 64 else key).ljust(64, b"\0")
+    return bytes(b ^ 0x36 for b in block), bytes(b ^ 0x5C for b in block)
 
 
 def _names(option: str, names: object) -> list[str]:
@@ -245,7 +284,13 @@ def journal_ops(
                 command, args, txn=txn, seq=seq, of=sizes[stream], ts=ts, ctx=ctxs[journal]
             )
             popped = _first_op(program, command) + 1 if args is None else 0
-            index = program.op(OPS["JOURNAL"], (stream,), [journal.maxlen or 0, popped, fields])
+            # Chained, the op's keys are the stream and its head (chain_head of the per-slot
+            # stream: the same hash tag, so the same slot), its last arguments the HMAC pads.
+            index = program.op(
+                OPS["JOURNAL"],
+                journal.append_keys(stream),
+                [journal.maxlen or 0, popped, fields, *journal.chain_pads],
+            )
             program.journaled[index] = command
 
 
@@ -260,6 +305,22 @@ def longest_entry(program: Program) -> Command[Any] | None:
     if not journaled:
         return None
     return max(journaled, key=lambda each: max(len(args or b"") for args in entry_args(each)))
+
+
+def marker_fields(
+    name: str, *, key: str, model: str, pk: str, txn: str, ts: int, args: bytes | None
+) -> bytes:
+    """The field/value pairs (one JSON array of strings, as ``entry_fields``) of a journal's own
+    entry, which records no command: a snapshot's ``snapshot.begin``/``snapshot.model``/
+    ``snapshot.end``, a ``journal.trim``; without ``args`` when the server adds them."""
+    fields = [
+        "cmd", name, "v", "1", "key", key, "ts", str(ts), "txn", txn, "seq", "1", "of", "1",
+        "model", model, "pk", pk, "field", "", "ctx", "{}",
+    ]  # fmt: skip
+    if args is not None:
+        fields.append("args")
+        fields.append(args.decode())
+    return orjson.dumps(fields)
 
 
 def journal_context(journal: StreamJournal) -> str:

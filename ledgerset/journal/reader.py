@@ -46,7 +46,7 @@ async def read_entries(
     key: str | None = None,
     *,
     after: str | None = None,
-) -> AsyncIterator[JournalEntry]:
+) -> AsyncGenerator[JournalEntry, None]:
     """Yield the entries of ``stream`` from ``start`` to ``end`` (both included), oldest first.
 
     ``start``/``end`` are entry ids (a bare millisecond covers all its entries) or datetimes (a

@@ -22,20 +22,28 @@ atomic with the part's own checkpoint in that slot (``keys.slot_checkpoint_key``
 the stream again and applies nothing that a checkpoint covers. A source transaction whose models
 land in several target slots is applied per slot (each part atomic); a single command whose
 models land in several slots cannot be, and stops the replay before its transaction.
+
+From a snapshot. A fresh run (no checkpoint on the target) of one server's stream starts at its
+latest complete snapshot when entries were removed from the stream, or when asked
+(``from_snapshot=True``); its ``snapshot.model`` entries apply as saves that write the recorded
+version (``snapshot.restored``), and the journal's own entries (``snapshot.MARKERS``) write
+nothing (on a target cluster they belong to no slot: passed over, counted as skipped). A resumed
+run reads on from its checkpoint. A cluster's slot streams hold no snapshot (``snapshot`` runs
+on one server for now): from a cluster, ``from_snapshot=True`` is refused.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Collection
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import NoPermissionError
+from redis.exceptions import NoPermissionError, ResponseError
 
 from ledgerset._events import DEBUG, INFO, emit, enabled
 from ledgerset._server_errors import server_address
@@ -53,9 +61,11 @@ from ledgerset.errors import (
     PermissionDeniedError,
     ReplayConflictError,
     ReplayTargetError,
+    RetentionError,
     permission_denied,
 )
 from ledgerset.journal.reader import Position, read_entries
+from ledgerset.journal.snapshot import MARKERS, SNAPSHOT_MODEL, latest_snapshot, restored
 from ledgerset.journal.streams import JournalStream, Source, open_journal, primary_clients
 from ledgerset.keys import (
     KeyLayout,
@@ -98,6 +108,9 @@ class ReplayReport:
     models: set[str] = field(default_factory=set)
     #: With ``model=``, that no entry read names that model (a typo?); nothing was replayed.
     model_absent: bool = False
+    #: The snapshot the replay started at (its ``snapshot.begin`` id), if it did not start at
+    #: the stream's first entry.
+    from_snapshot: str | None = None
 
 
 async def replay(
@@ -112,6 +125,7 @@ async def replay(
     on_progress: Progress | None = None,
     into_existing: bool = False,
     skip: Collection[str] = (),
+    from_snapshot: bool | None = None,
 ) -> ReplayReport:
     """Apply the journal ``stream`` of ``source`` to ``target``, from where the last run stopped.
 
@@ -124,6 +138,13 @@ async def replay(
     but no checkpoint of this replay, is refused with ``ReplayTargetError`` (writing nothing)
     unless ``into_existing``; ``skip`` lists entry ids to pass over on purpose (an entry that
     stopped an earlier run). Either side may be a ``RedisCluster``: see the module's docstring.
+
+    A run that starts afresh (no checkpoint) starts at the latest complete snapshot when the
+    stream no longer holds every entry ever added to it (a ``trim``, ``maxlen``, an ``XDEL``), or
+    when ``from_snapshot=True`` (refused with ``RetentionError`` if there is none, or if the
+    source is a cluster: snapshots are taken on one server for now);
+    ``from_snapshot=False`` always starts at the stream's first entry. Either way it reaches the
+    state a replay of the whole history would (``report.from_snapshot`` says where it started).
     """
     _check_side(source, "source")
     _check_side(target, "target")
@@ -139,15 +160,26 @@ async def replay(
         )
         resume = await check_target(source, target, stream, model, into_existing=into_existing)
         report.last_id = report.resumed_after = resume
+        start_after: str | None = None
+        if journal.cluster and from_snapshot is True:
+            raise RetentionError.on_cluster(stream, "replay(from_snapshot=True)")
+        if resume is None and from_snapshot is not False and not journal.cluster and streams:
+            # A fresh run of one stream: from its latest complete snapshot, when it must or
+            # was told to. (A cluster's slot streams hold no snapshot: snapshot() runs on one
+            # server for now.)
+            begin = await _snapshot_to_start_at(streams[0].redis, stream, from_snapshot is True)
+            if begin is not None:
+                report.from_snapshot = begin
+                start_after = _id_before(begin)
         progress = _Progress(on_progress)
         for found in streams:
             progress.total += await _entries_after(
-                found.redis, found.name, None if sink.cluster else await sink.checkpoint_of(
+                found.redis, found.name, (None if sink.cluster else await sink.checkpoint_of(
                     checkpoint_key(found.name, model)
-                )
+                )) or start_after
             )  # fmt: skip
         for found in streams:
-            run = _Run(found, sink, model, layout, progress, skipped, report)
+            run = _Run(found, sink, model, layout, progress, skipped, report, start_after)
             await run.execute(until)
     if model is not None and report.resumed_after is None:
         report.model_absent = model not in report.models
@@ -301,17 +333,19 @@ async def read_skipping(
     end: Position | None = None,
     after: str | None = None,
     on_skip: Callable[[str], None] | None = None,
-) -> AsyncIterator[JournalEntry]:
+) -> AsyncGenerator[JournalEntry, None]:
     """``read_entries``, passing over the entries ``skip`` names, even ones that do not parse;
     an entry that does not parse and is not named stops it with the way to go on."""
     while True:
         try:
-            async for entry in read_entries(redis, stream, end=end, after=after):
-                if entry.id in skip:
-                    if on_skip is not None:
-                        on_skip(entry.id)
-                    continue
-                yield entry
+            # Closed as it stops (a cancelled replay), not whenever it is collected.
+            async with aclosing(read_entries(redis, stream, end=end, after=after)) as entries:
+                async for entry in entries:
+                    if entry.id in skip:
+                        if on_skip is not None:
+                            on_skip(entry.id)
+                        continue
+                    yield entry
             return
         except JournalEntryError as exc:
             if exc.entry_id is None:
@@ -363,12 +397,15 @@ class _Run:
         progress: _Progress,
         skip: frozenset[str],
         report: ReplayReport,
+        start_after: str | None = None,
     ) -> None:
         self.source, self.stream, self.sink, self.model = source.redis, source.name, sink, model
         self.layout, self.progress, self.skip, self.report = layout, progress, skip, report
         self.lanes: dict[int | None, _Lane] = {}
         #: One server: the entry the one lane resumes after, so reading starts after it.
         self.resume_after: str | None = None
+        #: A fresh run from a snapshot: read after this (just before its ``snapshot.begin``).
+        self.start_after = start_after
 
     async def execute(self, until: Position | None) -> None:
         started = time.perf_counter()
@@ -385,20 +422,22 @@ class _Run:
         applied, skipped, expired = self.report.applied, self.report.skipped, self.report.expired
         done = self.progress.done
         group: list[JournalEntry] = []
-        try:
-            async for entry in self.entries(until):
-                if (group and entry.txn != group[0].txn) or (not group and entry.seq != 1):
-                    raise _broken(self.stream, group[-1] if group else entry)
-                group.append(entry)
-                if entry.seq == entry.of:
-                    await self.add(group)
-                    group = []
-        except JournalEntryError:
-            await self.flush_all()  # what came before the bad entry's transaction lands
-            raise
-        except BaseException:
-            await self.abandon()
-            raise
+        # The reader is closed as the run stops (a cancellation too), not when it is collected.
+        async with aclosing(self.entries(until)) as entries:
+            try:
+                async for entry in entries:
+                    if (group and entry.txn != group[0].txn) or (not group and entry.seq != 1):
+                        raise _broken(self.stream, group[-1] if group else entry)
+                    group.append(entry)
+                    if entry.seq == entry.of:
+                        await self.add(group)
+                        group = []
+            except JournalEntryError:
+                await self.flush_all()  # what came before the bad entry's transaction lands
+                raise
+            except BaseException:
+                await self.abandon()
+                raise
         # An unfinished group at the end (``until`` cut a transaction): apply none of it.
         await self.flush_all()
         if enabled(INFO):
@@ -410,15 +449,17 @@ class _Run:
                  duration_ms=round(elapsed * 1000, 3),
                  entries_per_s=round(handled / elapsed) if elapsed else None)  # fmt: skip
 
-    async def entries(self, until: Position | None) -> AsyncIterator[JournalEntry]:
+    async def entries(self, until: Position | None) -> AsyncGenerator[JournalEntry, None]:
         """The entries to replay, without those ``skip`` names."""
         read = read_skipping(
             self.source, self.stream, self.skip,
-            end=until, after=self.resume_after, on_skip=self.pass_over,
+            end=until, after=self.resume_after or self.start_after, on_skip=self.pass_over,
         )  # fmt: skip
-        async for entry in read:
-            self.report.models.add(entry.model)
-            yield entry
+        async with aclosing(read) as entries:
+            async for entry in entries:
+                if entry.cmd not in MARKERS:
+                    self.report.models.add(entry.model)
+                yield entry
 
     def pass_over(self, entry_id: str) -> None:
         """Count an entry ``skip`` names, as if it had been deleted from the stream."""
@@ -432,10 +473,13 @@ class _Run:
             lane.last_id = entry_id
             lane.batch_entries += 1
 
-    async def lane_of(self, entry: JournalEntry, command: Command[Any] | None) -> _Lane:
-        """The lane ``entry`` goes to: the one server's, or its target slot's on a cluster."""
+    async def lane_of(self, entry: JournalEntry, command: Command[Any] | None) -> _Lane | None:
+        """The lane ``entry`` goes to: the one server's, or its target slot's on a cluster
+        (``None``: the journal's own entry, a snapshot's bounds or a trim, of no slot)."""
         if not self.sink.cluster:
             return self.lanes[None]
+        if entry.cmd in MARKERS:
+            return None
         owners = [address.owner for address in command.addresses] if command is not None else []
         slots = {key_slot(owner) for owner in owners} or {
             key_slot(self.layout.model_key(entry.model, entry.pk))
@@ -480,6 +524,9 @@ class _Run:
         for entry, command, lane in zip(group, commands, lanes, strict=True):
             self.progress.done += 1
             self.report.last_id = entry.id
+            if lane is None:  # nothing to write, and no slot's checkpoint to move: passed over
+                self.report.skipped += 1
+                continue
             if lane.covers(entry.id):  # an earlier run applied it into this slot
                 continue
             lane.last_id = entry.id
@@ -501,12 +548,17 @@ class _Run:
 
     def command_of(self, entry: JournalEntry) -> Command[Any] | None:
         """The command ``entry`` records, once it is known to touch only a model's keys."""
+        if entry.cmd in MARKERS:
+            return None  # the journal's own entry (a snapshot's bounds, a trim): nothing to write
         fault = unwritable(entry.model, entry.pk, [entry.field] if entry.field else [], self.layout)
         if fault is not None:
             raise self.foreign(entry, *fault)
         target = RecordTarget(entry.model, entry.pk, entry.field, self.layout, entry.ts_ms)
         try:
-            command = decode(entry.cmd, entry.v, entry.args, target)
+            if entry.cmd == SNAPSHOT_MODEL:
+                command: Command[Any] | None = restored(entry.args, target)
+            else:
+                command = decode(entry.cmd, entry.v, entry.args, target)
         except LookupError as exc:
             raise JournalEntryError.stops_replay(
                 self.stream,
@@ -749,6 +801,36 @@ async def _entries_after(redis: Redis, stream: str, after: str | None) -> int:
         if len(page) < _COUNT_PAGE:
             return count
         low = "(" + page[-1][0].decode()
+
+
+async def _snapshot_to_start_at(redis: Redis, stream: str, forced: bool) -> str | None:
+    """The ``snapshot.begin`` id a fresh replay starts at: the latest complete snapshot's, when
+    ``forced`` or when entries were removed from the stream (``entries-added`` above its
+    length); else ``None``, the stream's first entry."""
+    if not forced:
+        try:
+            raw = await wire.call(redis, ("XINFO", "STREAM", stream), resend=True)
+        except ResponseError as exc:
+            if "no such key" in str(exc).lower():
+                return None  # no stream: nothing to replay, from anywhere
+            raise
+        info = dict(zip(raw[::2], raw[1::2], strict=True)) if isinstance(raw, list) else raw
+        if int(info.get(b"entries-added", 0)) <= int(info[b"length"]):
+            return None
+    begin = await latest_snapshot(redis, stream)
+    if begin is not None:
+        return begin
+    if forced:
+        raise RetentionError.no_snapshot(stream)
+    return None
+
+
+def _id_before(entry_id: str) -> str:
+    """The largest stream id below ``entry_id``: reading after it starts at ``entry_id``."""
+    ms, _, seq = entry_id.partition("-")
+    if int(seq or 0) > 0:
+        return f"{ms}-{int(seq) - 1}"
+    return f"{int(ms) - 1}-18446744073709551615"
 
 
 def _now_ms() -> int:

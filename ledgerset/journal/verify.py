@@ -74,7 +74,8 @@ async def journal_models(
                 total += int(await wire.call(found.redis, ("XLEN", found.name), resend=True))
         for found in journal.streams:
             async for entry in read_skipping(found.redis, found.name, skip):
-                models.add(entry.model)
+                if entry.model:  # the journal's own entries (snapshots, trims) name no model
+                    models.add(entry.model)
                 done += 1
                 if on_progress is not None and done % PROGRESS_EVERY == 0:
                     on_progress(done, max(done, total))
