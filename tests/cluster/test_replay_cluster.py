@@ -14,14 +14,12 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 from clustertool_support import (
     STREAM,
     cluster_state,
     copy_journal,
-    flush,
     slot_of,
 )
 from redis.asyncio import Redis
@@ -42,19 +40,6 @@ PKS = [f"p{number}" for number in range(12)]
 def server_kind() -> str:
     """``redis`` is the single server here: the journals these tests move or read start there."""
     return "server"
-
-
-@pytest.fixture
-def embedded(embedded_cluster: EmbeddedCluster) -> EmbeddedCluster:
-    return embedded_cluster
-
-
-@pytest.fixture
-async def cluster(embedded: EmbeddedCluster) -> AsyncIterator[RedisCluster]:
-    await flush(embedded)
-    client = RedisCluster.from_url(embedded.url)
-    yield client
-    await client.aclose()
 
 
 def _url(redis: Redis) -> str:

@@ -12,14 +12,12 @@ import asyncio
 import json
 import signal
 import subprocess
-from collections.abc import AsyncIterator
 
 import pytest
 from clustertool_support import (
     STREAM,
     cluster_state,
     copy_journal,
-    flush,
     slot_of,
     wait_for_client_command,
 )
@@ -38,19 +36,6 @@ PKS = ["a1", "b2", "c3", "d4", "e5", "f6"]
 def server_kind() -> str:
     """``redis`` is the single server here: the journals these tests move or read start there."""
     return "server"
-
-
-@pytest.fixture
-def embedded(embedded_cluster: EmbeddedCluster) -> EmbeddedCluster:
-    return embedded_cluster
-
-
-@pytest.fixture
-async def cluster(embedded: EmbeddedCluster) -> AsyncIterator[RedisCluster]:
-    await flush(embedded)
-    client = RedisCluster.from_url(embedded.url)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture
