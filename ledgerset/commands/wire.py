@@ -19,15 +19,25 @@ pool the moment its call ends: none is ever withheld from another caller, howeve
 A connection is used only in the event loop that connected it: one that a closed (or other) loop
 left in the pool is dropped, without awaiting that loop, and a new one is made in this loop.
 
+The reply is read from redis-py's hiredis parser directly (``_read``), as its ``read_response``
+would, but without entering a new ``asyncio.timeout`` per reply: the socket timeout is kept by one
+timer per connection (``_Watch``). A connection just given back in this loop, with nothing unread
+and not closed by the server, is used without awaiting redis-py's ``can_read`` (``_ready``).
+
 Which of these paths a pool gets is decided once per pool (``_access``) and remembered: the
 direct write only for redis-py's own stream connections whose ``send_packed_command`` is redis-py's
-(a subclass that overrides it is sent through it), the pool's lists only for redis-py's pools.
+(a subclass that overrides it is sent through it), the direct read only for those that also parse
+with redis-py's hiredis parser and read with its ``read_response``, the pool's lists only for
+redis-py's pools.
 """
 
 # The redis-py internals this module reads or changes, tested against redis-py 8.1.0 (pyproject
 # requires >= 8.0; nothing here serves an older one):
 #   AbstractConnection: _writer (an asyncio.StreamWriter: write, drain, transport, its _loop),
 #     _reader and _parser (on_disconnect) when a socket is abandoned, _re_auth_token;
+#   _AsyncHiredisParser (redis._parsers.hiredis, with NOT_ENOUGH_DATA): _reader (the
+#     hiredis.Reader: gets, feed, has_data), _stream (the asyncio.StreamReader: read, at_eof,
+#     exception, _buffer), _connected, _hiredis_PushNotificationType, handle_push_response;
 #   ConnectionPool: _available_connections, _in_use_connections, _lock;
 #   BlockingConnectionPool: _condition (locked, _waiters), _in_maintenance;
 #   redis._defaults.DEFAULT_SOCKET_TIMEOUT, a connection's socket_timeout when none is given.
@@ -48,8 +58,9 @@ from typing import Any, cast
 
 import redis as sync_redis
 from redis._defaults import DEFAULT_SOCKET_TIMEOUT
+from redis._parsers.hiredis import NOT_ENOUGH_DATA, _AsyncHiredisParser
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
-from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.connection import AbstractConnection, DefaultParser
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -282,7 +293,7 @@ def _address(connection: AbstractConnection) -> str:
 class _Access:
     """How ledgerset may use one pool: decided once (``_access``), on what its classes are."""
 
-    __slots__ = ("blocking", "bounded", "direct", "own")
+    __slots__ = ("blocking", "bounded", "direct", "direct_read", "own")
 
     def __init__(self, pool: ConnectionPool) -> None:
         kind = type(pool)
@@ -297,8 +308,15 @@ class _Access:
             and issubclass(connection_class, AbstractConnection)
             and connection_class.send_packed_command is AbstractConnection.send_packed_command
         )
-        #: The pool's connections have a socket_timeout: redis-py bounds every wait itself.
         kwargs = getattr(pool, "connection_kwargs", {})
+        #: ... and they parse with redis-py's hiredis parser, and read as redis-py's own
+        #: connections do: the reply is read from the parser directly (``_read``).
+        self.direct_read = (
+            self.direct
+            and kwargs.get("parser_class", DefaultParser) is _AsyncHiredisParser
+            and connection_class.read_response is AbstractConnection.read_response  # type: ignore[union-attr]
+        )
+        #: The pool's connections have a socket_timeout: redis-py bounds every wait itself.
         self.bounded = kwargs.get("socket_timeout", DEFAULT_SOCKET_TIMEOUT) is not None
 
 
@@ -329,10 +347,14 @@ async def _exchange(pool: ConnectionPool, access: _Access, packed: bytes) -> Any
     if connection is None:
         connection = await pool.get_connection()  # type: ignore[no-untyped-call]
     try:
-        await _fresh(connection)
-        _raise_if_cancelled(task, cancels)  # before anything is sent: nothing happened
+        if not _ready(connection, access):
+            await _fresh(connection)
+            _raise_if_cancelled(task, cancels)  # before anything is sent: nothing happened
         await _send(connection, packed, access.direct)
-        reply = await connection.read_response()
+        if access.direct_read:
+            reply = await _read(connection)
+        else:
+            reply = await connection.read_response()
         _raise_if_cancelled(task, cancels)
     except ResponseError as exc:
         # The whole reply was read, so the connection is fine, unless the server closes it
@@ -346,8 +368,132 @@ async def _exchange(pool: ConnectionPool, access: _Access, packed: bytes) -> Any
         await _discard(connection)
         await _give_back(pool, access, connection)
         raise
-    await _give_back(pool, access, connection)
+    if not (_quiet(pool, access) and _put(pool, connection)):
+        await pool.release(connection)
     return reply
+
+
+def _ready(connection: AbstractConnection, access: _Access) -> bool:
+    """Whether ``connection`` is known, without an await, to be ready for a command: connected
+    in this event loop, nothing unread on it, the server has not closed it (``_fresh`` tells
+    otherwise). For redis-py's hiredis connections only: it reads what ``can_read`` would."""
+    if not access.direct_read:
+        return False
+    writer = connection._writer
+    if writer is None or writer._loop is not asyncio.get_running_loop():  # type: ignore[attr-defined]
+        return False
+    parser = cast(_AsyncHiredisParser, connection._parser)
+    reader: Any = parser._reader  # a hiredis.Reader once connected (redis-py types it None)
+    stream = parser._stream
+    return not (
+        not parser._connected
+        or reader is None
+        or reader.has_data()
+        or stream is None
+        or stream.at_eof()
+        or stream._buffer  # type: ignore[attr-defined]
+        or stream.exception() is not None
+    )
+
+
+async def _read(connection: AbstractConnection) -> Any:
+    """The reply to the command just sent on ``connection``, read as redis-py's hiredis parser
+    would (errors raised, push notifications handled), within the connection's socket timeout.
+
+    redis-py's ``read_response`` enters an ``asyncio.timeout`` around every reply: a timer
+    scheduled and cancelled per call, several microseconds. Here the timeout is kept by one timer
+    per connection (``_Watch``), moved forward by each read with no scheduling at all.
+    """
+    parser = cast(_AsyncHiredisParser, connection._parser)
+    reader: Any = parser._reader  # a hiredis.Reader once connected (redis-py types it None)
+    stream = parser._stream
+    if reader is None or stream is None:  # disconnected meanwhile
+        raise RedisConnectionError(f"Error while reading from {_address(connection)}: closed")
+    reply = reader.gets()
+    if reply is NOT_ENOUGH_DATA:
+        watch = _watch(connection)
+        try:
+            while reply is NOT_ENOUGH_DATA:
+                try:
+                    data = await stream.read(65536)
+                except OSError as exc:  # as redis-py's read_response says it
+                    raise RedisConnectionError(
+                        f"Error while reading from {_address(connection)}: {exc}"
+                    ) from exc
+                if not data:
+                    if watch.expired:
+                        raise RedisTimeoutError(f"Timeout reading from {_address(connection)}")
+                    raise RedisConnectionError(
+                        f"Error while reading from {_address(connection)}: the server closed the"
+                        " connection"
+                    )
+                reader.feed(data)
+                reply = reader.gets()
+        finally:
+            watch.reading = False
+    if isinstance(reply, (ResponseError, RedisConnectionError)):
+        raise reply
+    push = parser._hiredis_PushNotificationType
+    if push is not None and isinstance(reply, push):
+        await parser.handle_push_response(reply)
+        return await _read(connection)
+    return reply
+
+
+class _Watch:
+    """The read timeout of one connection: one timer, re-armed only when it fires.
+
+    A read sets ``due`` (now + the connection's socket timeout) and ``reading``; when the timer
+    fires it looks: no read going on, it stops; the read started later than it was armed for,
+    it waits for the new ``due``; else the read has waited too long, and it aborts the socket,
+    which ends the read (``expired`` tells it why). A connection whose read timed out is never
+    used again, as after redis-py's own timeout.
+    """
+
+    __slots__ = ("connection", "due", "expired", "handle", "loop", "reading", "timeout")
+
+    def __init__(self, connection: AbstractConnection, loop: asyncio.AbstractEventLoop) -> None:
+        self.connection = weakref.ref(connection)
+        self.loop = loop
+        timeout = connection.socket_timeout
+        self.timeout = TIMEOUT_S if timeout is None else float(timeout)
+        self.due = 0.0
+        self.reading = False
+        self.expired = False
+        self.handle: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        self.due = self.loop.time() + self.timeout
+        self.reading = True
+        if self.handle is None:
+            self.handle = self.loop.call_at(self.due, self._check)
+
+    def _check(self) -> None:
+        self.handle = None
+        connection = self.connection()
+        if not self.reading or connection is None:
+            return
+        if self.loop.time() < self.due:
+            self.handle = self.loop.call_at(self.due, self._check)
+            return
+        self.expired = True
+        writer = connection._writer
+        if writer is not None:
+            writer.transport.abort()  # the read sees the end of the stream, and raises
+
+
+def _watch(connection: AbstractConnection) -> _Watch:
+    """The started ``_Watch`` of ``connection`` in this event loop."""
+    loop = asyncio.get_running_loop()
+    watch = _watches.get(connection)
+    if watch is None or watch.loop is not loop or watch.expired:
+        watch = _watches[connection] = _Watch(connection, loop)
+    watch.start()
+    return watch
+
+
+#: connection -> its read timeout's timer.
+_watches: weakref.WeakKeyDictionary[AbstractConnection, _Watch] = weakref.WeakKeyDictionary()
 
 
 def _raise_if_cancelled(task: asyncio.Task[Any] | None, cancels: int) -> None:

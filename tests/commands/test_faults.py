@@ -409,3 +409,19 @@ async def test_a_client_made_by_init_has_bounded_timeouts_and_retries(redis_url:
         assert options["retry"].get_retries() == 2
     finally:
         await client.aclose()
+
+
+async def test_a_read_after_an_idle_spell_still_times_out(rig: Rig) -> None:
+    # One timer per connection keeps its read timeout: finding no read going on, it stops; the
+    # next read must start it again, or a swallowed reply would be waited for forever.
+    client = Redis(host="127.0.0.1", port=rig.proxy.port, socket_timeout=0.5)
+    try:
+        await ledgerset.init(redis=client)
+        note = await FaultNote(tags={"a"}).asave()
+        await asyncio.sleep(1.0)  # the passing time is the point: the timer fires, finds it idle
+        rig.proxy.fault = SWALLOW
+        error = await expect_unavailable(rig, note.tags.aadd("z"))
+        assert isinstance(error.__cause__, RedisTimeoutError)
+        assert "Timeout reading from" in str(error)
+    finally:
+        await client.aclose()

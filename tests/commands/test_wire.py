@@ -212,3 +212,29 @@ async def test_a_connection_class_with_its_own_send_is_sent_through_it(
         assert any(b"SMEMBERS" in request for request in SendingConnection.sent)
     finally:
         await client.aclose()
+
+
+async def test_a_push_notification_before_the_reply_is_handled_and_the_reply_read(
+    redis: Redis, redis_url: str
+) -> None:
+    # RESP3 client tracking: the server pushes an invalidation to the connection that read a
+    # key when another client changes it, even while that connection waits for a reply.
+    client = Redis.from_url(redis_url, protocol=3)
+    try:
+        reader_id = await wire.call(client, ("CLIENT", "ID"))
+        assert await wire.call(client, ("CLIENT", "TRACKING", "ON")) == b"OK"
+        assert await wire.call(client, ("GET", "tracked")) is None
+        waiting = asyncio.create_task(wire.call(client, ("BLPOP", "queue", "10")))
+        for _ in range(1000):  # until the server has the reader blocked on BLPOP
+            clients = await redis.client_list()
+            if any(int(c["id"]) == reader_id and c["cmd"] == "blpop" for c in clients):
+                break
+            await asyncio.sleep(0.005)
+        await redis.set("tracked", "changed")  # the invalidation goes out first ...
+        await redis.rpush("queue", "item")  # ... then BLPOP's reply
+        assert await asyncio.wait_for(waiting, 10) == [b"queue", b"item"]
+        # The connection serves the next call, reply for reply.
+        assert await wire.call(client, ("CLIENT", "ID")) == reader_id
+        assert await wire.call(client, ("GET", "tracked")) == b"changed"
+    finally:
+        await client.aclose()
