@@ -44,7 +44,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ledgerset._events import ERROR, emit, enabled
 from ledgerset.errors import ServerUnavailableError, permission_denied
 
-__all__ = ["credentials_refused", "server_address", "translate", "unavailable"]
+__all__ = ["credentials_refused", "server_address", "translate", "translated", "unavailable"]
 
 #: What redis-py (and the socket under it) raises when the server cannot be reached in time;
 #: of a cluster, when no node answers or the cluster is down (a failover under way).
@@ -101,6 +101,20 @@ def credentials_refused(
     )
 
 
+def translated(
+    exc: BaseException, what: str, redis: Redis | RedisCluster, advice: str
+) -> ServerUnavailableError | None:
+    """The error to raise for ``exc``, raised by redis-py during ``what``, if it is a lost server
+    or refused credentials (``None``: let it go on). For a call site too hot for ``translate``:
+    ``except BaseException as exc:``, then ``raise translated(...) from exc``."""
+    # AuthenticationError is a ConnectionError to redis-py: looked at first.
+    if isinstance(exc, AuthenticationError):
+        return credentials_refused(redis, what, exc)
+    if isinstance(exc, _UNREACHABLE):
+        return unavailable(redis, what, exc, advice)
+    return None
+
+
 class translate:  # lower case: used as a statement, like contextlib's suppress
     """``async with translate(what, redis, advice):`` redis-py's errors as ledgerset's.
 
@@ -135,11 +149,9 @@ class translate:  # lower case: used as a statement, like contextlib's suppress
     ) -> None:
         if exc is None:
             return
-        # AuthenticationError is a ConnectionError to redis-py: looked at first.
-        if isinstance(exc, AuthenticationError):
-            raise credentials_refused(self.redis, self.what, exc) from exc
-        if isinstance(exc, _UNREACHABLE):
-            raise unavailable(self.redis, self.what, exc, self.advice) from exc
+        error = translated(exc, self.what, self.redis, self.advice)
+        if error is not None:
+            raise error from exc
         if isinstance(exc, NoPermissionError) and self.command is not None:
             server_command, *rest = (
                 part.decode(errors="backslashreplace") if isinstance(part, bytes) else str(part)

@@ -41,7 +41,7 @@ from typing import Any, NamedTuple, TypeVar
 from redis.exceptions import NoScriptError, ResponseError
 
 from ledgerset._events import DEBUG, INFO, WARNING, emit, enabled
-from ledgerset._server_errors import translate
+from ledgerset._server_errors import translated
 from ledgerset.commands import routing
 from ledgerset.commands.catalog import Command
 from ledgerset.commands.program import OPS, SOURCE, Program, Refusal
@@ -420,22 +420,22 @@ async def _run(redis: Client, program: Program, what: str) -> list[object] | Ref
     command = ("EVALSHA", _SHA, len(program.keys), *program.keys, *program.argv)
     keys = program.keys
     try:
-        async with translate(what, redis, _MAY_HAVE_LANDED):
-            pool = await routing.node_pool(redis, keys)
-            try:
-                reply = await routing.call(redis, command, keys=keys)
-            except NoScriptError:
-                # The server does not have the program (never loaded; SCRIPT FLUSH, restart,
-                # failover): load, retry once. Safe: NOSCRIPT means nothing of the program ran.
-                await routing.call(redis, ("SCRIPT", "LOAD", SOURCE), keys=keys, resend=True)
-                if pool in _ran:  # it ran there before: the server lost it, worth an INFO
-                    if enabled(INFO):
-                        emit(INFO, "script.reloaded", sha=_SHA)
-                elif enabled(DEBUG):
-                    emit(DEBUG, "script.loaded", sha=_SHA)
-                reply = await routing.call(redis, command, keys=keys)
-            if pool not in _ran:
-                _ran.add(pool)
+        try:
+            reply = await routing.call(redis, command, keys=keys)
+        except NoScriptError:
+            # The server does not have the program (never loaded; SCRIPT FLUSH, restart,
+            # failover): load, retry once. Safe: NOSCRIPT means nothing of the program ran.
+            await routing.call(redis, ("SCRIPT", "LOAD", SOURCE), keys=keys, resend=True)
+            if await routing.node_pool(redis, keys) in _ran:  # it ran there: the server lost it
+                if enabled(INFO):
+                    emit(INFO, "script.reloaded", sha=_SHA)
+            elif enabled(DEBUG):
+                emit(DEBUG, "script.loaded", sha=_SHA)
+            reply = await routing.call(redis, command, keys=keys)
+        # Where it ran (once per server: the set tells a later NOSCRIPT what it means).
+        pool = routing.known_pool(redis) or await routing.node_pool(redis, keys)
+        if pool not in _ran:
+            _ran.add(pool)
     except RequestTooLargeError as exc:  # refused before sending: name the command it was for
         longest = longest_entry(program)
         if longest is None:
@@ -443,6 +443,11 @@ async def _run(redis: Client, program: Program, what: str) -> list[object] | Ref
         if enabled(WARNING):
             emit(WARNING, "command.refused", **_event_fields(longest), reason="request_too_large")
         raise entry_too_large(longest.name, longest.model, longest.pk, longest.field, exc) from None
+    except BaseException as exc:  # not `async with translate`: this runs on every write
+        error = translated(exc, what, redis, _MAY_HAVE_LANDED)
+        if error is None:
+            raise
+        raise error from exc
     if reply[0] == 1:
         return list(reply[1:])
     refusal = program.refusal(reply)

@@ -65,6 +65,7 @@ __all__ = [
     "call",
     "check_cluster",
     "is_cluster",
+    "known_pool",
     "node_pool",
     "program_slot",
     "same_slot",
@@ -88,7 +89,13 @@ _MEMBERS_PER_CALL = 10_000
 
 
 def is_cluster(redis: object) -> TypeGuard[RedisCluster]:
-    """Whether ``redis`` is a cluster client (``redis.asyncio.cluster.RedisCluster``)."""
+    """Whether ``redis`` is a cluster client (``redis.asyncio.cluster.RedisCluster``).
+
+    The calls below ask the opposite, ``isinstance(redis, Redis)``, of a ``Client``: the answer
+    is the same, and it is ten times cheaper (``RedisCluster``'s classes are typing Protocols,
+    whose ``isinstance`` runs Python code; a ``Redis`` is found by the C fast path), which
+    matters on every call.
+    """
     return isinstance(redis, RedisCluster)
 
 
@@ -111,7 +118,7 @@ def program_slot(redis: Client, program: Program) -> int | None:
     program can only run in one slot. Called once the commands are compiled and before their
     journal entries, which then go to that slot's stream.
     """
-    if not isinstance(redis, RedisCluster):
+    if isinstance(redis, Redis):
         return None
     slots = {key_slot(key) for key in program.keys}
     if len(slots) == 1:
@@ -154,7 +161,7 @@ async def call(
     its first key (``program_slot`` checked the rest); one whose keys span slots is refused
     by the server, before it runs, as ``CrossSlotError``.
     """
-    if not isinstance(redis, RedisCluster):
+    if isinstance(redis, Redis):
         return await wire.call(redis, args, resend=resend)
     nodes = await _nodes(redis)
     if _name(args[0]) == b"SCRIPT":
@@ -183,7 +190,7 @@ async def transaction_read(
     On a cluster the transaction goes to the slot's primary through its plain client; a
     redirection (the map is stale, the slot moving) is followed: nothing was read.
     """
-    if not isinstance(redis, RedisCluster):
+    if isinstance(redis, Redis):
         return await _pipelined(redis, commands)
     nodes = await _nodes(redis)
     deadline = asyncio.get_running_loop().time() + wire.TIMEOUT_S
@@ -207,12 +214,17 @@ async def _pipelined(client: Redis, commands: Sequence[tuple[wire.Arg, ...]]) ->
         return await pipe.execute()
 
 
+def known_pool(redis: Client) -> Any:
+    """The connection pool of a single-server client (``None`` for a cluster: ``node_pool``)."""
+    return redis.connection_pool if isinstance(redis, Redis) else None
+
+
 async def node_pool(redis: Client, keys: Sequence[str]) -> Any:
     """The connection pool that serves ``keys``: the client's own, or that of their primary.
 
     The dispatcher remembers on which servers the program was loaded, by pool.
     """
-    if not isinstance(redis, RedisCluster):
+    if isinstance(redis, Redis):
         return redis.connection_pool
     nodes = await _nodes(redis)
     owner = nodes.owner(key_slot(keys[0]) if keys else None)
