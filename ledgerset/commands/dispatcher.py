@@ -83,8 +83,9 @@ _SHA = hashlib.sha1(SOURCE.encode()).hexdigest()
 
 _current: ContextVar[Transaction | None] = ContextVar("ledgerset_transaction", default=None)
 
-#: The pools (one per server) on which this process has run the program: a NOSCRIPT from one of
-#: them means the server lost it; from any other, it is only the program's first load.
+#: The servers (``routing.server``: a pool, or a cluster) on which this process has run the
+#: program: a NOSCRIPT from one of them means the server lost it; from any other, it is only the
+#: program's first load.
 _ran: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
@@ -426,16 +427,16 @@ async def _run(redis: Client, program: Program, what: str) -> list[object] | Ref
             # The server does not have the program (never loaded; SCRIPT FLUSH, restart,
             # failover): load, retry once. Safe: NOSCRIPT means nothing of the program ran.
             await routing.call(redis, ("SCRIPT", "LOAD", SOURCE), keys=keys, resend=True)
-            if await routing.node_pool(redis, keys) in _ran:  # it ran there: the server lost it
+            if routing.server(redis) in _ran:  # it ran there before: the server lost it
                 if enabled(INFO):
                     emit(INFO, "script.reloaded", sha=_SHA)
             elif enabled(DEBUG):
                 emit(DEBUG, "script.loaded", sha=_SHA)
             reply = await routing.call(redis, command, keys=keys)
         # Where it ran (once per server: the set tells a later NOSCRIPT what it means).
-        pool = routing.known_pool(redis) or await routing.node_pool(redis, keys)
-        if pool not in _ran:
-            _ran.add(pool)
+        server = routing.server(redis)
+        if server not in _ran:
+            _ran.add(server)
     except RequestTooLargeError as exc:  # refused before sending: name the command it was for
         longest = longest_entry(program)
         if longest is None:

@@ -422,21 +422,55 @@ if string.sub(header, 1, 1) == OP_MOVE and #header >= MOVE_OP_BYTES + BUMP_OP_BY
   end
 end
 
--- The operations, as records.
+-- The operations, as records (a transaction's can be thousands: `keys`, a table of every key,
+-- only for the ops that read it, those of more than two keys and snapshots).
 local ops = {}
 local at, pos = 1, 2
+local NO_KEYS = {}
 while at <= #header do
-  local code, nkeys, n
+  local code, nkeys, n, key, owner
   code, nkeys, n, at = struct.unpack('>c1BI4', header, at)
-  local keys = {}
-  for k = 1, nkeys do
-    keys[k], at = struct.unpack('>H', header, at)
-    keys[k] = KEYS[keys[k]]
+  local keys = NO_KEYS
+  if nkeys == 2 and code ~= OP_SNAPSHOT then
+    key, owner, at = struct.unpack('>H>H', header, at)
+    key, owner = KEYS[key], KEYS[owner]
+  elseif nkeys == 1 then
+    key, at = struct.unpack('>H', header, at)
+    key = KEYS[key]
+  else
+    keys = {}
+    for k = 1, nkeys do
+      keys[k], at = struct.unpack('>H', header, at)
+      keys[k] = KEYS[keys[k]]
+    end
+    key, owner = keys[1], keys[2]
   end
-  ops[#ops + 1] = {
-    code = code, key = keys[1], owner = keys[2], keys = keys, first = pos, last = pos + n - 1,
-  }
+  ops[#ops + 1] = { code = code, key = key, owner = owner, keys = keys, first = pos, last = pos + n - 1 }
   pos = pos + n
+end
+
+-- From here on, each permission is asked once per command and key: a transaction of a thousand
+-- adds to one set needs one answer for SADD there, not a thousand. (The fast paths above ask
+-- each once anyway, and a table would only cost them.)
+local allowed = {} -- command -> key -> whether the caller may run it there
+local ask = redis.acl_check_cmd
+may = function(command, key, ...)
+  if key == nil then
+    return ask(command)
+  elseif select('#', ...) > 0 then
+    return ask(command, key, ...)
+  end
+  local by_key = allowed[command]
+  if not by_key then
+    by_key = {}
+    allowed[command] = by_key
+  end
+  local answer = by_key[key]
+  if answer == nil then
+    answer = ask(command, key)
+    by_key[key] = answer
+  end
+  return answer
 end
 
 local SET_OPS = {
@@ -911,6 +945,18 @@ for i, op in ipairs(ops) do
 end
 
 -- 3. writes ----------------------------------------------------------------------------------
+-- A model's version is written once, when the program has no more bumps of it, or before
+-- anything else writes its hash: a transaction of a thousand set writes bumps it a thousand
+-- times, and only the last HSET would count. Each bump still replies with its own version.
+local unwritten = {} -- model key -> the version its bumps reached, not yet written
+local function write_version(key)
+  local version = unwritten[key]
+  if version then
+    redis.call('HSET', key, VERSION_FIELD, version)
+    unwritten[key] = nil
+  end
+end
+
 local function write_list(command, key, list)
   for i = 1, #list, CHUNK do
     redis.call(command, key, unpack(list, i, math.min(i + CHUNK - 1, #list)))
@@ -934,6 +980,7 @@ for i, op in ipairs(ops) do
       redis.call('SREM', key, reply)
     end
   elseif code == OP_CLEAR or code == OP_DELETE then
+    write_version(key)
     reply = redis.call('DEL', key)
   elseif code == OP_MOVE then
     reply = redis.call('SMOVE', key, op.keys[3], ARGV[first])
@@ -969,12 +1016,14 @@ for i, op in ipairs(ops) do
     redis.call('DEL', key)
     reply = write_args('SADD', key, first + 1, last)
   elseif code == OP_REPLACE_HASH then
+    write_version(key)
     redis.call('DEL', key)
     if last > first + 1 then
       write_args('HSET', key, first + 2, last)
     end
     reply = 1
   elseif code == OP_UPDATE_HASH then
+    write_version(key)
     write_args('HSET', key, first, last)
     reply = 1
   elseif code == OP_BUMP then
@@ -982,7 +1031,7 @@ for i, op in ipairs(ops) do
     if op.skip or (pop and pop.code == OP_POP and not popped[i - 1]) then
       reply = false -- an empty set's pop changed nothing; an overwritten hash has no version
     else
-      redis.call('HSET', key, VERSION_FIELD, op.version)
+      unwritten[key] = op.version
       reply = op.version
     end
   elseif code == OP_EXPECT_TYPE or code == OP_EXPECT_VERSION then
@@ -998,6 +1047,12 @@ for i, op in ipairs(ops) do
   end
   if reply ~= nil then
     replies[i + 1] = reply
+  end
+end
+
+for _, op in ipairs(ops) do
+  if op.code == OP_BUMP then
+    write_version(op.key)
   end
 end
 

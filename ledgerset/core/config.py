@@ -317,4 +317,5 @@ def default_redis(config: RedisConfig | None, model: str) -> Redis | RedisCluste
 
 def _for_this_loop(redis: Redis | RedisCluster) -> Redis | RedisCluster:
     # A cluster's per-primary clients check each connection they use (wire.py does).
-    return wire.for_this_loop(redis) if isinstance(redis, Redis) else redis
+    client = routing.plain(redis)
+    return wire.for_this_loop(client) if client is not None else redis
