@@ -67,7 +67,6 @@ __all__ = [
     "OnUnknown",
     "Transaction",
     "apply_batch",
-    "defer",
     "execute",
     "run_program",
     "transaction",
@@ -222,24 +221,6 @@ def _new_txn() -> str:
     return os.urandom(16).hex()
 
 
-def defer(
-    command: Command[R],
-    redis: Client,
-    on_result: Callable[[R], None] | None = None,
-    *,
-    journal: StreamJournal | None = None,
-    on_unknown: OnUnknown | None = None,
-) -> None:
-    """Buffer ``command`` into this task's open transaction (for sync callers, which cannot await).
-
-    Callers check ``transaction_for()`` first; without a transaction this is a programming error.
-    """
-    tx = transaction_for(command.name, command.key)
-    if tx is None:
-        raise TransactionError.none_open(command.name, command.key)
-    tx.buffer(command, redis, on_result, journal, on_unknown=on_unknown)
-
-
 async def apply_batch(
     redis: Client,
     commands: list[Command[Any]],
@@ -319,7 +300,8 @@ class Transaction:
         *,
         on_unknown: OnUnknown | None = None,
     ) -> None:
-        """Add ``command`` to the transaction (called by ``execute`` and ``defer``)."""
+        """Add ``command`` to the transaction (called by ``execute``, and by the sync mutators,
+        which found it with ``transaction_for``)."""
         if not command.deferrable:
             raise TransactionError.not_deferrable(command.name, command.key)
         if self._redis is None:

@@ -148,14 +148,16 @@ class SetBinding:
 
     def defer(
         self,
+        tx: dispatcher.Transaction,
         command: SetCommand[Any],
         on_result: Callable[[Any], None],
         on_unknown: dispatcher.OnUnknown,
     ) -> None:
-        """Buffer ``command`` into the open transaction (for the sync mutators)."""
+        """Buffer ``command`` into ``tx``, this task's open transaction (for the sync mutators,
+        which found it with ``dispatcher.transaction_for``)."""
         journal = default_journal(self.config)
         applied, unknown = self._versioned(command, on_result, on_unknown)
-        dispatcher.defer(command, self.redis(), applied, journal=journal, on_unknown=unknown)
+        tx.buffer(command, self.redis(), applied, journal, on_unknown=unknown)
 
     def _versioned(
         self,
@@ -866,11 +868,18 @@ class RedisSet(set[T]):
         the members the server computed, which a stale mirror could not.
         """
         binding = self._binding
-        if binding is None or dispatcher.transaction_for(command_type.name, binding.key) is None:
+        if binding is None:
+            return False
+        tx = dispatcher.transaction_for(command_type.name, binding.key)
+        if tx is None:
             return False
         if values is None:
             command: SetCommand[Any] = command_type(**binding.target)
             normals: set[Any] = set()
+        elif type(values) is tuple and len(values) == 1:  # add(), discard(): a transaction's usual
+            normal, member = binding.encode(command_type.name, values[0])
+            normals = {normal}
+            command = command_type(**binding.target, members=(member,))  # type: ignore[call-arg]
         else:
             normal_list, encoded = binding.encode_many(command_type.name, values)
             normals = set(normal_list)
@@ -882,7 +891,7 @@ class RedisSet(set[T]):
             )
         else:
             callback = lambda _: apply(normals)  # noqa: E731
-        binding.defer(command, callback, self._outcome_unknown)
+        binding.defer(tx, command, callback, self._outcome_unknown)
         return True
 
     def _mutate(
