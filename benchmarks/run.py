@@ -49,7 +49,7 @@ from benchmarks.data import (
 from benchmarks.floor import MinimalClient, capture_requests
 from benchmarks.rounds import Bar, Row, Timed, interleave
 from ledgerset import StreamJournal
-from ledgerset.commands import dispatcher
+from ledgerset.commands import dispatcher, wire
 from ledgerset.embedded import EmbeddedCluster, EmbeddedServer
 from ledgerset.journal import replay
 
@@ -126,6 +126,58 @@ async def row_floor(redis: Redis, url: str, sizes: Sizes, label: str = "") -> Ro
             sizes.rounds,
             bar=Bar(1.8),
         )
+    finally:
+        await client.aclose()
+
+
+async def references_of_the_floor(redis: Redis, url: str, sizes: Sizes) -> list[Row]:
+    """Not rows of the issue: how far below raw redis-py ``SADD`` any asyncio client gets on
+    this machine. The floor (ledgerset's own request bytes, sent by the minimal client) ÷ redis-py
+    ``SADD`` bounds the immediate row from below: no client sending those bytes beats it. A
+    minimal client's ``SADD`` ÷ redis-py's bounds every row against ``SADD``: it is a round trip
+    with nothing around it, so a bar under it is out of reach of any asyncio client here."""
+    values = members(sizes.calls)
+    raw_values = encoded(values)
+    requests = await capture_requests(url, FLOOR_PK, values)
+    await ledgerset.init(redis=redis)
+    kwargs = redis.connection_pool.connection_kwargs
+    client = await MinimalClient.connect(kwargs["host"], kwargs["port"])
+    sadds = [wire.pack(("SADD", "raw:set", value)) for value in raw_values]
+
+    async def minimal(prepare: Callable[[], Awaitable[object]], sent: list[bytes]) -> float:
+        await prepare()
+        call = client.call
+        start = time.perf_counter()
+        for request in sent:
+            await call(request)
+        return time.perf_counter() - start
+
+    async def raw() -> float:
+        await redis.flushdb()
+        sadd = redis.sadd
+        start = time.perf_counter()
+        for value in raw_values:
+            await sadd("raw:set", value)
+        return time.perf_counter() - start
+
+    try:
+        return [
+            await interleave(
+                "floor vs redis-py",
+                f"{sizes.calls:,} of ledgerset's aadd requests sent by the minimal client vs"
+                " redis-py SADD",
+                lambda: minimal(lambda: fresh_model(redis, FLOOR_PK), requests),
+                raw,
+                sizes.rounds,
+            ),
+            await interleave(
+                "minimal SADD vs redis-py",
+                f"{sizes.calls:,} SADD sent by the minimal client vs redis-py SADD",
+                lambda: minimal(redis.flushdb, sadds),
+                raw,
+                sizes.rounds,
+            ),
+        ]
     finally:
         await client.aclose()
 
@@ -472,7 +524,11 @@ async def default_loop_rows(
     }
     try:
         rows = [await run() for name, run in runs.items() if name in wanted]
-        references = [await reference_hand_decoding(redis, sizes)] if "big-read" in wanted else []
+        references = []
+        if "floor" in wanted:
+            references += await references_of_the_floor(redis, url, sizes)
+        if "big-read" in wanted:
+            references.append(await reference_hand_decoding(redis, sizes))
         await redis.flushdb()
         await target.flushdb()
     finally:
