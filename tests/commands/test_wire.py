@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from pydantic import Field
+from redis._parsers import _AsyncRESP2Parser
 from redis.asyncio import BlockingConnectionPool, Connection, ConnectionPool, Redis
 from redis.exceptions import ResponseError
 
@@ -220,6 +221,7 @@ async def test_a_push_notification_before_the_reply_is_handled_and_the_reply_rea
     # RESP3 client tracking: the server pushes an invalidation to the connection that read a
     # key when another client changes it, even while that connection waits for a reply.
     client = Redis.from_url(redis_url, protocol=3)
+    assert wire._access(client.connection_pool).direct_read  # the path under test
     try:
         reader_id = await wire.call(client, ("CLIENT", "ID"))
         assert await wire.call(client, ("CLIENT", "TRACKING", "ON")) == b"OK"
@@ -236,5 +238,28 @@ async def test_a_push_notification_before_the_reply_is_handled_and_the_reply_rea
         # The connection serves the next call, reply for reply.
         assert await wire.call(client, ("CLIENT", "ID")) == reader_id
         assert await wire.call(client, ("GET", "tracked")) == b"changed"
+    finally:
+        await client.aclose()
+
+
+async def test_a_client_parsing_without_hiredis_is_read_through_redis_py(
+    redis: Redis, redis_url: str
+) -> None:
+    # The direct read is for redis-py's hiredis parser only; any other parser is read by the
+    # connection's own read_response, errors and all.
+    client = Redis.from_url(redis_url, parser_class=_AsyncRESP2Parser)
+    assert not wire._access(client.connection_pool).direct_read
+    try:
+        await ledgerset.init(redis=client, journal=StreamJournal())
+        note = WireNote()
+        await note.asave()
+        await note.tags.aadd_many(["a", "b"])
+        assert await note.tags.aremove("a") is True
+        assert await note.tags.amembers() == {"b"}
+        assert await client.xlen("ledgerset:journal") == 3
+        await client.set("text", "not a set")
+        with pytest.raises(ResponseError, match="WRONGTYPE"):
+            await wire.call(client, ("SADD", "text", "member"))
+        assert await wire.call(client, ("SCARD", note.tags._require_binding().key)) == 1
     finally:
         await client.aclose()
