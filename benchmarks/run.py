@@ -89,6 +89,17 @@ async def timed_aadds(
     return clock() - start
 
 
+async def timed_sadds(redis: Redis | RedisCluster, raw_values: list[bytes]) -> float:
+    """How long raw redis-py ``SADD`` of each value takes, awaited one after another, into a
+    set of an empty database: the twin of the rows against redis-py."""
+    await redis.flushdb()
+    sadd = redis.sadd
+    start = time.perf_counter()
+    for value in raw_values:
+        await sadd("raw:set", value)
+    return time.perf_counter() - start
+
+
 async def row_floor(redis: Redis, url: str, sizes: Sizes, label: str = "") -> Row:
     values = members(sizes.calls)
     requests = await capture_requests(url, FLOOR_PK, values)
@@ -153,12 +164,7 @@ async def references_of_the_floor(redis: Redis, url: str, sizes: Sizes) -> list[
         return time.perf_counter() - start
 
     async def raw() -> float:
-        await redis.flushdb()
-        sadd = redis.sadd
-        start = time.perf_counter()
-        for value in raw_values:
-            await sadd("raw:set", value)
-        return time.perf_counter() - start
+        return await timed_sadds(redis, raw_values)
 
     try:
         return [
@@ -191,12 +197,7 @@ async def row_immediate(redis: Redis, sizes: Sizes, journal: bool, label: str = 
         return await timed_aadds(redis, values, time.perf_counter)
 
     async def raw() -> float:
-        await redis.flushdb()
-        sadd = redis.sadd
-        start = time.perf_counter()
-        for value in raw_values:
-            await sadd("raw:set", value)
-        return time.perf_counter() - start
+        return await timed_sadds(redis, raw_values)
 
     if journal:
         return await interleave(
@@ -450,12 +451,7 @@ async def row_cluster(redis: RedisCluster, sizes: Sizes, journal: bool) -> Row:
         return await timed_aadds(redis, values, time.perf_counter)  # type: ignore[arg-type]
 
     async def raw() -> float:
-        await redis.flushdb()
-        sadd = redis.sadd
-        start = time.perf_counter()
-        for value in raw_values:
-            await sadd("raw:set", value)
-        return time.perf_counter() - start
+        return await timed_sadds(redis, raw_values)
 
     name = "cluster journaled call" if journal else "cluster immediate call"
     what = "with a StreamJournal " if journal else ""

@@ -52,7 +52,11 @@ def test_benchmarks_run_quick(tmp_path: Path) -> None:
     assert [row["name"] for row in results["rows"]] == list(BARS)
     assert all(math.isfinite(row["median"]) and row["median"] > 0 for row in results["rows"])
     assert all(row["low"] <= row["median"] <= row["high"] for row in results["rows"])
-    assert [row["name"] for row in results["references"]] == ["decoding by hand"]
+    assert [row["name"] for row in results["references"]] == [
+        "floor vs redis-py",
+        "minimal SADD vs redis-py",
+        "decoding by hand",
+    ]
     assert results["references"][0]["bar"] is None
     assert results["replay_scale"]["entries"] == 500
     assert results["replay_scale"]["peak_rss_mib"] > 0
