@@ -49,6 +49,7 @@ from ledgerset._events import DEBUG, INFO, emit, enabled
 from ledgerset._server_errors import server_address
 from ledgerset.commands import dispatcher, wire
 from ledgerset.commands.catalog import (
+    Address,
     Command,
     DeleteModel,
     RecordTarget,
@@ -81,6 +82,8 @@ __all__ = ["ReplayReport", "check_target", "read_skipping", "replay"]
 BATCH = 500
 #: Entries per page when counting what a resumed run has left to read.
 _COUNT_PAGE = 2000
+#: At most this many answers of the checks of what a model could have written are kept.
+_FAULTS_KEPT = 4096
 
 Progress = Callable[[int, int], None]
 
@@ -373,10 +376,19 @@ class _Lane:
         self.batch_entries = 0
         #: The batch being applied on the target while the next one is read and decoded.
         self.in_flight: asyncio.Task[None] | None = None
+        #: The checkpoint an earlier run left here, until the stream is read past it.
+        self.resumed_through = None if applied_through is None else _id(applied_through)
 
     def covers(self, entry_id: str) -> bool:
         """Whether an earlier run applied ``entry_id`` here already (the checkpoint is past it)."""
-        return self.applied_through is not None and _id(entry_id) <= _id(self.applied_through)
+        # Only an earlier run's batches can cover an entry this run reads: the stream is read in
+        # order, so once past that checkpoint no entry is compared again.
+        if self.resumed_through is None:
+            return False
+        if _id(entry_id) <= self.resumed_through:
+            return True
+        self.resumed_through = None
+        return False
 
 
 def _id(entry_id: str) -> tuple[int, int]:
@@ -406,6 +418,9 @@ class _Run:
         self.resume_after: str | None = None
         #: A fresh run from a snapshot: read after this (just before its ``snapshot.begin``).
         self.start_after = start_after
+        #: ``keys.unwritable``'s answers for this run's layout, by (model, pk, field names): a
+        #: journal names the same few models and fields entry after entry.
+        self.faults: dict[tuple[str, str, tuple[str, ...]], tuple[str, str] | None] = {}
 
     async def execute(self, until: Position | None) -> None:
         started = time.perf_counter()
@@ -518,8 +533,11 @@ class _Run:
             else self.command_of(entry)
             for entry in group
         ]  # fmt: skip
-        pairs = zip(group, commands, strict=True)
-        lanes = [await self.lane_of(entry, command) for entry, command in pairs]
+        if self.sink.cluster:
+            pairs = zip(group, commands, strict=True)
+            lanes = [await self.lane_of(entry, command) for entry, command in pairs]
+        else:  # one server, one lane: no entry to route
+            lanes = [self.lanes[None]] * len(group)
         touched: list[_Lane] = []
         for entry, command, lane in zip(group, commands, lanes, strict=True):
             self.progress.done += 1
@@ -550,7 +568,7 @@ class _Run:
         """The command ``entry`` records, once it is known to touch only a model's keys."""
         if entry.cmd in MARKERS:
             return None  # the journal's own entry (a snapshot's bounds, a trim): nothing to write
-        fault = unwritable(entry.model, entry.pk, [entry.field] if entry.field else [], self.layout)
+        fault = self.fault(entry.model, entry.pk, (entry.field,) if entry.field else ())
         if fault is not None:
             raise self.foreign(entry, *fault)
         target = RecordTarget(entry.model, entry.pk, entry.field, self.layout, entry.ts_ms)
@@ -579,15 +597,28 @@ class _Run:
             ) from exc
         if command is None:
             return None
-        fault = unwritable(entry.model, entry.pk, _field_names(command), self.layout)
-        # Every set it touches, too: set.move names its destination in its args.
-        for address in command.addresses:
-            if fault is None:
-                fields = [address.field] if address.field else []
-                fault = unwritable(address.model, address.pk, fields, self.layout)
+        addresses = command.addresses
+        fault = self.fault(entry.model, entry.pk, _field_names(command, addresses))
+        # Every other model it touches, too: set.move names its destination in its args.
+        for address in addresses:
+            if fault is None and (address.model != entry.model or address.pk != entry.pk):
+                fields = (address.field,) if address.field else ()
+                fault = self.fault(address.model, address.pk, fields)
         if fault is not None:
             raise self.foreign(entry, "args", fault[1])
         return command
+
+    def fault(self, model: str, pk: str, fields: tuple[str, ...]) -> tuple[str, str] | None:
+        """``keys.unwritable`` in the target's layout, remembered for the next entries."""
+        asked = (model, pk, fields)
+        try:
+            return self.faults[asked]
+        except KeyError:
+            pass
+        if len(self.faults) >= _FAULTS_KEPT:  # a journal of very many models: memory stays flat
+            self.faults.clear()
+        found = self.faults[asked] = unwritable(model, pk, fields, self.layout)
+        return found
 
     def foreign(self, entry: JournalEntry, field: str, why: str) -> JournalEntryError:
         return JournalEntryError.stops_replay(
@@ -602,15 +633,18 @@ class _Run:
     def expired(self, entry: JournalEntry, command: Command[Any]) -> bool:
         """Whether ``command`` acts on a model whose absolute expiry has passed: any model it
         touches (its ``addresses``), not only the one its entry is filed under."""
-        models = {(address.model, address.pk) for address in command.addresses}
+        expired_models = self.report.expired_models
         if isinstance(command, SaveModel):
             gone = command.expire_at_ms is not None and command.expire_at_ms <= _now_ms()
             if gone:
-                self.report.expired_models.update(models)
-            else:
-                self.report.expired_models.difference_update(models)
+                expired_models.update(_models(command))
+            elif expired_models:
+                expired_models.difference_update(_models(command))
             return gone
-        if not models.isdisjoint(self.report.expired_models):
+        if not expired_models:  # the usual case: no model has expired, nothing to compare
+            return False
+        models = _models(command)
+        if not models.isdisjoint(expired_models):
             if isinstance(command, DeleteModel):
                 self.report.expired_models.difference_update(models)
             return True
@@ -737,13 +771,20 @@ def _broken(stream: str, entry: JournalEntry) -> JournalEntryError:
     )
 
 
-def _field_names(command: Command[Any]) -> list[str]:
+def _field_names(command: Command[Any], addresses: tuple[Address, ...]) -> tuple[str, ...]:
     """Every field name ``command`` writes: the set field of every key it touches (its
     ``addresses``, so a command on a second set names that one too), and the hash fields of a
     model write (``fields``, the ``(name, JSON)`` pairs of ``model.save``/``model.update``)."""
     hash_fields: tuple[tuple[str, bytes], ...] = getattr(command, "fields", ())
-    set_fields = [address.field for address in command.addresses if address.field is not None]
-    return [name for name, _ in hash_fields] + set_fields
+    set_fields = [address.field for address in addresses if address.field is not None]
+    if not hash_fields:
+        return tuple(set_fields)
+    return (*(name for name, _ in hash_fields), *set_fields)
+
+
+def _models(command: Command[Any]) -> set[tuple[str, str]]:
+    """``(model, pk)`` of every model ``command`` touches."""
+    return {(address.model, address.pk) for address in command.addresses}
 
 
 def _deleted_types(command: Command[Any]) -> list[tuple[str, str]]:
