@@ -79,7 +79,11 @@ async def _select(
     until = _utc(end) if isinstance(end, datetime) else None
     async with aclosing(_pages(redis, stream, _low(start, after), _high(end))) as pages:
         async for page in pages:
-            for raw_id, fields in page:
+            for raw_id, raw_fields in page:
+                # A stream entry is field/value pairs: an even list, never checked again (zip's
+                # strict=True cost as much as building the dict). Built here, one at a time, so
+                # that a page holds no second copy of its entries while it is worked through.
+                fields = dict(zip(raw_fields[::2], raw_fields[1::2], strict=False))
                 entry = parse_any(stream, raw_id.decode(), fields)
                 if stop_at_malformed and isinstance(entry, MalformedEntry):
                     raise entry.error
@@ -92,6 +96,8 @@ async def _select(
 
 
 Page = list[tuple[bytes, dict[bytes, bytes]]]
+#: A page as the server sends it: ``[id, [field, value, field, value, ...]]`` per entry.
+RawPage = list[list[Any]]
 
 
 def _wanted(entry: JournalEntry | MalformedEntry, model: str | None, key: str | None) -> bool:
@@ -109,13 +115,15 @@ def _high(end: Position | None) -> str:
     return end if isinstance(end, str) else "+"
 
 
-async def _pages(redis: Redis, stream: str, low: str, high: str) -> AsyncGenerator[Page, None]:
+async def _pages(redis: Redis, stream: str, low: str, high: str) -> AsyncGenerator[RawPage, None]:
     """The entries from ``low`` to ``high``, ``PAGE`` at a time (close it when stopping early)."""
     # The next page is asked for before this one is decoded, so the server reads it while the
     # caller works through this one (replay: decoding, and applying its batches).
     reader = asyncio.current_task()
     asked = reader.cancelling() if reader is not None else 0
-    upcoming: asyncio.Future[Page] | None = asyncio.ensure_future(_page(redis, stream, low, high))
+    upcoming: asyncio.Future[RawPage] | None = asyncio.ensure_future(
+        _page(redis, stream, low, high)
+    )
     try:
         while upcoming is not None:
             page = await upcoming
@@ -140,15 +148,12 @@ def _raise_if_cancelled(reader: asyncio.Task[Any] | None, asked: int) -> None:
         raise asyncio.CancelledError
 
 
-async def _page(redis: Redis, stream: str, low: str, high: str) -> Page:
+async def _page(redis: Redis, stream: str, low: str, high: str) -> RawPage:
     # Through ledgerset's wire, not redis.xrange(): on Python 3.11 redis-py's send path can lose
     # a cancellation (Ctrl-C during a replay ran on to the end), and the wire does not.
     command = ("XRANGE", stream, low, high, "COUNT", PAGE)
-    raw = await wire.call(redis, command, resend=True)
-    # A stream entry is field/value pairs: an even list, never checked again (zip's strict=True
-    # cost as much as building the dict).
-    return [(entry_id, dict(zip(raw_fields[::2], raw_fields[1::2], strict=False)))
-            for entry_id, raw_fields in raw]  # fmt: skip
+    page: RawPage = await wire.call(redis, command, resend=True)
+    return page
 
 
 def _utc(moment: datetime) -> datetime:

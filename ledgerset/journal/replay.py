@@ -39,7 +39,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
@@ -372,7 +372,7 @@ class _Lane:
         self.applied_through = applied_through
         #: The last entry routed here (the checkpoint's value once the batch lands).
         self.last_id = applied_through
-        self.batch: list[tuple[JournalEntry, Command[Any]]] = []
+        self.batch: list[_Queued] = []
         self.batch_entries = 0
         #: The batch being applied on the target while the next one is read and decoded.
         self.in_flight: asyncio.Task[None] | None = None
@@ -389,6 +389,18 @@ class _Lane:
             return True
         self.resumed_through = None
         return False
+
+
+class _Queued(NamedTuple):
+    """A command waiting in a lane's batch, with what its errors name of its entry (not the
+    entry itself: a batch would keep every entry's decoded args alive until it lands)."""
+
+    id: str
+    cmd: str
+    model: str
+    pk: str
+    txn: str
+    command: Command[Any]
 
 
 def _id(entry_id: str) -> tuple[int, int]:
@@ -437,10 +449,13 @@ class _Run:
         applied, skipped, expired = self.report.applied, self.report.skipped, self.report.expired
         done = self.progress.done
         group: list[JournalEntry] = []
+        models = self.report.models
         # The reader is closed as the run stops (a cancellation too), not when it is collected.
         async with aclosing(self.entries(until)) as entries:
             try:
                 async for entry in entries:
+                    if entry.cmd not in MARKERS:
+                        models.add(entry.model)
                     if (group and entry.txn != group[0].txn) or (not group and entry.seq != 1):
                         raise _broken(self.stream, group[-1] if group else entry)
                     group.append(entry)
@@ -464,17 +479,12 @@ class _Run:
                  duration_ms=round(elapsed * 1000, 3),
                  entries_per_s=round(handled / elapsed) if elapsed else None)  # fmt: skip
 
-    async def entries(self, until: Position | None) -> AsyncGenerator[JournalEntry, None]:
+    def entries(self, until: Position | None) -> AsyncGenerator[JournalEntry, None]:
         """The entries to replay, without those ``skip`` names."""
-        read = read_skipping(
+        return read_skipping(
             self.source, self.stream, self.skip,
             end=until, after=self.resume_after or self.start_after, on_skip=self.pass_over,
         )  # fmt: skip
-        async with aclosing(read) as entries:
-            async for entry in entries:
-                if entry.cmd not in MARKERS:
-                    self.report.models.add(entry.model)
-                yield entry
 
     def pass_over(self, entry_id: str) -> None:
         """Count an entry ``skip`` names, as if it had been deleted from the stream."""
@@ -558,7 +568,8 @@ class _Run:
             elif self.expired(entry, command):
                 self.report.expired += 1
             else:
-                lane.batch.append((entry, command))
+                queued = _Queued(entry.id, entry.cmd, entry.model, entry.pk, entry.txn, command)
+                lane.batch.append(queued)
                 self.report.applied += 1
         for lane in touched:
             if lane.batch_entries >= BATCH:
@@ -692,20 +703,18 @@ class _Run:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
 
-    async def apply(
-        self, lane: _Lane, batch: list[tuple[JournalEntry, Command[Any]]], last_id: str, done: int
-    ) -> None:
+    async def apply(self, lane: _Lane, batch: list[_Queued], last_id: str, done: int) -> None:
         started = time.perf_counter()
         if self.report.dry_run:
             lane.applied_through = last_id
         while not self.report.dry_run and (batch or lane.applied_through is not None):
             refusal = await dispatcher.apply_batch(
                 lane.target,
-                [command for _, command in batch],
+                [queued.command for queued in batch],
                 checkpoint=lane.checkpoint,
                 expected=lane.applied_through,
                 new=last_id,
-                key_types=[pair for _, command in batch for pair in _deleted_types(command)],
+                key_types=[pair for queued in batch for pair in _deleted_types(queued.command)],
             )
             if refusal is None:
                 lane.applied_through = last_id
@@ -715,7 +724,7 @@ class _Run:
             # The journal holds only commands that succeeded, so a model missing on the target
             # expired there (e.g. during an earlier, resumed run): drop the command, try again.
             missing = refusal.command
-            batch = [(e, command) for e, command in batch if command is not missing]
+            batch = [queued for queued in batch if queued.command is not missing]
             # The model whose key the refusal names, among those the command touches.
             touched = {(address.model, address.pk): address.owner for address in missing.addresses}
             named = {model for model, owner in touched.items() if owner == refusal.key}
@@ -728,21 +737,23 @@ class _Run:
         self.progress(done)
 
     def conflict(
-        self, refusal: Refusal, batch: list[tuple[JournalEntry, Command[Any]]]
+        self, refusal: Refusal, batch: list[_Queued]
     ) -> ReplayConflictError | PermissionDeniedError | JournalEntryError:
         """The error for a batch the target refused; nothing of the batch was applied."""
         reason, key, command = refusal.reason, refusal.key, refusal.command
         if reason == "no_permission":
             return permission_denied("replay", refusal.detail, key, refusal.user)
         if command is None and reason == "wrong_type":  # a key a delete would remove
-            command = next(queued for _, queued in batch if key in dict(_deleted_types(queued)))
+            command = next(
+                queued.command for queued in batch if key in dict(_deleted_types(queued.command))
+            )
         if command is None:
             return ReplayConflictError(
                 f"replay of {self.stream!r} refused: checkpoint {key!r} moved; another replay "
                 f"into the same target is running. Nothing of this batch was applied.",
                 stream=self.stream,
             )
-        entry = next(entry for entry, queued in batch if queued is command)
+        entry = next(queued for queued in batch if queued.command is command)
         if reason == "expiry_out_of_range":
             return JournalEntryError(
                 f"journal entry {entry.id} of stream {self.stream!r} ({entry.cmd} on "
