@@ -27,7 +27,13 @@ from typing import Any
 from redis.asyncio import Redis
 
 from ledgerset.commands import wire
-from ledgerset.commands.record import DEFAULT_STREAM, JournalEntry, MalformedEntry, parse_any
+from ledgerset.commands.record import (
+    DEFAULT_STREAM,
+    JournalEntry,
+    MalformedEntry,
+    parse_any,
+    parse_flat,
+)
 
 __all__ = ["Position", "read_entries", "read_for_display", "read_last"]
 
@@ -80,11 +86,7 @@ async def _select(
     async with aclosing(_pages(redis, stream, _low(start, after), _high(end))) as pages:
         async for page in pages:
             for raw_id, raw_fields in page:
-                # A stream entry is field/value pairs: an even list, never checked again (zip's
-                # strict=True cost as much as building the dict). Built here, one at a time, so
-                # that a page holds no second copy of its entries while it is worked through.
-                fields = dict(zip(raw_fields[::2], raw_fields[1::2], strict=False))
-                entry = parse_any(stream, raw_id.decode(), fields)
+                entry = parse_flat(stream, raw_id.decode(), raw_fields)
                 if stop_at_malformed and isinstance(entry, MalformedEntry):
                     raise entry.error
                 if until is not None and entry.ts > until:
