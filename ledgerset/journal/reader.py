@@ -93,7 +93,7 @@ async def _select(
                     return
                 if since is not None and entry.ts < since:
                     continue
-                if _wanted(entry, model, key):
+                if (model is None and key is None) or _wanted(entry, model, key):
                     yield entry
 
 

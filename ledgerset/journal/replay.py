@@ -533,44 +533,45 @@ class _Run:
     async def add(self, group: list[JournalEntry]) -> None:
         """Decide each entry of one source transaction, then queue it for the next batch of
         its lane."""
+        size, model, report = len(group), self.model, self.report
         for position, entry in enumerate(group, start=1):
-            if entry.seq != position or entry.of != len(group):
+            if entry.seq != position or entry.of != size:
                 raise _broken(self.stream, entry)
         # Decode the whole transaction before counting any of it: a bad entry stops the replay
         # before its transaction, and the report must not count what was not applied.
         commands = [
-            None if self.model is not None and entry.model != self.model
-            else self.command_of(entry)
+            None if model is not None and entry.model != model else self.command_of(entry)
             for entry in group
-        ]  # fmt: skip
+        ]
         if self.sink.cluster:
             pairs = zip(group, commands, strict=True)
             lanes = [await self.lane_of(entry, command) for entry, command in pairs]
         else:  # one server, one lane: no entry to route
-            lanes = [self.lanes[None]] * len(group)
+            lanes = [self.lanes[None]] * size
+        self.progress.done += size
         touched: list[_Lane] = []
         for entry, command, lane in zip(group, commands, lanes, strict=True):
-            self.progress.done += 1
-            self.report.last_id = entry.id
+            report.last_id = entry.id
             if lane is None:  # nothing to write, and no slot's checkpoint to move: passed over
-                self.report.skipped += 1
+                report.skipped += 1
                 continue
-            if lane.covers(entry.id):  # an earlier run applied it into this slot
-                continue
+            # (Only a lane resumed from an earlier run's checkpoint can cover an entry.)
+            if lane.resumed_through is not None and lane.covers(entry.id):
+                continue  # an earlier run applied it into this slot
             lane.last_id = entry.id
             lane.batch_entries += 1
             if lane not in touched:
                 touched.append(lane)
-            if self.model is not None and entry.model != self.model:
-                self.report.skipped += 1
+            if model is not None and entry.model != model:
+                report.skipped += 1
             elif command is None:  # nothing to replay (a pop of an empty set); counts as applied
-                self.report.applied += 1
+                report.applied += 1
             elif self.expired(entry, command):
-                self.report.expired += 1
+                report.expired += 1
             else:
                 queued = _Queued(entry.id, entry.cmd, entry.model, entry.pk, entry.txn, command)
                 lane.batch.append(queued)
-                self.report.applied += 1
+                report.applied += 1
         for lane in touched:
             if lane.batch_entries >= BATCH:
                 await self.flush(lane)
