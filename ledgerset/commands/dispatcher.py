@@ -43,7 +43,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from ledgerset._events import DEBUG, INFO, WARNING, emit, enabled
 from ledgerset._server_errors import translated
 from ledgerset.commands import routing
-from ledgerset.commands.catalog import Command
+from ledgerset.commands.catalog import AddMembers, Command, MembersCommand, RemoveMembers
 from ledgerset.commands.program import OPS, SOURCE, Program, Refusal
 from ledgerset.commands.record import StreamJournal, journal_ops, longest_entry
 from ledgerset.commands.routing import Client
@@ -239,15 +239,55 @@ async def apply_batch(
     ``checkpoint_moved`` by a concurrent replay). It runs the program without what ``_commit``
     does around it (journal entries, results, callbacks): the checkpoint tells a resumed replay
     what landed.
+
+    Consecutive adds (or removes) to one set compile into one operation and one bump of their
+    model's version by their number: the same writes and the same version, in fewer steps (a
+    journal's adds come one by one); a refusal of it names the first of them.
     """
     program = Program()
     for key, kind in key_types:
         program.op(OPS["EXPECT_TYPE"], (key,), [kind])
+    run: list[MembersCommand[Any]] = []
     for command in commands:
-        program.add(command)
+        if run and not _continues(run[0], command):
+            _add_run(program, run)
+            run = []
+        if type(command) in _MERGED:
+            run.append(command)  # type: ignore[arg-type]  # an AddMembers or RemoveMembers
+        else:
+            program.add(command)
+    _add_run(program, run)
     program.op(OPS["CHECKPOINT"], (checkpoint,), [expected or "", new])
     outcome = await _run(redis, program, "replay")
     return outcome if isinstance(outcome, Refusal) else None
+
+
+#: The commands whose runs on one set ``apply_batch`` merges: applied in order or all at once,
+#: their members do the same (a toggle's would not).
+_MERGED = (AddMembers, RemoveMembers)
+
+
+def _continues(first: MembersCommand[Any], command: Command[Any]) -> bool:
+    """Whether ``command`` joins the run ``first`` started: the same kind, on the same set."""
+    same = type(command) is type(first)
+    return same and command.key == first.key and command.owner == first.owner  # type: ignore[attr-defined]
+
+
+def _add_run(program: Program, run: Sequence[MembersCommand[Any]]) -> None:
+    """Compile a run of adds (or removes) to one set as one operation and one bump."""
+    if len(run) <= 1:
+        for command in run:
+            program.add(command)
+        return
+    first, start = run[0], program.nops
+    members = [member for command in run for member in command.members]
+    program.op(first.code, (first.key, first.owner), members)
+    # A later part of a split record bumps nothing (MembersCommand.continued).
+    bumps = sum(not command.continued for command in run)
+    if bumps:
+        program.op(OPS["BUMP"], (first.owner,), ["0", bumps])
+    for command in run:  # a refusal names the first: Program.refusal takes the first span
+        program.spans.append((command, start, program.nops))
 
 
 async def run_program(redis: Client, program: Program, what: str) -> list[object] | Refusal:

@@ -74,6 +74,8 @@
 --                    ends with one per model it writes (not a delete). After a POP, only if it
 --                    removed a member. Argument '1' (none: 0): the version is recorded in the
 --                    command's journal entry, where its args start {"version":null,   -> version
+--                    A replay's run of writes to one set bumps once, by their number: a second
+--                    argument (then the first is '0')
 --   EXPECT_VERSION   only a check: the model's version before this program is the argument,
 --                    else 'conflict' with the version found (0: no model) (if_unchanged=True)
 --
@@ -733,8 +735,9 @@ for i, op in ipairs(ops) do
       if op.skip then
         op.version = false
       else
-        versions[key] = version + 1
-        op.version = version + 1
+        local by = op.last > op.first and tonumber(ARGV[op.first + 1]) or 1
+        versions[key] = version + by
+        op.version = version + by
       end
       if ARGV[op.first] == '1' and not op.skip then
         recorded[key] = recorded[key] or {}

@@ -27,7 +27,13 @@ from typing import Any
 from redis.asyncio import Redis
 
 from ledgerset.commands import wire
-from ledgerset.commands.record import DEFAULT_STREAM, JournalEntry, MalformedEntry, parse_any
+from ledgerset.commands.record import (
+    DEFAULT_STREAM,
+    JournalEntry,
+    MalformedEntry,
+    parse_any,
+    parse_flat,
+)
 
 __all__ = ["Position", "read_entries", "read_for_display", "read_last"]
 
@@ -79,19 +85,21 @@ async def _select(
     until = _utc(end) if isinstance(end, datetime) else None
     async with aclosing(_pages(redis, stream, _low(start, after), _high(end))) as pages:
         async for page in pages:
-            for raw_id, fields in page:
-                entry = parse_any(stream, raw_id.decode(), fields)
+            for raw_id, raw_fields in page:
+                entry = parse_flat(stream, raw_id.decode(), raw_fields)
                 if stop_at_malformed and isinstance(entry, MalformedEntry):
                     raise entry.error
                 if until is not None and entry.ts > until:
                     return
                 if since is not None and entry.ts < since:
                     continue
-                if _wanted(entry, model, key):
+                if (model is None and key is None) or _wanted(entry, model, key):
                     yield entry
 
 
 Page = list[tuple[bytes, dict[bytes, bytes]]]
+#: A page as the server sends it: ``[id, [field, value, field, value, ...]]`` per entry.
+RawPage = list[list[Any]]
 
 
 def _wanted(entry: JournalEntry | MalformedEntry, model: str | None, key: str | None) -> bool:
@@ -109,13 +117,15 @@ def _high(end: Position | None) -> str:
     return end if isinstance(end, str) else "+"
 
 
-async def _pages(redis: Redis, stream: str, low: str, high: str) -> AsyncGenerator[Page, None]:
+async def _pages(redis: Redis, stream: str, low: str, high: str) -> AsyncGenerator[RawPage, None]:
     """The entries from ``low`` to ``high``, ``PAGE`` at a time (close it when stopping early)."""
     # The next page is asked for before this one is decoded, so the server reads it while the
     # caller works through this one (replay: decoding, and applying its batches).
     reader = asyncio.current_task()
     asked = reader.cancelling() if reader is not None else 0
-    upcoming: asyncio.Future[Page] | None = asyncio.ensure_future(_page(redis, stream, low, high))
+    upcoming: asyncio.Future[RawPage] | None = asyncio.ensure_future(
+        _page(redis, stream, low, high)
+    )
     try:
         while upcoming is not None:
             page = await upcoming
@@ -140,13 +150,12 @@ def _raise_if_cancelled(reader: asyncio.Task[Any] | None, asked: int) -> None:
         raise asyncio.CancelledError
 
 
-async def _page(redis: Redis, stream: str, low: str, high: str) -> Page:
+async def _page(redis: Redis, stream: str, low: str, high: str) -> RawPage:
     # Through ledgerset's wire, not redis.xrange(): on Python 3.11 redis-py's send path can lose
     # a cancellation (Ctrl-C during a replay ran on to the end), and the wire does not.
     command = ("XRANGE", stream, low, high, "COUNT", PAGE)
-    raw = await wire.call(redis, command, resend=True)
-    return [(entry_id, dict(zip(raw_fields[::2], raw_fields[1::2], strict=True)))
-            for entry_id, raw_fields in raw]  # fmt: skip
+    page: RawPage = await wire.call(redis, command, resend=True)
+    return page
 
 
 def _utc(moment: datetime) -> datetime:

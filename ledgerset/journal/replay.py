@@ -39,7 +39,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
@@ -49,6 +49,7 @@ from ledgerset._events import DEBUG, INFO, emit, enabled
 from ledgerset._server_errors import server_address
 from ledgerset.commands import dispatcher, wire
 from ledgerset.commands.catalog import (
+    Address,
     Command,
     DeleteModel,
     RecordTarget,
@@ -81,6 +82,8 @@ __all__ = ["ReplayReport", "check_target", "read_skipping", "replay"]
 BATCH = 500
 #: Entries per page when counting what a resumed run has left to read.
 _COUNT_PAGE = 2000
+#: At most this many answers of the checks of what a model could have written are kept.
+_FAULTS_KEPT = 4096
 
 Progress = Callable[[int, int], None]
 
@@ -369,14 +372,35 @@ class _Lane:
         self.applied_through = applied_through
         #: The last entry routed here (the checkpoint's value once the batch lands).
         self.last_id = applied_through
-        self.batch: list[tuple[JournalEntry, Command[Any]]] = []
+        self.batch: list[_Queued] = []
         self.batch_entries = 0
         #: The batch being applied on the target while the next one is read and decoded.
         self.in_flight: asyncio.Task[None] | None = None
+        #: The checkpoint an earlier run left here, until the stream is read past it.
+        self.resumed_through = None if applied_through is None else _id(applied_through)
 
     def covers(self, entry_id: str) -> bool:
         """Whether an earlier run applied ``entry_id`` here already (the checkpoint is past it)."""
-        return self.applied_through is not None and _id(entry_id) <= _id(self.applied_through)
+        # Only an earlier run's batches can cover an entry this run reads: the stream is read in
+        # order, so once past that checkpoint no entry is compared again.
+        if self.resumed_through is None:
+            return False
+        if _id(entry_id) <= self.resumed_through:
+            return True
+        self.resumed_through = None
+        return False
+
+
+class _Queued(NamedTuple):
+    """A command waiting in a lane's batch, with what its errors name of its entry (not the
+    entry itself: a batch would keep every entry's decoded args alive until it lands)."""
+
+    id: str
+    cmd: str
+    model: str
+    pk: str
+    txn: str
+    command: Command[Any]
 
 
 def _id(entry_id: str) -> tuple[int, int]:
@@ -406,6 +430,9 @@ class _Run:
         self.resume_after: str | None = None
         #: A fresh run from a snapshot: read after this (just before its ``snapshot.begin``).
         self.start_after = start_after
+        #: ``keys.unwritable``'s answers for this run's layout, by (model, pk, field names): a
+        #: journal names the same few models and fields entry after entry.
+        self.faults: dict[tuple[str, str, tuple[str, ...]], tuple[str, str] | None] = {}
 
     async def execute(self, until: Position | None) -> None:
         started = time.perf_counter()
@@ -422,10 +449,13 @@ class _Run:
         applied, skipped, expired = self.report.applied, self.report.skipped, self.report.expired
         done = self.progress.done
         group: list[JournalEntry] = []
+        models = self.report.models
         # The reader is closed as the run stops (a cancellation too), not when it is collected.
         async with aclosing(self.entries(until)) as entries:
             try:
                 async for entry in entries:
+                    if entry.cmd not in MARKERS:
+                        models.add(entry.model)
                     if (group and entry.txn != group[0].txn) or (not group and entry.seq != 1):
                         raise _broken(self.stream, group[-1] if group else entry)
                     group.append(entry)
@@ -449,17 +479,12 @@ class _Run:
                  duration_ms=round(elapsed * 1000, 3),
                  entries_per_s=round(handled / elapsed) if elapsed else None)  # fmt: skip
 
-    async def entries(self, until: Position | None) -> AsyncGenerator[JournalEntry, None]:
+    def entries(self, until: Position | None) -> AsyncGenerator[JournalEntry, None]:
         """The entries to replay, without those ``skip`` names."""
-        read = read_skipping(
+        return read_skipping(
             self.source, self.stream, self.skip,
             end=until, after=self.resume_after or self.start_after, on_skip=self.pass_over,
         )  # fmt: skip
-        async with aclosing(read) as entries:
-            async for entry in entries:
-                if entry.cmd not in MARKERS:
-                    self.report.models.add(entry.model)
-                yield entry
 
     def pass_over(self, entry_id: str) -> None:
         """Count an entry ``skip`` names, as if it had been deleted from the stream."""
@@ -508,40 +533,45 @@ class _Run:
     async def add(self, group: list[JournalEntry]) -> None:
         """Decide each entry of one source transaction, then queue it for the next batch of
         its lane."""
+        size, model, report = len(group), self.model, self.report
         for position, entry in enumerate(group, start=1):
-            if entry.seq != position or entry.of != len(group):
+            if entry.seq != position or entry.of != size:
                 raise _broken(self.stream, entry)
         # Decode the whole transaction before counting any of it: a bad entry stops the replay
         # before its transaction, and the report must not count what was not applied.
         commands = [
-            None if self.model is not None and entry.model != self.model
-            else self.command_of(entry)
+            None if model is not None and entry.model != model else self.command_of(entry)
             for entry in group
-        ]  # fmt: skip
-        pairs = zip(group, commands, strict=True)
-        lanes = [await self.lane_of(entry, command) for entry, command in pairs]
+        ]
+        if self.sink.cluster:
+            pairs = zip(group, commands, strict=True)
+            lanes = [await self.lane_of(entry, command) for entry, command in pairs]
+        else:  # one server, one lane: no entry to route
+            lanes = [self.lanes[None]] * size
+        self.progress.done += size
         touched: list[_Lane] = []
         for entry, command, lane in zip(group, commands, lanes, strict=True):
-            self.progress.done += 1
-            self.report.last_id = entry.id
+            report.last_id = entry.id
             if lane is None:  # nothing to write, and no slot's checkpoint to move: passed over
-                self.report.skipped += 1
+                report.skipped += 1
                 continue
-            if lane.covers(entry.id):  # an earlier run applied it into this slot
-                continue
+            # (Only a lane resumed from an earlier run's checkpoint can cover an entry.)
+            if lane.resumed_through is not None and lane.covers(entry.id):
+                continue  # an earlier run applied it into this slot
             lane.last_id = entry.id
             lane.batch_entries += 1
             if lane not in touched:
                 touched.append(lane)
-            if self.model is not None and entry.model != self.model:
-                self.report.skipped += 1
+            if model is not None and entry.model != model:
+                report.skipped += 1
             elif command is None:  # nothing to replay (a pop of an empty set); counts as applied
-                self.report.applied += 1
+                report.applied += 1
             elif self.expired(entry, command):
-                self.report.expired += 1
+                report.expired += 1
             else:
-                lane.batch.append((entry, command))
-                self.report.applied += 1
+                queued = _Queued(entry.id, entry.cmd, entry.model, entry.pk, entry.txn, command)
+                lane.batch.append(queued)
+                report.applied += 1
         for lane in touched:
             if lane.batch_entries >= BATCH:
                 await self.flush(lane)
@@ -550,7 +580,7 @@ class _Run:
         """The command ``entry`` records, once it is known to touch only a model's keys."""
         if entry.cmd in MARKERS:
             return None  # the journal's own entry (a snapshot's bounds, a trim): nothing to write
-        fault = unwritable(entry.model, entry.pk, [entry.field] if entry.field else [], self.layout)
+        fault = self.fault(entry.model, entry.pk, (entry.field,) if entry.field else ())
         if fault is not None:
             raise self.foreign(entry, *fault)
         target = RecordTarget(entry.model, entry.pk, entry.field, self.layout, entry.ts_ms)
@@ -579,15 +609,28 @@ class _Run:
             ) from exc
         if command is None:
             return None
-        fault = unwritable(entry.model, entry.pk, _field_names(command), self.layout)
-        # Every set it touches, too: set.move names its destination in its args.
-        for address in command.addresses:
-            if fault is None:
-                fields = [address.field] if address.field else []
-                fault = unwritable(address.model, address.pk, fields, self.layout)
+        addresses = command.addresses
+        fault = self.fault(entry.model, entry.pk, _field_names(command, addresses))
+        # Every other model it touches, too: set.move names its destination in its args.
+        for address in addresses:
+            if fault is None and (address.model != entry.model or address.pk != entry.pk):
+                fields = (address.field,) if address.field else ()
+                fault = self.fault(address.model, address.pk, fields)
         if fault is not None:
             raise self.foreign(entry, "args", fault[1])
         return command
+
+    def fault(self, model: str, pk: str, fields: tuple[str, ...]) -> tuple[str, str] | None:
+        """``keys.unwritable`` in the target's layout, remembered for the next entries."""
+        asked = (model, pk, fields)
+        try:
+            return self.faults[asked]
+        except KeyError:
+            pass
+        if len(self.faults) >= _FAULTS_KEPT:  # a journal of very many models: memory stays flat
+            self.faults.clear()
+        found = self.faults[asked] = unwritable(model, pk, fields, self.layout)
+        return found
 
     def foreign(self, entry: JournalEntry, field: str, why: str) -> JournalEntryError:
         return JournalEntryError.stops_replay(
@@ -602,15 +645,18 @@ class _Run:
     def expired(self, entry: JournalEntry, command: Command[Any]) -> bool:
         """Whether ``command`` acts on a model whose absolute expiry has passed: any model it
         touches (its ``addresses``), not only the one its entry is filed under."""
-        models = {(address.model, address.pk) for address in command.addresses}
+        expired_models = self.report.expired_models
         if isinstance(command, SaveModel):
             gone = command.expire_at_ms is not None and command.expire_at_ms <= _now_ms()
             if gone:
-                self.report.expired_models.update(models)
-            else:
-                self.report.expired_models.difference_update(models)
+                expired_models.update(_models(command))
+            elif expired_models:
+                expired_models.difference_update(_models(command))
             return gone
-        if not models.isdisjoint(self.report.expired_models):
+        if not expired_models:  # the usual case: no model has expired, nothing to compare
+            return False
+        models = _models(command)
+        if not models.isdisjoint(expired_models):
             if isinstance(command, DeleteModel):
                 self.report.expired_models.difference_update(models)
             return True
@@ -658,20 +704,18 @@ class _Run:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
 
-    async def apply(
-        self, lane: _Lane, batch: list[tuple[JournalEntry, Command[Any]]], last_id: str, done: int
-    ) -> None:
+    async def apply(self, lane: _Lane, batch: list[_Queued], last_id: str, done: int) -> None:
         started = time.perf_counter()
         if self.report.dry_run:
             lane.applied_through = last_id
         while not self.report.dry_run and (batch or lane.applied_through is not None):
             refusal = await dispatcher.apply_batch(
                 lane.target,
-                [command for _, command in batch],
+                [queued.command for queued in batch],
                 checkpoint=lane.checkpoint,
                 expected=lane.applied_through,
                 new=last_id,
-                key_types=[pair for _, command in batch for pair in _deleted_types(command)],
+                key_types=[pair for queued in batch for pair in _deleted_types(queued.command)],
             )
             if refusal is None:
                 lane.applied_through = last_id
@@ -681,7 +725,7 @@ class _Run:
             # The journal holds only commands that succeeded, so a model missing on the target
             # expired there (e.g. during an earlier, resumed run): drop the command, try again.
             missing = refusal.command
-            batch = [(e, command) for e, command in batch if command is not missing]
+            batch = [queued for queued in batch if queued.command is not missing]
             # The model whose key the refusal names, among those the command touches.
             touched = {(address.model, address.pk): address.owner for address in missing.addresses}
             named = {model for model, owner in touched.items() if owner == refusal.key}
@@ -694,21 +738,23 @@ class _Run:
         self.progress(done)
 
     def conflict(
-        self, refusal: Refusal, batch: list[tuple[JournalEntry, Command[Any]]]
+        self, refusal: Refusal, batch: list[_Queued]
     ) -> ReplayConflictError | PermissionDeniedError | JournalEntryError:
         """The error for a batch the target refused; nothing of the batch was applied."""
         reason, key, command = refusal.reason, refusal.key, refusal.command
         if reason == "no_permission":
             return permission_denied("replay", refusal.detail, key, refusal.user)
         if command is None and reason == "wrong_type":  # a key a delete would remove
-            command = next(queued for _, queued in batch if key in dict(_deleted_types(queued)))
+            command = next(
+                queued.command for queued in batch if key in dict(_deleted_types(queued.command))
+            )
         if command is None:
             return ReplayConflictError(
                 f"replay of {self.stream!r} refused: checkpoint {key!r} moved; another replay "
                 f"into the same target is running. Nothing of this batch was applied.",
                 stream=self.stream,
             )
-        entry = next(entry for entry, queued in batch if queued is command)
+        entry = next(queued for queued in batch if queued.command is command)
         if reason == "expiry_out_of_range":
             return JournalEntryError(
                 f"journal entry {entry.id} of stream {self.stream!r} ({entry.cmd} on "
@@ -737,13 +783,20 @@ def _broken(stream: str, entry: JournalEntry) -> JournalEntryError:
     )
 
 
-def _field_names(command: Command[Any]) -> list[str]:
+def _field_names(command: Command[Any], addresses: tuple[Address, ...]) -> tuple[str, ...]:
     """Every field name ``command`` writes: the set field of every key it touches (its
     ``addresses``, so a command on a second set names that one too), and the hash fields of a
     model write (``fields``, the ``(name, JSON)`` pairs of ``model.save``/``model.update``)."""
     hash_fields: tuple[tuple[str, bytes], ...] = getattr(command, "fields", ())
-    set_fields = [address.field for address in command.addresses if address.field is not None]
-    return [name for name, _ in hash_fields] + set_fields
+    set_fields = [address.field for address in addresses if address.field is not None]
+    if not hash_fields:
+        return tuple(set_fields)
+    return (*(name for name, _ in hash_fields), *set_fields)
+
+
+def _models(command: Command[Any]) -> set[tuple[str, str]]:
+    """``(model, pk)`` of every model ``command`` touches."""
+    return {(address.model, address.pk) for address in command.addresses}
 
 
 def _deleted_types(command: Command[Any]) -> list[tuple[str, str]]:

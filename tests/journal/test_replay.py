@@ -475,6 +475,67 @@ async def test_a_target_key_of_the_wrong_type_is_a_conflict(source: Redis, targe
     assert await target.get(set_key("RpArticle", article.pk)) == b"foreign"
 
 
+async def calls_of(redis: Redis, command: str) -> int:
+    """How many times the server ran ``command`` since its statistics were reset."""
+    stats = await redis.info("commandstats")
+    return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+
+
+async def test_a_run_of_writes_to_one_set_lands_as_one_write_with_every_version(
+    source: Redis, target: Redis
+) -> None:
+    # A journal's adds come one entry each: replayed, a run of them on one set is one SADD and
+    # one bump of the version by their number, and the target ends as the source did.
+    article = await RpArticle().asave()
+    for number in range(9):
+        await article.tags.aadd(f"t{number}")
+    for number in range(3):
+        await article.tags.aremove(f"t{number}")
+    other = await RpArticle().asave()
+    await other.tags.aadd("o")
+    await article.tags.aadd("late")
+    await target.config_resetstat()
+    report = await replay(source, target)
+    assert report.applied == len(await stream_ids(source))
+    # The runs: article's 9 adds, its 3 removes, other's add, article's last add.
+    assert (await calls_of(target, "sadd"), await calls_of(target, "srem")) == (3, 1)
+    assert await target.hget(article.key, "_version") == await source.hget(article.key, "_version")
+    await assert_same_data(source, target)
+
+
+async def test_a_refused_run_of_writes_names_its_first_entry(source: Redis, target: Redis) -> None:
+    article = await RpArticle(tags={"a"}).asave()
+    first = await replay(source, target)
+    for number in range(3):
+        await article.tags.aadd(f"t{number}")
+    refused = (await stream_ids(source))[1]  # the first add of the run
+    await target.delete(set_key("RpArticle", article.pk))
+    await target.set(set_key("RpArticle", article.pk), "foreign")
+    with pytest.raises(ReplayConflictError) as caught:
+        await replay(source, target)
+    assert caught.value.entry_id == refused
+    assert await target.get(CHECKPOINT) == first.last_id.encode()  # type: ignore[union-attr]
+    assert await target.get(set_key("RpArticle", article.pk)) == b"foreign"
+
+
+async def test_a_run_of_writes_to_a_model_gone_from_the_target_counts_as_expired(
+    source: Redis, target: Redis
+) -> None:
+    # The model expired on the target between two runs: each write of the run is dropped and
+    # counted, the rest of the batch lands.
+    article = await RpArticle(tags={"a"}).asave()
+    await replay(source, target)
+    for number in range(3):
+        await article.tags.aadd(f"t{number}")
+    kept = await RpArticle(tags={"k"}).asave()
+    await target.delete(article.key, set_key("RpArticle", article.pk))
+    report = await replay(source, target)
+    assert (report.applied, report.expired) == (1, 3)
+    assert report.expired_models == {("RpArticle", article.pk)}
+    assert await target.exists(article.key, set_key("RpArticle", article.pk)) == 0
+    assert await target.smembers(set_key("RpArticle", kept.pk)) == {b'"k"'}
+
+
 async def test_a_conflict_on_the_first_batch_leaves_no_checkpoint(
     source: Redis, target: Redis
 ) -> None:
