@@ -110,9 +110,17 @@ class MemberCodec:
 
     def decode_many(self, raws: Iterable[bytes], *, key: str) -> set[Member]:
         """Decode stored members (one ``orjson.loads`` for all of them) into a Python set."""
+        return set(self.decode_list(raws, key=key))
+
+    def decode_list(self, raws: Iterable[bytes], *, key: str) -> list[Member]:
+        """Decode stored members (one ``orjson.loads`` for all of them), in the order given.
+
+        A member that is not a canonical member of the field's type raises
+        ``InvalidMemberError`` naming ``key`` and the member's bytes.
+        """
         raw_list = raws if isinstance(raws, list) else list(raws)
         if not raw_list:
-            return set()
+            return []
         try:
             values = orjson.loads(b"[" + b",".join(raw_list) + b"]")
         except orjson.JSONDecodeError:
@@ -127,11 +135,11 @@ class MemberCodec:
         allowed = _ANY_TYPES if member_type is None else frozenset((member_type,))
         if not _all_of(values, member_type, allowed):
             raise self._corrupt(key, _first_not(values, raw_list, allowed))
-        return set(values)
+        return values
 
     def decode(self, raw: bytes, *, key: str) -> Member:
         """Decode one stored member."""
-        (value,) = self.decode_many((raw,), key=key)
+        (value,) = self.decode_list([raw], key=key)
         return value
 
     def _error(self, value: object, reason: str) -> InvalidMemberError:

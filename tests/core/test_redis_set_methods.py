@@ -7,8 +7,11 @@ TTLs). "Computed on the server" is proved by changing a set through a second ins
 
 from __future__ import annotations
 
+import copy
 import operator
+import pickle
 import re
+import tracemalloc
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -171,6 +174,50 @@ async def test_amembers_of_an_empty_set_is_empty(redis: Redis) -> None:
     article = await saved()
 
     assert await article.tags.amembers() == set()
+
+
+async def test_amembers_returns_a_set_of_the_callers_own(redis: Redis) -> None:
+    article = await saved("a", "b")
+
+    members = await article.tags.amembers()
+    members.add("mine")
+    members.discard("a")
+
+    assert type(members) is set
+    assert article.tags == {"a", "b"}  # the mirror did not change with it
+    await article.asave()
+    assert await server_tags(redis, article) == stored("a", "b")
+
+
+async def test_a_copy_of_a_model_after_amembers_holds_its_members_once(redis: Redis) -> None:
+    article = await saved(*(f"member-{i}" for i in range(1000)))
+    size_before_reading = len(pickle.dumps(article))
+
+    await article.tags.amembers()
+
+    assert len(pickle.dumps(article)) == size_before_reading
+    copied = pickle.loads(pickle.dumps(article))
+    assert copied.tags == article.tags and copied.tags.special_key == article.tags.special_key
+    assert copy.deepcopy(article).tags == article.tags
+
+
+@pytest.mark.parametrize("clear", ["aclear", "clear"])
+async def test_clearing_the_mirror_after_amembers_frees_what_it_read(
+    redis: Redis, clear: str
+) -> None:
+    article = await saved(*(f"member-{i}" for i in range(20_000)))
+    tracemalloc.start()
+    try:
+        await article.tags.amembers()
+        held_by_the_mirror = tracemalloc.get_traced_memory()[0]  # what the read made: ~3 MB
+        if clear == "aclear":
+            await article.tags.aclear()
+        else:
+            article.tags.clear()
+        left = tracemalloc.get_traced_memory()[0]
+        assert left < held_by_the_mirror / 10
+    finally:
+        tracemalloc.stop()
 
 
 async def test_asize_counts_on_the_server(redis: Redis) -> None:
