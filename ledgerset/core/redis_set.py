@@ -703,8 +703,7 @@ class RedisSet(set[T]):
             return None if raw is None else cast("T", binding.codec.decode(raw, key=binding.key))
         _check_count(binding, "set.random", "arandom", "k", k, minimum=-_COUNT_MAX)
         raws = await binding.read("set.random", ("SRANDMEMBER", binding.key, k))
-        decoded = {raw: binding.codec.decode(raw, key=binding.key) for raw in set(raws)}
-        return [cast("T", decoded[raw]) for raw in raws]
+        return cast("list[T]", binding.codec.decode_list(raws, key=binding.key))
 
     async def acontains_many(self, values: Iterable[T]) -> list[bool]:
         """Whether each of ``values`` is a member, in the order given (``SMISMEMBER``).
