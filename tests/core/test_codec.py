@@ -5,6 +5,7 @@
 - members written by another client with ``json.dumps`` (non-ASCII, U+007F, U+2028, ``1e-07``)
   are found by ``acontains``, removed by ``aremove``, and not added a second time by ``aadd``;
 - members written by an older client in raw UTF-8 (orjson's form) are still read;
+- a float set reads an int another client wrote as the float it stands for, and names a bool;
 - a bare ``RedisSet`` keeps ``True``, ``1`` and ``1.0`` as one member, stored as ``json.dumps(1)``.
 """
 
@@ -13,12 +14,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pydantic import Field
 from redis.asyncio import Redis
 
-from ledgerset import AtomicRedisModel, RedisSet
+from ledgerset import AtomicRedisModel, InvalidMemberError, RedisSet
 
 
 class CodecStrs(AtomicRedisModel):
@@ -187,6 +189,22 @@ async def test_float_members_written_by_json_dumps_are_found_removed_and_not_dup
     for value in FOREIGN_FLOATS:
         assert await model.members.aremove(value) is True, value
     assert await redis.exists(key_of(model)) == 0
+
+
+async def test_an_int_another_client_wrote_in_a_float_set_reads_as_its_float(
+    redis: Redis,
+) -> None:
+    model = await saved("float")
+    await redis.sadd(key_of(model), b"7", b"2.5")
+
+    members = await model.members.amembers()
+
+    assert members == {7.0, 2.5} and {type(member) for member in members} == {float}
+    assert [type(member) for member in [m async for m in model.members.aiter()]] == [float] * 2
+    await redis.sadd(key_of(model), b"true")  # a bool is not a float, written as anything
+    with pytest.raises(InvalidMemberError) as caught:
+        await model.members.amembers()
+    assert caught.value.value == b"true"
 
 
 async def test_a_bare_set_matches_members_written_by_json_dumps(redis: Redis) -> None:

@@ -7,8 +7,11 @@ TTLs). "Computed on the server" is proved by changing a set through a second ins
 
 from __future__ import annotations
 
+import copy
 import operator
+import pickle
 import re
+import tracemalloc
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -171,6 +174,59 @@ async def test_amembers_of_an_empty_set_is_empty(redis: Redis) -> None:
     article = await saved()
 
     assert await article.tags.amembers() == set()
+
+
+@pytest.mark.parametrize("size", [2048, 2049, 4097])
+async def test_amembers_of_a_set_decoded_in_chunks_is_every_member(redis: Redis, size: int) -> None:
+    members = {f"member-{i}" for i in range(size)}
+    article = await saved(*members)
+
+    assert await article.tags.amembers() == members
+    assert article.tags == members
+
+
+async def test_amembers_returns_a_set_of_the_callers_own(redis: Redis) -> None:
+    article = await saved("a", "b")
+
+    members = await article.tags.amembers()
+    members.add("mine")
+    members.discard("a")
+
+    assert type(members) is set
+    assert article.tags == {"a", "b"}  # the mirror did not change with it
+    await article.asave()
+    assert await server_tags(redis, article) == stored("a", "b")
+
+
+async def test_a_copy_of_a_model_after_amembers_holds_its_members_once(redis: Redis) -> None:
+    article = await saved(*(f"member-{i}" for i in range(1000)))
+    size_before_reading = len(pickle.dumps(article))
+
+    await article.tags.amembers()
+
+    assert len(pickle.dumps(article)) == size_before_reading
+    copied = pickle.loads(pickle.dumps(article))
+    assert copied.tags == article.tags and copied.tags.special_key == article.tags.special_key
+    assert copy.deepcopy(article).tags == article.tags
+
+
+@pytest.mark.parametrize("clear", ["aclear", "clear"])
+async def test_clearing_the_mirror_after_amembers_frees_what_it_read(
+    redis: Redis, clear: str
+) -> None:
+    article = await saved(*(f"member-{i}" for i in range(20_000)))
+    tracemalloc.start()
+    try:
+        await article.tags.amembers()
+        held_by_the_mirror = tracemalloc.get_traced_memory()[0]  # what the read made: ~3 MB
+        if clear == "aclear":
+            await article.tags.aclear()
+        else:
+            article.tags.clear()
+        left = tracemalloc.get_traced_memory()[0]
+        assert left < held_by_the_mirror / 10
+    finally:
+        tracemalloc.stop()
 
 
 async def test_asize_counts_on_the_server(redis: Redis) -> None:
@@ -748,3 +804,29 @@ async def test_a_member_written_by_another_client_is_named_when_read(
 
     assert caught.value.value == foreign
     assert tags_key(article) in str(caught.value) and "MethodsArticle.tags" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "foreign",
+    [
+        [b'"a","b"', b'"c', b'd"'],  # two values, then one string split across two members
+        [b'"a","b"', b"[1", b"2]"],  # two values, then one list split across two members
+    ],
+    ids=["split-string", "split-list"],
+)
+@pytest.mark.parametrize("good", [0, 5000], ids=["alone", "among-5000"])
+async def test_members_that_are_one_value_only_when_joined_are_named_when_read(
+    redis: Redis, foreign: list[bytes], good: int
+) -> None:
+    # As many JSON values as members, if they were read joined: each member is still checked.
+    article = await saved(*(f"good-{i}" for i in range(good)))
+    for member in foreign:  # in this order: a small set keeps it (Valkey, Redis 7.2+)
+        await redis.sadd(tags_key(article), member)
+    mirror = set(article.tags)
+
+    for read in (article.tags.amembers, lambda: article.tags.aunion()):
+        with pytest.raises(ledgerset.InvalidMemberError) as caught:
+            await read()
+        assert caught.value.value in foreign
+        assert tags_key(article) in str(caught.value)
+    assert article.tags == mirror  # the mirror did not take any of it

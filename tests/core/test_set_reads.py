@@ -237,6 +237,16 @@ async def test_arandom_negative_k_gives_exactly_minus_k_members_with_repeats(red
     assert all(type(value) is int for value in picked)
 
 
+@pytest.mark.parametrize("k", [None, 10, -10])
+async def test_arandom_names_a_member_another_client_wrote(redis: Redis, k: int | None) -> None:
+    article = await saved()
+    await redis.sadd(article.tags.special_key, b"7")  # an int, in a set of str
+
+    with pytest.raises(InvalidMemberError) as caught:
+        await article.tags.arandom(k) if k is not None else await article.tags.arandom()
+    assert caught.value.value == b"7" and article.tags.special_key in str(caught.value)
+
+
 @pytest.mark.parametrize("k", [True, 1.5, "2", 2**63, -(2**63)])
 async def test_arandom_refuses_a_bad_k_before_any_io(
     redis: Redis, snapshot: TakeSnapshot, k: object
