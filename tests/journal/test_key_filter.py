@@ -1,6 +1,7 @@
 """The key filter of ``read_entries`` (and so ``ledgerset log --key``) takes the key's physical
 name or the ``Model:pk.field`` form the table shows, and means the same entries by both; on a
-cluster too, where the physical name is the cluster's (``__rapyer_special__:{KfArticle:k1}:tags``)."""
+cluster too, where the physical name is the cluster's (``__rapyer_special__:{KfArticle:k1}:tags``).
+"""
 
 from __future__ import annotations
 
