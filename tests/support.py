@@ -118,6 +118,23 @@ async def journal_ids(redis: Redis, stream: str = DEFAULT_STREAM) -> list[str]:
     return [entry.id for entry in await journal_entries(redis, stream)]
 
 
+async def journal_streams(redis: Redis, stream: str = DEFAULT_STREAM) -> list[str]:
+    """The stream keys journal ``stream`` has on ``redis``, by name: ``stream`` if it exists on
+    one server, each slot stream that exists on a cluster."""
+    async with open_journal(redis, stream) as journal:
+        return [found.name for found in journal.streams]
+
+
+async def raw_ids(redis: Redis, stream: str = DEFAULT_STREAM) -> list[str]:
+    """The entry ids of journal ``stream`` as ``XRANGE`` lists them, not through ledgerset's
+    reader: of its one stream, or of each slot stream of a cluster in turn (by name)."""
+    return [
+        raw_id.decode()
+        for name in await journal_streams(redis, stream)
+        for raw_id, _ in await redis.xrange(name)
+    ]
+
+
 def stream_of(redis: Redis, key: str, stream: str = DEFAULT_STREAM) -> str:
     """The stream key that holds the entries of the commands on ``key``: ``stream`` itself on
     one server, the stream of the key's slot on a cluster (``keys.journal_stream``)."""
