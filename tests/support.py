@@ -18,7 +18,6 @@ from redis.asyncio.cluster import RedisCluster
 from ledgerset import RedisConfig
 from ledgerset.embedded import find_server_binary
 from ledgerset.journal import DEFAULT_STREAM, JournalEntry, MalformedEntry, read_entries
-from ledgerset.journal.reader import Position
 from ledgerset.journal.streams import open_journal, read_merged
 from ledgerset.keys import journal_stream, key_slot
 
@@ -89,24 +88,20 @@ def single_spelling(key: bytes) -> bytes:
 
 
 async def journal_entries(
-    redis: Redis,
-    stream: str = DEFAULT_STREAM,
-    start: Position | None = None,
-    end: Position | None = None,
-    model: str | None = None,
-    key: str | None = None,
+    redis: Redis, stream: str = DEFAULT_STREAM, **filters: Any
 ) -> list[JournalEntry]:
-    """The entries of journal ``stream`` of ``redis`` in the journal's order, read by ledgerset.
+    """The entries of journal ``stream`` of ``redis`` in the journal's order, read by ledgerset,
+    with ``read_entries``' filters (``start``, ``end``, ``model``, ``key``).
 
     On one server ``read_entries`` of the stream; on a cluster every slot stream, found and
     merged by time as the tool and replay read them (``open_journal``, ``read_merged``), a
     malformed entry raising its ``JournalEntryError`` as ``read_entries`` does.
     """
     if not isinstance(redis, RedisCluster):
-        return [entry async for entry in read_entries(redis, stream, start, end, model, key)]
+        return [entry async for entry in read_entries(redis, stream, **filters)]
     found: list[JournalEntry] = []
     async with open_journal(redis, stream) as journal:
-        async for _, entry in read_merged(journal.streams, start, end, model, key):
+        async for _, entry in read_merged(journal.streams, **filters):
             if isinstance(entry, MalformedEntry):
                 raise entry.error
             found.append(entry)
