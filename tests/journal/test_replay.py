@@ -11,9 +11,9 @@ type is a conflict; a target with another key layout gets its sets at its own pr
 On a cluster too (``also_on_cluster``): replayed out of it into one server (``target``, its keys
 spelled the single server's way, one checkpoint per slot stream), and into a second cluster
 (``cluster_target``: from one server, and from a cluster). The models a transaction writes together
-share a hash tag (``{rp}``), so their entries are in one slot stream; a random history's
+share a hash tag (``{rp}``), so their entries are in one slot stream; in a random history,
 transactions over models of several slots are refused on a cluster (``CrossSlotError``, nothing
-written) like those over missing models.
+written) like those over missing models, and those over the models of ``{rp}`` commit.
 """
 
 from __future__ import annotations
@@ -148,7 +148,8 @@ def set_key(model: str, pk: str, field: str = "tags", prefix: str = "__rapyer_sp
 # -- a random history -----------------------------------------------------------------------------
 
 model_names = st.sampled_from(sorted(MODELS))
-pks = st.sampled_from(["p1", "p2", "p3"])
+# Two of the pks share a hash tag: on a cluster, transactions over those models commit (one slot).
+pks = st.sampled_from(["p1", f"{TAG}p2", f"{TAG}p3"])
 set_fields = st.sampled_from(["tags", "scores"])
 numbers = st.integers(0, 4)
 some_numbers = st.lists(numbers, max_size=4)
