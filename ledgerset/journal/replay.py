@@ -187,7 +187,9 @@ async def replay(
 
 
 def _check_side(redis: object, argument: str, where: str = "replay") -> None:
-    if not isinstance(redis, RedisCluster):
+    if isinstance(redis, RedisCluster):
+        routing.check_cluster(redis, where, argument)
+    else:
         wire.check_client(redis, where, argument)
 
 

@@ -100,7 +100,9 @@ async def compare(
     every few hundred keys compared, and at the end.
     """
     for side, argument in ((live, "live"), (replayed, "replayed")):
-        if not isinstance(side, RedisCluster):
+        if isinstance(side, RedisCluster):
+            routing.check_cluster(side, "compare", argument)
+        else:
             wire.check_client(side, "compare", argument)
     layout = layout or KeyLayout()
     mine = await _keys(live, models, layout)
