@@ -70,7 +70,7 @@ def set_key_of(model: str, pk: str, field: str) -> str:
     unless the pk carries a hash tag of its own, which already co-locates the spec's key."""
     owner = f"{model}:{pk}"
     start = pk.find("{")
-    tagged = start != -1 and pk.find("}", start + 2) != -1
+    tagged = start != -1 and pk.find("}", start + 1) > start + 1  # a tag: "{" then a non-empty tag
     if RedisConfig().layout.cluster and not tagged:
         return f"__rapyer_special__:{{{owner}}}:{field}"
     return f"__rapyer_special__:{owner}:{field}"

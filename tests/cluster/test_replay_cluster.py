@@ -24,7 +24,7 @@ from clustertool_support import (
 )
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from support import take_snapshot
+from support import single_spelling, take_snapshot
 from toolrun import LEDGERSET, ToolArticle, cli_env, one_line, run_cli, write_entries
 
 import ledgerset
@@ -77,16 +77,8 @@ async def _models(redis: Redis) -> dict[str, object]:
 
 def _cluster_models(state: dict[bytes, object]) -> dict[str, object]:
     """A cluster's models' keys, each under its single-server spelling."""
-    shown = {}
-    for key, value in state.items():
-        name = key.decode()
-        if name.startswith("ledgerset:"):
-            continue
-        if name.startswith("__rapyer_special__:{"):
-            tag, _, field = name[len("__rapyer_special__:{") :].partition("}:")
-            name = f"__rapyer_special__:{tag}:{field}"
-        shown[name] = value
-    return shown
+    return {single_spelling(key).decode(): value for key, value in state.items()
+            if not key.startswith(b"ledgerset:")}  # fmt: skip
 
 
 def _snapshot_as_pairs(single: dict[str, object]) -> dict[str, object]:
