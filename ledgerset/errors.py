@@ -707,16 +707,18 @@ def invalid_client(where: str, argument: str, value: object, problem: str) -> Co
     )
 
 
-def database_on_cluster(where: str, value: object) -> ConfigurationError:
-    """The error for a URL or client naming a database other than 0 of a cluster node."""
-    shown = value if isinstance(value, str) else type(value).__name__
+def database_on_cluster(where: str, value: object, argument: str = "redis") -> ConfigurationError:
+    """The error for a URL or client (``value``, given as ``argument`` to ``where``: e.g.
+    ``ledgerset.init``, ``ledgerset --url``) naming a database other than 0 of a cluster node,
+    which has only database 0. A URL is shown as given, so pass it with its password redacted."""
+    shown = repr(value) if isinstance(value, str) else f"the server of a {type(value).__name__}"
     return ConfigurationError(
-        f"{where}(redis={shown!r}): the server is a cluster node, and a cluster has only "
-        f"database 0 (no SELECT). Nothing was changed. Connect without a database "
-        f"(redis://host:port) or with /0; keep apart what would have gone to another database "
-        f"with a hash tag or a key prefix instead.",
+        f"{where}: {shown} is a Redis Cluster node, and a cluster has only database 0 (no "
+        f"SELECT). Nothing was changed. Connect without a database (redis://host:port) or with "
+        f"/0, or to a single server; keep apart what would have gone to another database with a "
+        f"hash tag or a key prefix instead.",
         where=where,
-        argument="redis",
+        argument=argument,
         value=value,
     )
 
@@ -730,18 +732,6 @@ def invalid_journal(where: str, value: object) -> ConfigurationError:
         where=where,
         argument="journal",
         value=value,
-    )
-
-
-def cluster_database(where: str, url: str, database: int) -> ConfigurationError:
-    """The error for a URL that names database ``database`` of a cluster, which has only 0."""
-    return ConfigurationError(
-        f"{where}: {url} is a Redis Cluster node, and a cluster has only database 0 (no SELECT "
-        f"on a cluster), not /{database}; drop the database from the URL "
-        f"(redis://host:port), or point it at a single server",
-        where=where,
-        argument="url",
-        value=url,
     )
 
 

@@ -8,8 +8,11 @@ each test.
 A module marked ``pytestmark = pytest.mark.also_on_cluster`` runs each of its tests twice: on the
 server (``[server]``) and on a private ``EmbeddedCluster`` of the same binary (``[cluster]``),
 started once for the run, flushed before each test; ``redis`` is then a ``RedisCluster`` given to
-``ledgerset.init``. A cluster has only database 0, so ``target`` (where a test replays a journal)
-is database 1 of the server either way. ``pytest -k cluster`` runs the cluster half.
+``ledgerset.init``, and ``server_url`` its URL. A cluster has only database 0, so ``target``
+(where a test replays a journal) is database 1 of the server either way: from a cluster, that is
+a replay out of it. ``other_cluster`` is a second embedded cluster, started only when a test
+asks for it, to replay into. A test of such a module marked ``pytest.mark.server_only`` runs on
+the server alone (say why beside it). ``pytest -k cluster`` runs the cluster half.
 """
 
 from __future__ import annotations
@@ -27,16 +30,24 @@ import ledgerset
 from ledgerset.embedded import EmbeddedCluster, EmbeddedServer
 
 ON_CLUSTER = "also_on_cluster"
+SERVER_ONLY = "server_only"
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", f"{ON_CLUSTER}: run each test on the server and on an embedded cluster"
     )
+    config.addinivalue_line(
+        "markers", f"{SERVER_ONLY}: in an {ON_CLUSTER} module, a test the cluster does not run"
+    )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    marked = metafunc.definition.get_closest_marker(ON_CLUSTER) is not None
+    definition = metafunc.definition
+    marked = (
+        definition.get_closest_marker(ON_CLUSTER) is not None
+        and definition.get_closest_marker(SERVER_ONLY) is None
+    )
     if marked and "server_kind" in metafunc.fixturenames:
         metafunc.parametrize("server_kind", ["server", "cluster"])
 
@@ -82,6 +93,21 @@ def embedded_cluster() -> Iterator[EmbeddedCluster]:
     """The run's embedded cluster of 3 primaries (started when a test first needs it)."""
     with EmbeddedCluster(binary=server_binary()) as cluster:
         yield cluster
+
+
+@pytest.fixture(scope="session")
+def other_cluster() -> Iterator[EmbeddedCluster]:
+    """A second embedded cluster, to replay a cluster into (started when a test first needs it)."""
+    with EmbeddedCluster(binary=server_binary()) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def server_url(request: pytest.FixtureRequest, server_kind: str) -> str:
+    """The URL of what ``redis`` talks to: the server's database 0, or a node of the cluster."""
+    if server_kind == "cluster":
+        return str(request.getfixturevalue("embedded_cluster").url)
+    return str(request.getfixturevalue("redis_url"))
 
 
 @pytest.fixture

@@ -39,7 +39,7 @@ from ledgerset.commands.record import DEFAULT_STREAM
 from ledgerset.errors import (
     LedgersetError,
     ServerUnavailableError,
-    cluster_database,
+    database_on_cluster,
 )
 
 __all__ = [
@@ -246,7 +246,8 @@ async def _replay_position() -> str:
 async def _checkpoints(to_url: str, stream: str, model: str | None) -> list[str]:
     """The entry ids of this replay's checkpoints on ``to_url``: one on a server replayed from
     one server; one per source slot stream, or per target slot on a cluster."""
-    from ledgerset.journal.streams import is_cluster_node, primary_clients
+    from ledgerset.commands import routing
+    from ledgerset.journal.streams import is_cluster_node
     from ledgerset.keys import checkpoint_key, journal_stream, key_slot, slot_checkpoint_key
 
     def ours(name: str) -> bool:
@@ -261,7 +262,7 @@ async def _checkpoints(to_url: str, stream: str, model: str | None) -> list[str]
         return name in candidates
 
     probe = Redis.from_url(to_url, socket_connect_timeout=5, socket_timeout=5)
-    clients = [probe]
+    cluster: RedisCluster | None = None
     try:
         if not await is_cluster_node(probe):
             # From one server into one server, the common case: the one checkpoint, if any.
@@ -270,11 +271,7 @@ async def _checkpoints(to_url: str, stream: str, model: str | None) -> list[str]
                 return [single.decode()]
         if await is_cluster_node(probe):
             cluster = RedisCluster.from_url(to_url, socket_connect_timeout=5, socket_timeout=5)
-            try:
-                clients = [probe, *(await primary_clients(cluster)).values()]
-            finally:
-                await cluster.aclose()
-            scanned = clients[1:]
+            scanned = list((await routing.primaries(cluster)).values())
         else:
             scanned = [probe]
         reached: list[str] = []
@@ -287,8 +284,10 @@ async def _checkpoints(to_url: str, stream: str, model: str | None) -> list[str]
                         reached.append(value.decode())
         return reached
     finally:
-        for client in clients:
-            await client.aclose()
+        await probe.aclose()
+        if cluster is not None:
+            await routing.aclose(cluster)  # the primaries' clients it routed through
+            await cluster.aclose()
 
 
 def _explain(exc: BaseException) -> str:
@@ -435,7 +434,7 @@ async def connect_any(url: str, option: str | None = None) -> Redis | RedisClust
     if probe_url == url:
         await client.aclose()
     if database not in ("", "0"):
-        raise cluster_database(f"ledgerset {option}", redact(url), int(database))
+        raise database_on_cluster(f"ledgerset {option}", redact(url), "url")
     return RedisCluster.from_url(url, socket_connect_timeout=5, socket_timeout=30)
 
 

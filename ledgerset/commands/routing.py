@@ -65,7 +65,9 @@ __all__ = [
     "call",
     "check_cluster",
     "is_cluster",
+    "node_client",
     "plain",
+    "primaries",
     "program_slot",
     "same_slot",
     "server",
@@ -232,6 +234,20 @@ def server(redis: Client) -> Any:
     return client.connection_pool if client is not None else redis
 
 
+async def primaries(cluster: RedisCluster) -> dict[str, Redis]:
+    """The client of each primary of ``cluster`` (by ``host:port``) that calls are routed
+    through, for readers that visit every primary (a journal's slot streams, a replay's or a
+    verify's scans): reused, kept for the cluster client's lifetime, closed by ``aclose``."""
+    nodes = await _nodes(cluster)
+    return {node.name: nodes.client(node) for node in cluster.get_primaries()}
+
+
+def node_client(cluster: RedisCluster, node: ClusterNode) -> Redis:
+    """The routed client of one ``node`` of ``cluster`` (a primary that joined since
+    ``primaries``)."""
+    return _nodes_of(cluster).client(node)
+
+
 async def aclose(redis: Client) -> None:
     """Close the per-primary clients ledgerset opened for cluster ``redis`` (if any)."""
     nodes = _by_cluster.pop(redis, None) if isinstance(redis, RedisCluster) else None
@@ -343,11 +359,16 @@ class _Nodes:
 
 
 async def _nodes(cluster: RedisCluster) -> _Nodes:
+    nodes = _nodes_of(cluster)
+    if not cluster.nodes_manager.slots_cache:  # never connected: load the slot map
+        await cluster.initialize()
+    return nodes
+
+
+def _nodes_of(cluster: RedisCluster) -> _Nodes:
     nodes = _by_cluster.get(cluster)
     if nodes is None:
         nodes = _by_cluster[cluster] = _Nodes(cluster)
-    if not cluster.nodes_manager.slots_cache:  # never connected: load the slot map
-        await cluster.initialize()
     return nodes
 
 

@@ -47,7 +47,7 @@ from redis.exceptions import NoPermissionError, ResponseError
 
 from ledgerset._events import DEBUG, INFO, emit, enabled
 from ledgerset._server_errors import server_address
-from ledgerset.commands import dispatcher, wire
+from ledgerset.commands import dispatcher, routing, wire
 from ledgerset.commands.catalog import (
     Address,
     Command,
@@ -67,7 +67,7 @@ from ledgerset.errors import (
 )
 from ledgerset.journal.reader import Position, read_entries
 from ledgerset.journal.snapshot import MARKERS, SNAPSHOT_MODEL, latest_snapshot, restored
-from ledgerset.journal.streams import JournalStream, Source, open_journal, primary_clients
+from ledgerset.journal.streams import JournalStream, Source, open_journal
 from ledgerset.keys import (
     KeyLayout,
     checkpoint_key,
@@ -190,7 +190,9 @@ async def replay(
 
 
 def _check_side(redis: object, argument: str, where: str = "replay") -> None:
-    if not isinstance(redis, RedisCluster):
+    if isinstance(redis, RedisCluster):
+        routing.check_cluster(redis, where, argument)
+    else:
         wire.check_client(redis, where, argument)
 
 
@@ -259,12 +261,10 @@ class _Target:
     @classmethod
     @asynccontextmanager
     async def open(cls, redis: Source) -> AsyncIterator[_Target]:
-        nodes = await primary_clients(redis) if isinstance(redis, RedisCluster) else {}
-        try:
-            yield cls(redis, nodes)
-        finally:
-            for client in nodes.values():
-                await client.aclose()
+        # A cluster's: the clients ledgerset routes through, which live as long as the cluster
+        # client (routing.aclose closes them).
+        nodes = await routing.primaries(redis) if isinstance(redis, RedisCluster) else {}
+        yield cls(redis, nodes)
 
     def clients(self) -> list[Redis]:
         return list(self.nodes.values()) if self.cluster else [_single(self.redis)]
@@ -280,9 +280,7 @@ class _Target:
             return self.redis
         node = self.redis.nodes_manager.get_node_from_slot(slot)
         if node.name not in self.nodes:  # a primary that joined since: a client of it, too
-            from ledgerset.journal.streams import node_client
-
-            self.nodes[node.name] = node_client(node)
+            self.nodes[node.name] = routing.node_client(self.redis, node)
         return self.nodes[node.name]
 
     async def checkpoint_of(self, key: str, slot: int | None = None) -> str | None:

@@ -4,8 +4,9 @@ On a Redis/Valkey Cluster each entry is appended, in the same atomic program as 
 the stream of its slot, ``keys.journal_stream(stream, slot)`` (``<stream>:{<tag>}``). Reading the
 journal there means finding those streams on every primary (``SCAN MATCH <stream>:{*}``, keeping
 only the names that are exactly the stream of the slot they hash to) and reading each where it
-lives, through a plain client of its primary, so that the reader's pages and its cancellation
-handling apply unchanged.
+lives, through the plain client of its primary that ledgerset routes calls through
+(``routing.primaries``), so that the reader's pages and its cancellation handling apply
+unchanged.
 
 Ordering: a slot's stream is in the order its primary wrote it (total per slot); across slots
 there is no server order, so the merged reading is by entry time (``ts``, the writing client's
@@ -22,7 +23,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from ledgerset._server_errors import server_address
@@ -37,10 +38,8 @@ __all__ = [
     "JournalStream",
     "Source",
     "is_cluster_node",
-    "node_client",
     "open_journal",
     "order",
-    "primary_clients",
     "read_last_merged",
     "read_merged",
 ]
@@ -50,27 +49,6 @@ Source = Redis | RedisCluster
 
 #: Keys asked for per ``SCAN`` call when looking for slot streams.
 SCAN_COUNT = 1000
-
-#: The connection settings of a cluster's node that a plain client of that node keeps.
-_NODE_SETTINGS = (
-    "username",
-    "password",
-    "credential_provider",
-    "client_name",
-    "socket_timeout",
-    "socket_connect_timeout",
-    "socket_keepalive",
-    "socket_keepalive_options",
-    "health_check_interval",
-    "ssl_keyfile",
-    "ssl_certfile",
-    "ssl_cert_reqs",
-    "ssl_ca_certs",
-    "ssl_ca_data",
-    "ssl_check_hostname",
-    "ssl_min_version",
-    "ssl_ciphers",
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +65,7 @@ class JournalStream:
 class Journal:
     """A journal as found on its server: ``streams`` in name order (one on a server, one per
     written slot on a cluster), and the plain clients of a cluster's primaries (``nodes``, by
-    ``host:port``), which ``open_journal`` closes."""
+    ``host:port``: ``routing.primaries``, which live as long as the cluster client)."""
 
     stream: str
     cluster: bool
@@ -137,8 +115,9 @@ async def open_journal(redis: Source, stream: str) -> AsyncIterator[Journal]:
     """The streams of the journal ``stream`` on ``redis``, for the length of the block.
 
     On one server: ``stream`` itself, if it exists. On a cluster (a ``RedisCluster``): every
-    ``journal_stream(stream, slot)`` on every primary, each with a plain client of its primary
-    (closed when the block ends). Glob characters in ``stream`` are matched literally.
+    ``journal_stream(stream, slot)`` on every primary, each with the plain client of its primary
+    that ledgerset routes through (``routing.primaries``). Glob characters in ``stream`` are
+    matched literally.
     """
     if not isinstance(redis, RedisCluster):
         wire.check_client(redis, "open_journal")
@@ -150,32 +129,10 @@ async def open_journal(redis: Source, stream: str) -> AsyncIterator[Journal]:
             where=server_address(redis),
         )
         return
-    nodes = await primary_clients(redis)
-    try:
-        where = next(iter(nodes), "?")
-        yield Journal(stream, True, await _scan(nodes, stream), nodes, where)
-    finally:
-        for client in nodes.values():
-            await client.aclose()
-
-
-async def primary_clients(cluster: RedisCluster) -> dict[str, Redis]:
-    """A plain client of each primary of ``cluster`` (by ``host:port``), with the cluster's
-    credentials and timeouts; the caller closes them."""
-    routing.check_cluster(cluster, "open_journal")
-    await cluster.initialize()
-    return {node.name: node_client(node) for node in cluster.get_primaries()}
-
-
-def node_client(node: Any) -> Redis:
-    """A plain ``Redis`` client of one cluster node (a redis-py ``ClusterNode``)."""
-    settings = {
-        name: value for name, value in node.connection_kwargs.items() if name in _NODE_SETTINGS
-    }
-    pool = ConnectionPool(
-        connection_class=node.connection_class, host=node.host, port=node.port, **settings
-    )
-    return Redis(connection_pool=pool)
+    routing.check_cluster(redis, "open_journal")
+    nodes = await routing.primaries(redis)
+    where = next(iter(nodes), "?")
+    yield Journal(stream, True, await _scan(nodes, stream), nodes, where)
 
 
 async def _scan(nodes: dict[str, Redis], stream: str) -> list[JournalStream]:

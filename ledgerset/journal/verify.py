@@ -19,10 +19,10 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
-from ledgerset.commands import wire
+from ledgerset.commands import routing, wire
 from ledgerset.commands.record import DEFAULT_STREAM
 from ledgerset.journal.replay import read_skipping
-from ledgerset.journal.streams import Source, open_journal, primary_clients
+from ledgerset.journal.streams import Source, open_journal
 from ledgerset.keys import KeyLayout
 
 __all__ = ["Difference", "compare", "journal_models"]
@@ -100,24 +100,21 @@ async def compare(
     every few hundred keys compared, and at the end.
     """
     for side, argument in ((live, "live"), (replayed, "replayed")):
-        if not isinstance(side, RedisCluster):
+        if isinstance(side, RedisCluster):
+            routing.check_cluster(side, "compare", argument)
+        else:
             wire.check_client(side, "compare", argument)
     layout = layout or KeyLayout()
-    opened: list[Redis] = []  # the clients of a cluster's primaries, closed at the end
-    try:
-        mine = await _keys(live, models, layout, opened)
-        theirs = await _keys(replayed, models, layout, opened)
-        keys = sorted(mine.keys() | theirs.keys())
-        differences = []
-        for done, key in enumerate(keys, start=1):
-            a, b = await _contents_at(mine.get(key)), await _contents_at(theirs.get(key))
-            if not _same(a, b):
-                differences.append(Difference(key, _show(a), _show(b)))
-            if on_progress is not None and (done % PROGRESS_EVERY == 0 or done == len(keys)):
-                on_progress(done, len(keys))
-    finally:
-        for client in opened:
-            await client.aclose()
+    mine = await _keys(live, models, layout)
+    theirs = await _keys(replayed, models, layout)
+    keys = sorted(mine.keys() | theirs.keys())
+    differences = []
+    for done, key in enumerate(keys, start=1):
+        a, b = await _contents_at(mine.get(key)), await _contents_at(theirs.get(key))
+        if not _same(a, b):
+            differences.append(Difference(key, _show(a), _show(b)))
+        if on_progress is not None and (done % PROGRESS_EVERY == 0 or done == len(keys)):
+            on_progress(done, len(keys))
     if on_progress is not None and not keys:
         on_progress(0, 0)
     return differences
@@ -127,11 +124,9 @@ async def compare(
 _Located = tuple[Redis, str]
 
 
-async def _keys(
-    redis: Source, models: set[str], layout: KeyLayout, opened: list[Redis]
-) -> dict[str, _Located]:
+async def _keys(redis: Source, models: set[str], layout: KeyLayout) -> dict[str, _Located]:
     """The keys of ``models`` on ``redis``, by their single-server spelling (a cluster's: on
-    each primary, through a client of it added to ``opened``)."""
+    each primary, through the client ledgerset routes to it through, ``routing.primaries``)."""
     prefix = layout.special_prefix
     patterns = [
         pattern
@@ -143,8 +138,7 @@ async def _keys(
     # The cluster layout braces the model key in a set key: {prefix}:{{Model}:pk}:field.
     patterns += [f"{_escape(prefix)}:{{{_escape(model)}:*" for model in sorted(models)]
     found: dict[str, _Located] = {}
-    nodes = await primary_clients(redis)
-    opened.extend(nodes.values())
+    nodes = await routing.primaries(redis)
     for client in nodes.values():
         for name in await _scan(client, patterns):
             found[_single_spelling(name, prefix)] = (client, name)

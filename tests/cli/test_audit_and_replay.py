@@ -10,10 +10,8 @@ writes made behind the journal's back; one-line errors with the right exit statu
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -24,7 +22,7 @@ from typing import Any
 import pytest
 from pydantic import Field
 from redis.asyncio import Redis
-from toolrun import LEDGERSET, STREAM, cli_env, wait_for_blocked_xread
+from toolrun import LEDGERSET, STREAM, cli_env, following, next_line, wait_for_blocked_xread
 from toolrun import run_cli as cli
 
 import ledgerset
@@ -229,34 +227,16 @@ async def test_log_refuses_a_since_that_is_neither_id_nor_time(
 async def test_tail_prints_a_new_entry_as_json_and_exits_0_on_ctrl_c(
     journaled: Journaled, redis: Redis, redis_url: str
 ) -> None:
-    tail = subprocess.Popen(
-        [str(LEDGERSET), "--url", redis_url, "tail", "--format", "json"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        bufsize=1,
-        env=cli_env(),
-    )
-    try:
+    with following("--url", redis_url, "tail", "--format", "json", stop_within=10) as tail:
         await wait_for_blocked_xread(redis, tail)
         await journaled.article.tags.aadd("live")
-        line = await asyncio.wait_for(asyncio.to_thread(tail.stdout.readline), 60)  # type: ignore[union-attr]
-        entry = json.loads(line)
+        entry = json.loads(await next_line(tail))
         assert (entry["cmd"], entry["pk"], entry["field"]) == (
             "set.add",
             journaled.article.pk,
             "tags",
         )
         assert entry["args"] == {"members": ["live"]}
-        tail.send_signal(signal.SIGINT)
-        assert tail.wait(timeout=10) == 0
-        assert "Traceback" not in tail.stderr.read()  # type: ignore[union-attr]
-    finally:
-        if tail.poll() is None:
-            tail.kill()
-            tail.wait()
-        tail.stdout.close()  # type: ignore[union-attr]
-        tail.stderr.close()  # type: ignore[union-attr]
 
 
 # -- replay ----------------------------------------------------------------------------------

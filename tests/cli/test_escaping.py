@@ -9,13 +9,11 @@ raw control characters.
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
 
 import pytest
 from redis.asyncio import Redis
 from test_log import ROW, read_until, wait_for_blocked_xread
-from toolrun import LEDGERSET, STREAM, Cli, ToolArticle, cli_env
+from toolrun import STREAM, Cli, ToolArticle, following
 
 import ledgerset
 
@@ -82,11 +80,7 @@ async def test_a_foreign_entry_with_markup_and_escapes_is_shown_harmlessly(
 async def test_tail_escapes_what_it_follows_and_survives_markup(
     hostile: list[str], redis: Redis, redis_url: str
 ) -> None:
-    tail = subprocess.Popen(
-        [str(LEDGERSET), "--url", redis_url, "tail"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1, env=cli_env(),
-    )  # fmt: skip
-    try:
+    with following("--url", redis_url, "tail") as tail:
         await wait_for_blocked_xread(redis, tail)
         article = await ToolArticle.aget(f"ToolArticle:{CLEAR_SCREEN}")
         await article.tags.aadd("[/]")  # used to kill a running tail
@@ -97,14 +91,6 @@ async def test_tail_escapes_what_it_follows_and_survives_markup(
         assert '"[/]"' in shown and '"[bold]admin[/bold]"' in shown
         assert "\\u001b[2J" in shown
         assert_no_control_characters(shown)
-        tail.send_signal(signal.SIGINT)
-        assert tail.wait(timeout=30) == 0
-    finally:
-        if tail.poll() is None:
-            tail.kill()
-            tail.wait()
-        tail.stdout.close()  # type: ignore[union-attr]
-        tail.stderr.close()  # type: ignore[union-attr]
 
 
 async def test_an_error_line_escapes_what_came_from_the_journal(

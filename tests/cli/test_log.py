@@ -8,10 +8,8 @@ losing the ctx column or cutting a name across lines; ``tail`` with the columns 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-import signal
 import subprocess
 import time
 from datetime import UTC, datetime
@@ -27,6 +25,8 @@ from toolrun import (
     Cli,
     ToolArticle,
     cli_env,
+    following,
+    next_line,
     one_line,
     wait_for_blocked_xread,
     write_entries,
@@ -116,20 +116,14 @@ async def read_until(tail: subprocess.Popen[str], needle: str) -> list[str]:
     """The tail's stdout lines up to and including the first one holding ``needle``."""
     lines: list[str] = []
     while not lines or needle not in lines[-1]:
-        line = await asyncio.wait_for(asyncio.to_thread(tail.stdout.readline), 60)  # type: ignore[union-attr]
-        assert line, f"tail ended: {tail.stderr.read()}"  # type: ignore[union-attr]
-        lines.append(line.rstrip("\n"))
+        lines.append(await next_line(tail))
     return lines
 
 
 async def test_tail_shows_a_foreign_entry_flagged_and_keeps_following(
     with_foreign_entry: list[str], redis: Redis, redis_url: str
 ) -> None:
-    tail = subprocess.Popen(
-        [str(LEDGERSET), "--url", redis_url, "tail"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1, env=cli_env(),
-    )  # fmt: skip
-    try:
+    with following("--url", redis_url, "tail") as tail:
         await wait_for_blocked_xread(redis, tail)
         foreign = (await redis.xadd(STREAM, {"hello": "again"})).decode()
         lines = await read_until(tail, foreign)
@@ -143,15 +137,6 @@ async def test_tail_shows_a_foreign_entry_flagged_and_keeps_following(
         article = await ToolArticle.aget("ToolArticle:a1")
         await article.tags.aadd("still-followed")
         assert '"still-followed"' in (await read_until(tail, "still-followed"))[-1]
-        tail.send_signal(signal.SIGINT)
-        assert tail.wait(timeout=30) == 0
-        assert "Traceback" not in tail.stderr.read()  # type: ignore[union-attr]
-    finally:
-        if tail.poll() is None:
-            tail.kill()
-            tail.wait()
-        tail.stdout.close()  # type: ignore[union-attr]
-        tail.stderr.close()  # type: ignore[union-attr]
 
 
 def rss_kib(pid: int) -> int:

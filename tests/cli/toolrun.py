@@ -1,5 +1,5 @@
-"""Helpers for the tool's tests (``from toolrun import ...``): run the console script, write
-journals fast.
+"""Helpers for the tool's tests (``from toolrun import ...``): run the console script, follow
+what a running one prints (``following``, ``next_line``), write journals fast.
 
 Every test runs the installed ``ledgerset`` script (with this checkout first on the path) against
 the suite's real server, and looks at what an operator sees: stdout, stderr, the exit status,
@@ -8,11 +8,14 @@ and the server's state.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -52,6 +55,38 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         timeout=120,
         env=env if env is not None else cli_env(),
     )
+
+
+@contextmanager
+def following(*args: str, stop_within: float = 30) -> Iterator[subprocess.Popen[str]]:
+    """The console script run with ``args`` (a ``tail``), its output read as it comes
+    (``next_line``). When the block ends it is stopped with Ctrl-C (SIGINT), and must exit
+    with status 0 within ``stop_within`` seconds, without a traceback; after a failure in the
+    block it is killed. Its pipes are closed either way."""
+    process = subprocess.Popen(
+        [str(LEDGERSET), *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1, env=cli_env(),
+    )  # fmt: skip
+    assert process.stdout is not None and process.stderr is not None
+    try:
+        yield process
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=stop_within) == 0, process.stderr.read()
+        assert "Traceback" not in process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stdout.close()
+        process.stderr.close()
+
+
+async def next_line(process: subprocess.Popen[str]) -> str:
+    """The next line ``process`` prints (without its newline), within 60 s; it must not have
+    ended first."""
+    line = await asyncio.wait_for(asyncio.to_thread(process.stdout.readline), 60)  # type: ignore[union-attr]
+    assert line, f"{process.args} ended: {process.stderr.read()}"  # type: ignore[union-attr]
+    return line.rstrip("\n")
 
 
 def one_line(result: subprocess.CompletedProcess[str]) -> str:

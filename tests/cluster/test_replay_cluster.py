@@ -24,13 +24,14 @@ from clustertool_support import (
 )
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from support import take_snapshot
+from support import single_spelling, take_snapshot
 from toolrun import LEDGERSET, ToolArticle, cli_env, one_line, run_cli, write_entries
 
 import ledgerset
 from ledgerset.embedded import EmbeddedCluster
-from ledgerset.errors import ReplayTargetError
+from ledgerset.errors import ConfigurationError, ReplayTargetError
 from ledgerset.journal import replay
+from ledgerset.journal.verify import compare
 from ledgerset.keys import journal_stream, slot_checkpoint_key
 
 PKS = [f"p{number}" for number in range(12)]
@@ -76,16 +77,8 @@ async def _models(redis: Redis) -> dict[str, object]:
 
 def _cluster_models(state: dict[bytes, object]) -> dict[str, object]:
     """A cluster's models' keys, each under its single-server spelling."""
-    shown = {}
-    for key, value in state.items():
-        name = key.decode()
-        if name.startswith("ledgerset:"):
-            continue
-        if name.startswith("__rapyer_special__:{"):
-            tag, _, field = name[len("__rapyer_special__:{") :].partition("}:")
-            name = f"__rapyer_special__:{tag}:{field}"
-        shown[name] = value
-    return shown
+    return {single_spelling(key).decode(): value for key, value in state.items()
+            if not key.startswith(b"ledgerset:")}  # fmt: skip
 
 
 def _snapshot_as_pairs(single: dict[str, object]) -> dict[str, object]:
@@ -246,6 +239,30 @@ async def test_replay_into_a_cluster_that_holds_data_or_is_the_source_is_refused
     itself = run_cli("--url", embedded.urls[0], "replay", "--to-url", embedded.urls[1])
     assert itself.returncode == 1 and "it is the source database itself" in one_line(itself)
     assert await cluster_state(embedded) == before
+
+
+async def test_a_cluster_client_that_decodes_responses_is_refused_on_either_side(
+    journaled: Redis, target: Redis, cluster: RedisCluster, embedded: EmbeddedCluster
+) -> None:
+    await copy_journal(journaled, cluster)
+    before_cluster, before_target = await cluster_state(embedded), await take_snapshot(target)
+    decoding = RedisCluster.from_url(embedded.url, decode_responses=True)
+    try:
+        for call, where, argument in (
+            (lambda: replay(journaled, decoding), "replay", "target"),
+            (lambda: replay(decoding, target), "replay", "source"),
+            (lambda: compare(journaled, decoding, {"ToolArticle"}), "compare", "replayed"),
+            (lambda: compare(decoding, target, {"ToolArticle"}), "compare", "live"),
+        ):
+            with pytest.raises(ConfigurationError) as refused:
+                await call()
+            assert (refused.value.where, refused.value.argument) == (where, argument)
+            assert "decode_responses=True" in str(refused.value)
+            assert "decode_responses=False" in str(refused.value)  # the fix
+    finally:
+        await decoding.aclose()
+    assert await cluster_state(embedded) == before_cluster
+    assert await take_snapshot(target) == before_target
 
 
 async def test_replay_of_a_journal_the_cluster_does_not_hold_is_one_clear_line(

@@ -60,6 +60,7 @@ async def test_a_database_other_than_0_of_a_cluster_node_is_refused(
         await ledgerset.init(redis=embedded_cluster.url + "/1")
 
     assert "only database 0" in str(refused.value) and "redis://host:port" in str(refused.value)
+    assert "Cluster node" in str(refused.value) and "Nothing was changed" in str(refused.value)
     assert ledgerset.core.config.default_redis(None, "RoutedPage") is redis  # unchanged
 
 

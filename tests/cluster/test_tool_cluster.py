@@ -8,9 +8,7 @@ exit status, the one error line, and the cluster's keys left as they were.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import signal
 import subprocess
 
 import pytest
@@ -23,7 +21,7 @@ from clustertool_support import (
 )
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from toolrun import LEDGERSET, ToolArticle, cli_env, one_line, run_cli
+from toolrun import ToolArticle, following, next_line, one_line, run_cli
 
 import ledgerset
 from ledgerset.embedded import EmbeddedCluster
@@ -135,6 +133,7 @@ async def test_a_cluster_url_with_a_database_is_refused_and_changes_nothing(
         assert result.returncode == 1, result.stderr
         line = one_line(result)
         assert "Cluster node" in line and "only database 0" in line and "/1" in line, line
+        assert "redis://host:port" in line and "Nothing was changed" in line, line
         assert "cannot reach" not in line
     assert await cluster_state(embedded) == before
 
@@ -151,22 +150,13 @@ async def test_log_of_a_stream_the_cluster_does_not_hold_is_one_clear_line(
 
 
 async def _read_json_lines(tail: subprocess.Popen[str], count: int) -> list[dict]:
-    lines = []
-    for _ in range(count):
-        line = await asyncio.wait_for(asyncio.to_thread(tail.stdout.readline), 60)  # type: ignore[union-attr]
-        assert line, f"tail ended: {tail.stderr.read()}"  # type: ignore[union-attr]
-        lines.append(json.loads(line))
-    return lines
+    return [json.loads(await next_line(tail)) for _ in range(count)]
 
 
 async def test_tail_follows_every_slot_stream_and_one_written_after_it_started(
     journaled: list[dict], redis: Redis, cluster: RedisCluster, embedded: EmbeddedCluster
 ) -> None:
-    tail = subprocess.Popen(
-        [str(LEDGERSET), "--url", embedded.urls[1], "tail", "--format", "json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1, env=cli_env(),
-    )  # fmt: skip
-    try:
+    with following("--url", embedded.urls[1], "tail", "--format", "json", stop_within=10) as tail:
         await wait_for_client_command(embedded, "xread")
         # New entries in two existing slot streams, then in a slot never written before.
         seen = len(await redis.xrange(STREAM))
@@ -183,15 +173,6 @@ async def test_tail_follows_every_slot_stream_and_one_written_after_it_started(
         assert [line["id"] for line in lines] == [raw_id.decode() for raw_id, _ in new]
         assert lines[-1]["args"] == {"members": ["new slot"]}
         assert lines[-1]["stream"] == journal_stream(STREAM, slot_of("ToolArticle", "fresh-one"))
-        tail.send_signal(signal.SIGINT)
-        assert tail.wait(timeout=10) == 0
-        assert "Traceback" not in tail.stderr.read()  # type: ignore[union-attr]
-    finally:
-        if tail.poll() is None:
-            tail.kill()
-            tail.wait()
-        tail.stdout.close()  # type: ignore[union-attr]
-        tail.stderr.close()  # type: ignore[union-attr]
 
 
 async def test_log_and_verify_a_journal_the_cluster_wrote_itself(

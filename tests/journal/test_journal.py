@@ -6,6 +6,10 @@ model.save, model.update, model.delete); a transaction's entries in order under 
 entry for anything refused or aborted; ``ts`` from the client clock (freezegun); the caller's
 structlog context in ``ctx``; a model's own stream; ``maxlen`` trimming; the reader's filters and
 paging; a malformed entry named in the error; and the entry id in the ``command.executed`` event.
+
+On a cluster too (``also_on_cluster``): there the entries are in one stream per slot, read through
+``support`` (every slot stream, merged, or ``XRANGE`` of each); the models a transaction writes
+together share a hash tag (``{jt}``), as a cluster requires.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from freezegun import freeze_time
 from pydantic import Field
 from redis.asyncio import Redis
 from structlog.testing import capture_logs
+from support import journal_entries, journal_streams, raw_ids, spec_set_key, stream_of
 
 import ledgerset
 from ledgerset import (
@@ -66,19 +71,15 @@ async def journaled(redis: Redis) -> AsyncIterator[Redis]:
     yield redis
 
 
-pytestmark = pytest.mark.usefixtures("clean_structlog")
+pytestmark = [pytest.mark.usefixtures("clean_structlog"), pytest.mark.also_on_cluster]
 
 
 async def entries(redis: Redis, stream: str = STREAM, **filters: Any) -> list[JournalEntry]:
-    return [entry async for entry in read_entries(redis, stream, **filters)]
-
-
-async def raw_ids(redis: Redis, stream: str = STREAM) -> list[str]:
-    return [raw_id.decode() for raw_id, _ in await redis.xrange(stream)]
+    return await journal_entries(redis, stream, **filters)
 
 
 def set_key(model: AtomicRedisModel, field: str = "tags") -> str:
-    return f"__rapyer_special__:{type(model).__name__}:{model.pk}:{field}"
+    return spec_set_key(model, field)
 
 
 async def journal_of(redis: Redis, call: Callable[[], Awaitable[object]]) -> JournalEntry:
@@ -332,8 +333,8 @@ async def test_each_lone_command_has_its_own_txn(journaled: Redis) -> None:
 
 
 async def test_a_committed_transaction_journals_its_commands_in_order(journaled: Redis) -> None:
-    article = await saved_article(tags={"a"})
-    other = JrnArticle(title="other")
+    article = await saved_article(pk="{jt}article", tags={"a"})
+    other = JrnArticle(pk="{jt}other", title="other")
     async with ledgerset.transaction() as tx:
         await other.asave()
         article.tags.add("b")
@@ -379,13 +380,13 @@ async def test_a_set_command_on_a_missing_model_is_not_journaled(journaled: Redi
     ghost = JrnArticle()
     with pytest.raises(ModelNotFoundError):
         await ghost.tags.aadd("a")
-    assert await journaled.xlen(STREAM) == 1
+    assert len(await raw_ids(journaled)) == 1
 
 
 async def test_an_update_of_a_missing_model_is_not_journaled(journaled: Redis) -> None:
     with pytest.raises(ModelNotFoundError):
         await JrnArticle().aupdate(title="t")
-    assert await journaled.exists(STREAM) == 0
+    assert await journal_streams(journaled) == []
 
 
 async def test_a_wrongtype_refusal_is_not_journaled(journaled: Redis) -> None:
@@ -393,7 +394,7 @@ async def test_a_wrongtype_refusal_is_not_journaled(journaled: Redis) -> None:
     await journaled.set(set_key(article), "not a set")
     with pytest.raises(WrongTypeError):
         await article.tags.aadd("a")
-    assert await journaled.xlen(STREAM) == 1
+    assert len(await raw_ids(journaled)) == 1
 
 
 async def test_an_invalid_member_is_not_journaled(journaled: Redis) -> None:
@@ -402,7 +403,7 @@ async def test_an_invalid_member_is_not_journaled(journaled: Redis) -> None:
         await article.tags.aadd(1)  # type: ignore[arg-type]
     with pytest.raises(InvalidMemberError):
         await article.tags.aadd_many(["ok", None])  # type: ignore[list-item]
-    assert await journaled.xlen(STREAM) == 1
+    assert len(await raw_ids(journaled)) == 1
 
 
 async def test_a_transaction_that_raised_in_its_block_is_not_journaled(journaled: Redis) -> None:
@@ -412,18 +413,18 @@ async def test_a_transaction_that_raised_in_its_block_is_not_journaled(journaled
             await article.tags.aadd("a")
             await article.aupdate(title="t")
             raise RuntimeError("abort")
-    assert await journaled.xlen(STREAM) == 1
+    assert len(await raw_ids(journaled)) == 1
     assert await journaled.exists(set_key(article)) == 0
 
 
 async def test_a_transaction_refused_by_the_server_is_not_journaled(journaled: Redis) -> None:
-    article = await saved_article()
-    ghost = JrnArticle()
+    article = await saved_article(pk="{jt}article")
+    ghost = JrnArticle(pk="{jt}ghost")
     with pytest.raises(ModelNotFoundError):
         async with ledgerset.transaction():
             await article.tags.aadd("a")
             await ghost.tags.aadd("b")
-    assert await journaled.xlen(STREAM) == 1
+    assert len(await raw_ids(journaled)) == 1
     assert await journaled.exists(set_key(article)) == 0
 
 
@@ -435,7 +436,7 @@ async def test_apop_in_a_transaction_is_refused_and_nothing_is_journaled(
         async with ledgerset.transaction():
             await article.tags.aadd("b")
             await article.tags.apop()
-    assert await journaled.xlen(STREAM) == 1
+    assert len(await raw_ids(journaled)) == 1
     assert await journaled.smembers(set_key(article)) == {b'"a"'}
 
 
@@ -449,7 +450,8 @@ async def test_ts_is_the_client_clock_at_the_call(journaled: Redis) -> None:
     (_, entry) = await entries(journaled)
     assert entry.ts == FROZEN
     assert entry.ts_ms == FROZEN_MS
-    ((_, fields),) = await journaled.xrange(STREAM, min=entry.id, max=entry.id)
+    stream = stream_of(journaled, article.key)
+    ((_, fields),) = await journaled.xrange(stream, min=entry.id, max=entry.id)
     assert fields[b"ts"] == str(FROZEN_MS).encode()
 
 
@@ -477,7 +479,7 @@ async def test_a_models_own_journal_works_without_a_default_one(redis: Redis) ->
     await JrnRouted().asave()
     await saved_article()
     assert [e.cmd for e in await entries(redis, "other:stream")] == ["model.save"]
-    assert await redis.exists(STREAM) == 0
+    assert await journal_streams(redis) == []
 
 
 async def test_maxlen_trims_the_stream_approximately(redis: Redis) -> None:
@@ -487,10 +489,10 @@ async def test_maxlen_trims_the_stream_approximately(redis: Redis) -> None:
         for n in range(2000):
             await article.tags.aadd(f"m{n}")
     assert await redis.scard(set_key(article)) == 2000
-    length = await redis.xlen(STREAM)
+    length = await redis.xlen(stream_of(redis, article.key))
     assert 10 <= length < 2000
     # Trimming drops the oldest entries: the newest one is still there.
-    (last,) = [entry async for entry in read_entries(redis, start=(await raw_ids(redis))[-1])]
+    (last,) = await entries(redis, start=(await raw_ids(redis))[-1])
     assert last.args == {"members": ["m1999"]}
     assert (last.seq, last.of) == (2000, 2000)
 
@@ -560,6 +562,9 @@ async def test_read_entries_pages_through_a_long_stream_in_order(journaled: Redi
     assert [e.seq for e in found[1:]] == list(range(1, 1201))
 
 
+# Server only: the point is read_entries' own read-ahead of one stream; a cluster's streams are
+# read by read_merged, which closes each stream's reader as it stops.
+@pytest.mark.server_only
 async def test_stopping_early_leaves_no_page_request_behind(journaled: Redis) -> None:
     # The next page is requested while the current one is read; a reader that stops early (at
     # the end bound here, or by closing the iterator) must not leave that request running.
@@ -590,6 +595,9 @@ GOOD_FIELDS = {
 }
 
 
+# Server only: the point is the raw stream, entries written into it by hand with XADD (a cluster
+# names its slot stream in the error instead).
+@pytest.mark.server_only
 @pytest.mark.parametrize(
     "change",
     [
@@ -629,8 +637,8 @@ async def test_command_executed_event_carries_the_journal_id(journaled: Redis) -
 
 
 async def test_a_transaction_over_two_journals_is_complete_in_each(journaled: Redis) -> None:
-    article = await JrnArticle().asave()
-    routed = await JrnRouted().asave()
+    article = await JrnArticle(pk="{jt}article").asave()
+    routed = await JrnRouted(pk="{jt}routed").asave()
 
     async with ledgerset.transaction() as tx:
         article.tags.add("a")
@@ -651,8 +659,9 @@ async def test_a_journal_stream_of_another_type_refuses_the_command(
     journaled: Redis, in_transaction: bool
 ) -> None:
     article = await JrnArticle().asave()
-    await journaled.delete(STREAM)
-    await journaled.set(STREAM, "not a stream")
+    stream = stream_of(journaled, article.key)
+    await journaled.delete(stream)
+    await journaled.set(stream, "not a stream")
 
     with pytest.raises(ledgerset.WrongTypeError) as caught:
         if in_transaction:
@@ -662,9 +671,9 @@ async def test_a_journal_stream_of_another_type_refuses_the_command(
             await article.tags.aadd("a")
 
     assert (caught.value.key, caught.value.actual, caught.value.command) == (
-        STREAM,
+        stream,
         "string",
         "set.add",
     )
     assert await journaled.exists(set_key(article)) == 0
-    assert await journaled.get(STREAM) == b"not a stream"
+    assert await journaled.get(stream) == b"not a stream"

@@ -9,6 +9,9 @@
 - ``ctx_keys`` (an allow-list) and ``ctx_redact`` (a deny-list) are the journal's own, so two
   journals written in one transaction each record what their policy lets through;
 - a policy given as a bare string is refused, naming the option.
+
+On a cluster too (``also_on_cluster``): the entries are read from every slot stream, and the
+models of the one transaction share a hash tag (``{ctx}``), as a cluster requires.
 """
 
 from __future__ import annotations
@@ -23,15 +26,16 @@ import pytest
 import structlog
 from pydantic import Field
 from redis.asyncio import Redis
+from support import journal_entries, set_key_of, stream_of
 
 import ledgerset
 from ledgerset import AtomicRedisModel, RedisConfig, RedisSet, StreamJournal
-from ledgerset.journal import JournalEntry, read_entries
+from ledgerset.journal import JournalEntry
 
 STREAM = "ledgerset:journal"
 LEDGERSET = Path(sys.executable).with_name("ledgerset")
 
-pytestmark = pytest.mark.usefixtures("clean_structlog")
+pytestmark = [pytest.mark.usefixtures("clean_structlog"), pytest.mark.also_on_cluster]
 
 
 class CtxArticle(AtomicRedisModel):
@@ -50,7 +54,7 @@ async def journaled(redis: Redis) -> AsyncIterator[Redis]:
 
 
 async def last_entry(redis: Redis, stream: str = STREAM) -> JournalEntry:
-    return [entry async for entry in read_entries(redis, stream)][-1]
+    return (await journal_entries(redis, stream))[-1]
 
 
 class Unprintable:
@@ -84,7 +88,7 @@ async def test_context_values_json_cannot_hold_are_recorded_as_str(journaled: Re
     article = await CtxArticle(pk="a").asave()
     bind_unencodable()
     await article.tags.aadd("written")
-    assert await journaled.smembers("__rapyer_special__:CtxArticle:a:tags") == {b'"written"'}
+    assert await journaled.smembers(set_key_of("CtxArticle", "a", "tags")) == {b'"written"'}
     assert (await last_entry(journaled)).ctx == UNENCODABLE_CTX
 
 
@@ -97,7 +101,7 @@ async def test_context_values_json_cannot_hold_do_not_block_a_transaction(
         article.tags.add("one")
         article.tags.add("two")
     assert await article.tags.amembers() == {"one", "two"}
-    entries = [entry async for entry in read_entries(journaled)][-2:]
+    entries = (await journal_entries(journaled))[-2:]
     assert [entry.ctx for entry in entries] == [UNENCODABLE_CTX, UNENCODABLE_CTX]
 
 
@@ -114,11 +118,11 @@ SECRETS = {
 }
 
 
-def ledgerset_log(redis_url: str, *options: str) -> subprocess.CompletedProcess[str]:
+def ledgerset_log(url: str, *options: str) -> subprocess.CompletedProcess[str]:
     env = {name: value for name, value in os.environ.items() if name != "LEDGERSET_URL"}
     env["COLUMNS"] = "200"
     return subprocess.run(
-        [str(LEDGERSET), "--url", redis_url, "log", *options],
+        [str(LEDGERSET), "--url", url, "log", *options],
         capture_output=True,
         text=True,
         timeout=120,
@@ -127,7 +131,7 @@ def ledgerset_log(redis_url: str, *options: str) -> subprocess.CompletedProcess[
 
 
 async def test_the_default_policy_drops_secret_names_before_anything_is_sent(
-    journaled: Redis, redis_url: str
+    journaled: Redis, server_url: str
 ) -> None:
     article = await CtxArticle(pk="a").asave()
     structlog.contextvars.bind_contextvars(request_id="req-1", user="alice", **SECRETS)
@@ -135,11 +139,11 @@ async def test_the_default_policy_drops_secret_names_before_anything_is_sent(
     structlog.contextvars.clear_contextvars()
 
     assert (await last_entry(journaled)).ctx == {"request_id": "req-1", "user": "alice"}
-    raw = repr(await journaled.xrange(STREAM))
+    raw = repr(await journaled.xrange(stream_of(journaled, article.key)))
     for name, secret in SECRETS.items():
         assert secret not in raw, name
     for options in ((), ("--format", "json")):
-        shown = ledgerset_log(redis_url, *options)
+        shown = ledgerset_log(server_url, *options)
         assert shown.returncode == 0, shown.stderr
         assert "req-1" in shown.stdout
         for name, secret in SECRETS.items():
@@ -147,8 +151,8 @@ async def test_the_default_policy_drops_secret_names_before_anything_is_sent(
 
 
 async def test_each_journal_applies_its_own_policy(journaled: Redis) -> None:
-    article = await CtxArticle(pk="a").asave()
-    audited = await CtxAudited(pk="b").asave()
+    article = await CtxArticle(pk="{ctx}a").asave()
+    audited = await CtxAudited(pk="{ctx}b").asave()
     structlog.contextvars.bind_contextvars(request_id="req-2", user="bob", token="sekrit-token")
     async with ledgerset.transaction():
         article.tags.add("x")

@@ -7,6 +7,13 @@ an entry id or a moment; models whose expiry has passed are not created (and cou
 ``model`` filter; ``dry_run``; an unknown record version or malformed args stop the replay before
 that entry's transaction; an upcaster brings an old record up to date; a target key of the wrong
 type is a conflict; a target with another key layout gets its sets at its own prefix.
+
+On a cluster too (``also_on_cluster``): replayed out of it into one server (``target``, its keys
+spelled the single server's way, one checkpoint per slot stream), and into a second cluster
+(``cluster_target``: from one server, and from a cluster). The models a transaction writes together
+share a hash tag (``{rp}``), so their entries are in one slot stream; in a random history,
+transactions over models of several slots are refused on a cluster (``CrossSlotError``, nothing
+written) like those over missing models, and those over the models of ``{rp}`` commit.
 """
 
 from __future__ import annotations
@@ -23,17 +30,30 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import Field
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from support import all_keys, journal_streams, raw_ids, set_key_of, single_spelling, stream_of
 
 import ledgerset
-from ledgerset import AtomicRedisModel, ModelNotFoundError, RedisConfig, RedisSet, StreamJournal
+from ledgerset import (
+    AtomicRedisModel,
+    CrossSlotError,
+    ModelNotFoundError,
+    RedisConfig,
+    RedisSet,
+    StreamJournal,
+)
 from ledgerset.commands.record import UPCASTERS
+from ledgerset.embedded import EmbeddedCluster
 from ledgerset.errors import JournalEntryError, ReplayConflictError
 from ledgerset.journal import replay
-from ledgerset.keys import KeyLayout
+from ledgerset.keys import KeyLayout, checkpoint_key
 
 STREAM = "ledgerset:journal"
-CHECKPOINT = "ledgerset:replay:ledgerset:journal"
 TTL_TOLERANCE_MS = 2000
+#: A hash tag that puts models in one slot (and their entries in one slot stream) on a cluster.
+TAG = "{rp}"
+
+pytestmark = pytest.mark.also_on_cluster
 
 
 class RpArticle(AtomicRedisModel):
@@ -59,13 +79,28 @@ async def source(redis: Redis) -> AsyncIterator[Redis]:
     yield redis
 
 
+@pytest.fixture
+async def cluster_target(other_cluster: EmbeddedCluster) -> AsyncIterator[RedisCluster]:
+    """The second embedded cluster, flushed: where a test replays into a cluster."""
+    client = RedisCluster.from_url(other_cluster.url)
+    await client.flushdb()
+    yield client
+    await client.aclose()
+
+
+def checkpoint(source: Redis, key: str, model: str | None = None) -> str:
+    """Where a replay into one server records its progress through the entries of ``key``:
+    the checkpoint of the source's stream, or of the slot stream of ``key`` on a cluster."""
+    return checkpoint_key(stream_of(source, key), model)
+
+
 # -- comparing databases --------------------------------------------------------------------------
 
 
 async def data_of(redis: Redis) -> dict[bytes, tuple[str, Any]]:
-    """Every data key (not ledgerset's own): its type and value."""
+    """Every data key (not ledgerset's own), as one server spells it: its type and value."""
     state: dict[bytes, tuple[str, Any]] = {}
-    for key in sorted(await redis.keys("*")):
+    for key in sorted(await all_keys(redis)):
         if key.startswith(b"ledgerset:"):
             continue
         kind = (await redis.type(key)).decode()
@@ -75,14 +110,14 @@ async def data_of(redis: Redis) -> dict[bytes, tuple[str, Any]]:
             value = await redis.hgetall(key)
         else:
             value = await redis.dump(key)
-        state[key] = (kind, value)
+        state[single_spelling(key)] = (kind, value)
     return state
 
 
 async def ttls_of(redis: Redis) -> dict[bytes, int]:
     return {
-        key: await redis.pttl(key)
-        for key in await redis.keys("*")
+        single_spelling(key): await redis.pttl(key)
+        for key in await all_keys(redis)
         if not key.startswith(b"ledgerset:")
     }
 
@@ -102,17 +137,19 @@ async def assert_same_data(source: Redis, target: Redis) -> None:
 
 
 async def stream_ids(redis: Redis) -> list[str]:
-    return [raw_id.decode() for raw_id, _ in await redis.xrange(STREAM)]
+    return await raw_ids(redis)
 
 
 def set_key(model: str, pk: str, field: str = "tags", prefix: str = "__rapyer_special__") -> str:
+    """A set's key in a single server's layout: the target's."""
     return f"{prefix}:{model}:{pk}:{field}"
 
 
 # -- a random history -----------------------------------------------------------------------------
 
 model_names = st.sampled_from(sorted(MODELS))
-pks = st.sampled_from(["p1", "p2", "p3"])
+# Two of the pks share a hash tag: on a cluster, transactions over those models commit (one slot).
+pks = st.sampled_from(["p1", f"{TAG}p2", f"{TAG}p3"])
 set_fields = st.sampled_from(["tags", "scores"])
 numbers = st.integers(0, 4)
 some_numbers = st.lists(numbers, max_size=4)
@@ -199,7 +236,7 @@ async def run_history(history: list[tuple[str, Any, Any, Any]]) -> None:
                         await run_buffered(op)
             else:
                 await run_buffered((kind, model, pk, argument))
-        except ModelNotFoundError:
+        except (ModelNotFoundError, CrossSlotError):
             pass  # refused: nothing written, nothing journaled
 
 
@@ -208,28 +245,45 @@ SETTINGS = settings(
 )
 
 
-@SETTINGS
-@given(history=histories)
-async def test_replay_of_a_random_history_rebuilds_the_same_data(
+async def assert_replay_rebuilds(
     source: Redis, target: Redis, history: list[tuple[str, Any, Any, Any]]
 ) -> None:
+    """``history`` run on the emptied source, replayed into the emptied target: the same data,
+    every entry applied."""
     await source.flushdb()
     await target.flushdb()
     await run_history(history)
     report = await replay(source, target)
     assert await data_of(target) == await data_of(source)
     assert_ttls_match(await ttls_of(source), await ttls_of(target))
-    entry_count = await source.xlen(STREAM) if await source.exists(STREAM) else 0
+    entry_count = len(await raw_ids(source))
     assert (report.applied, report.skipped, report.expired) == (entry_count, 0, 0)
+
+
+@SETTINGS
+@given(history=histories)
+async def test_replay_of_a_random_history_rebuilds_the_same_data(
+    source: Redis, target: Redis, history: list[tuple[str, Any, Any, Any]]
+) -> None:
+    await assert_replay_rebuilds(source, target, history)
+
+
+@settings(SETTINGS, max_examples=8)  # a second cluster's flushes cost more: fewer examples
+@given(history=histories)
+async def test_replay_of_a_random_history_into_a_cluster_rebuilds_the_same_data(
+    source: Redis, cluster_target: RedisCluster, history: list[tuple[str, Any, Any, Any]]
+) -> None:
+    await assert_replay_rebuilds(source, cluster_target, history)  # type: ignore[arg-type]
 
 
 # -- resuming -------------------------------------------------------------------------------------
 
 
 async def small_history() -> tuple[RpArticle, RpTimed]:
-    """Nine entries over two models: saves, set mutations, a transaction, an update, a pop."""
-    article = await RpArticle(title="a", tags={"x"}).asave()
-    timed = await RpTimed(title="t").asave()
+    """Nine entries over two models of one slot: saves, set mutations, a transaction, an update,
+    a pop."""
+    article = await RpArticle(pk=f"{TAG}article", title="a", tags={"x"}).asave()
+    timed = await RpTimed(pk=f"{TAG}timed", title="t").asave()
     await article.tags.aadd_many(["y", "z"])
     async with ledgerset.transaction():
         article.tags -= {"x"}
@@ -253,18 +307,34 @@ async def test_a_second_replay_applies_nothing(source: Redis, target: Redis) -> 
     await assert_same_data(source, target)
 
 
+async def test_a_replay_into_a_cluster_resumes_and_a_second_one_applies_nothing(
+    source: Redis, cluster_target: RedisCluster
+) -> None:
+    await small_history()
+    ids = await stream_ids(source)
+    first = await replay(source, cluster_target, until=ids[2])
+    assert (first.applied, first.last_id) == (3, ids[2])
+    rest = await replay(source, cluster_target)
+    assert (rest.applied, rest.last_id) == (len(ids) - 3, ids[-1])
+    before = await data_of(cluster_target)
+    again = await replay(source, cluster_target)
+    assert (again.applied, again.skipped, again.expired) == (0, 0, 0)
+    assert await data_of(cluster_target) == before
+    await assert_same_data(source, cluster_target)
+
+
 async def test_a_replay_until_an_entry_resumes_after_it(source: Redis, target: Redis) -> None:
     article, _ = await small_history()
     ids = await stream_ids(source)
     first = await replay(source, target, until=ids[2])
     assert (first.applied, first.last_id) == (3, ids[2])
-    assert await target.get(CHECKPOINT) == ids[2].encode()
+    assert await target.get(checkpoint(source, article.key)) == ids[2].encode()
     members = {b'"x"', b'"y"', b'"z"'}
     assert await target.smembers(set_key("RpArticle", article.pk)) == members
     second = await replay(source, target)
     assert first.applied + second.applied == len(ids)
     assert second.last_id == ids[-1]
-    assert await target.get(CHECKPOINT) == ids[-1].encode()
+    assert await target.get(checkpoint(source, article.key)) == ids[-1].encode()
     await assert_same_data(source, target)
 
 
@@ -289,7 +359,7 @@ async def test_a_replay_cancelled_between_batches_resumes_to_the_same_data(
         await replaying
     batches = [task for task in asyncio.all_tasks() if task.get_coro().__qualname__ == "_Run.apply"]
     assert not batches  # no batch left running behind the cancelled replay
-    stopped_at = await target.get(CHECKPOINT)
+    stopped_at = await target.get(checkpoint(source, article.key))
     assert stopped_at is not None  # the first batch landed, with its checkpoint
     landed = await target.scard(set_key("RpArticle", article.pk))
     assert landed % 500 == 0 and landed < 1500  # whole transactions only, and not all of them
@@ -304,7 +374,7 @@ async def test_until_inside_a_transaction_applies_none_of_it(source: Redis, targ
     ids = await stream_ids(source)  # ids[3:6] are the transaction's
     report = await replay(source, target, until=ids[4])
     assert (report.applied, report.last_id) == (3, ids[2])
-    assert await target.get(CHECKPOINT) == ids[2].encode()
+    assert await target.get(checkpoint(source, article.key)) == ids[2].encode()
     assert await target.smembers(set_key("RpArticle", article.pk)) == {b'"x"', b'"y"', b'"z"'}
     assert await target.exists(set_key("RpTimed", timed.pk)) == 0
     assert await target.hget(timed.key, "title") == b'"t"'
@@ -330,17 +400,17 @@ async def test_until_a_moment_gives_the_state_as_of_then(source: Redis, target: 
 
 
 async def test_a_model_whose_expiry_passed_is_not_created(source: Redis, target: Redis) -> None:
-    gone = RpTimed(title="gone", tags={"a"})
+    gone = RpTimed(pk=f"{TAG}gone", title="gone", tags={"a"})
     with freeze_time(datetime.now(UTC) - timedelta(seconds=2000)):
         await gone.asave()  # on the source it lives 1000 s from now: the server's clock
     await gone.tags.aadd("b")
     await gone.aupdate(title="still gone")
-    kept = await RpArticle(tags={"k"}).asave()
+    kept = await RpArticle(pk=f"{TAG}kept", tags={"k"}).asave()
     report = await replay(source, target)
     assert (report.applied, report.expired, report.skipped) == (1, 3, 0)
     assert report.expired_models == {("RpTimed", gone.pk)}
     assert set(await target.keys("*")) == {
-        CHECKPOINT.encode(),
+        checkpoint(source, kept.key).encode(),
         kept.key.encode(),
         set_key("RpArticle", kept.pk).encode(),
     }
@@ -381,8 +451,9 @@ async def test_the_model_filter_replays_only_that_model(source: Redis, target: R
     data = await data_of(target)
     assert set(data) == {timed.key.encode()}
     assert data[timed.key.encode()][1][b"title"] == b'"t2"'
-    assert await target.get(f"{CHECKPOINT}:RpTimed") == (await stream_ids(source))[-1].encode()
-    assert await target.exists(CHECKPOINT) == 0
+    last = (await stream_ids(source))[-1].encode()
+    assert await target.get(checkpoint(source, timed.key, "RpTimed")) == last
+    assert await target.exists(checkpoint(source, timed.key)) == 0
 
 
 async def test_a_dry_run_counts_but_writes_nothing(source: Redis, target: Redis) -> None:
@@ -398,16 +469,24 @@ async def test_a_dry_run_counts_but_writes_nothing(source: Redis, target: Redis)
 
 
 async def raw_entry(redis: Redis, entry_id: str) -> dict[bytes, bytes]:
-    ((_, fields),) = await redis.xrange(STREAM, min=entry_id, max=entry_id)
-    return dict(fields)
+    """The fields of entry ``entry_id`` of the journal's one stream (of each slot stream, on a
+    cluster), as ``XRANGE`` gives them."""
+    (fields,) = [
+        dict(fields)
+        for name in await journal_streams(redis)
+        for _, fields in await redis.xrange(name, min=entry_id, max=entry_id)
+    ]
+    return fields
 
 
 async def append_transaction(redis: Redis, *entries: dict[bytes, bytes]) -> list[str]:
-    """XADD ``entries`` by hand as one transaction of their own."""
+    """XADD ``entries`` by hand as one transaction of their own, into the stream that holds
+    the entries of their key (on a cluster, its slot's)."""
     ids = []
     for seq, fields in enumerate(entries, start=1):
         changed = {**fields, b"txn": b"f" * 32, b"seq": str(seq), b"of": str(len(entries))}
-        ids.append((await redis.xadd(STREAM, changed)).decode())  # type: ignore[arg-type]
+        stream = stream_of(redis, fields[b"key"].decode())
+        ids.append((await redis.xadd(stream, changed)).decode())  # type: ignore[arg-type]
     return ids
 
 
@@ -437,7 +516,7 @@ async def test_a_bad_entry_stops_the_replay_before_its_transaction(
     assert bad_id in str(caught.value)
     # What came before the bad transaction is applied; nothing of that transaction is.
     assert await target.smembers(set_key("RpArticle", article.pk)) == {b'"a"', b'"b"'}
-    assert await target.get(CHECKPOINT) == ids[1].encode()
+    assert await target.get(checkpoint(source, article.key)) == ids[1].encode()
     assert good_id > ids[1]
 
 
@@ -471,7 +550,8 @@ async def test_a_target_key_of_the_wrong_type_is_a_conflict(source: Redis, targe
         await replay(source, target)
     assert caught.value.entry_id == conflicting
     assert conflicting in str(caught.value)
-    assert await target.get(CHECKPOINT) == first.last_id.encode()  # type: ignore[union-attr]
+    reached = first.last_id.encode()  # type: ignore[union-attr]
+    assert await target.get(checkpoint(source, article.key)) == reached
     assert await target.get(set_key("RpArticle", article.pk)) == b"foreign"
 
 
@@ -514,7 +594,7 @@ async def test_a_refused_run_of_writes_names_its_first_entry(source: Redis, targ
     with pytest.raises(ReplayConflictError) as caught:
         await replay(source, target)
     assert caught.value.entry_id == refused
-    assert await target.get(CHECKPOINT) == first.last_id.encode()  # type: ignore[union-attr]
+    assert await target.get(checkpoint(source, article.key)) == first.last_id.encode()  # type: ignore[union-attr]
     assert await target.get(set_key("RpArticle", article.pk)) == b"foreign"
 
 
@@ -544,7 +624,7 @@ async def test_a_conflict_on_the_first_batch_leaves_no_checkpoint(
     with pytest.raises(ReplayConflictError) as caught:
         await replay(source, target, into_existing=True)
     assert caught.value.entry_id == (await stream_ids(source))[0]
-    assert await target.exists(CHECKPOINT, article.key) == 0
+    assert await target.exists(checkpoint(source, article.key), article.key) == 0
 
 
 async def test_a_target_layout_puts_the_sets_at_its_own_prefix(
@@ -554,10 +634,10 @@ async def test_a_target_layout_puts_the_sets_at_its_own_prefix(
     await replay(source, target, layout=KeyLayout(special_prefix="other"))
     keys = set(await target.keys("*"))
     assert keys == {
-        CHECKPOINT.encode(),
+        checkpoint(source, article.key).encode(),
         article.key.encode(),
         timed.key.encode(),
         set_key("RpArticle", article.pk, prefix="other").encode(),
     }
     moved = await target.smembers(set_key("RpArticle", article.pk, prefix="other"))
-    assert moved == await source.smembers(set_key("RpArticle", article.pk))
+    assert moved == await source.smembers(set_key_of("RpArticle", article.pk, "tags"))

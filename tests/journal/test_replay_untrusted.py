@@ -7,6 +7,9 @@ ledgerset model could have written -- a model that is not a class name or is one
 refuses (``ledgerset``, the set prefix), a key inside ``ledgerset:``, a field that is not a field
 name -- stops the replay the same way; a delete whose keys hold something other than a model's
 hash and sets is refused by the target. Refused, the target is unchanged.
+
+On a cluster too (``also_on_cluster``), replayed out of it into one server: there the entries
+written by hand go into the stream the fixture's entries are in, its slot's (``journal``).
 """
 
 from __future__ import annotations
@@ -20,15 +23,15 @@ import orjson
 import pytest
 from pydantic import Field
 from redis.asyncio import Redis
+from support import raw_ids, stream_of
 
 import ledgerset
 from ledgerset import AtomicRedisModel, RedisSet, StreamJournal
 from ledgerset.errors import JournalEntryError, ReplayConflictError
 from ledgerset.journal import replay
-from ledgerset.keys import KeyLayout
+from ledgerset.keys import KeyLayout, checkpoint_key
 
-STREAM = "ledgerset:journal"
-CHECKPOINT = "ledgerset:replay:ledgerset:journal"
+pytestmark = pytest.mark.also_on_cluster
 
 
 class UtArticle(AtomicRedisModel):
@@ -50,8 +53,18 @@ async def take_snapshot(redis: Redis) -> dict[bytes, tuple[bytes | None, bool]]:
     return {key: (await redis.dump(key), await redis.pttl(key) > 0) for key in await redis.keys()}
 
 
+def journal(source: Redis) -> str:
+    """The stream of the fixture's entries: the journal's one stream, or its slot's on a cluster."""
+    return stream_of(source, "UtArticle:a1")
+
+
+def checkpoint(source: Redis) -> str:
+    """Where a replay of ``journal(source)`` into one server records its progress."""
+    return checkpoint_key(journal(source))
+
+
 async def ids_of(redis: Redis) -> list[str]:
-    return [raw_id.decode() for raw_id, _ in await redis.xrange(STREAM)]
+    return await raw_ids(redis)
 
 
 def entry(cmd: str, model: str, pk: str, field: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -68,7 +81,7 @@ async def append(redis: Redis, *entries: dict[str, Any]) -> list[str]:
     ids, txn = [], uuid.uuid4().hex
     for seq, fields in enumerate(entries, start=1):
         changed = {**fields, "txn": txn, "seq": seq, "of": len(entries)}
-        ids.append((await redis.xadd(STREAM, changed)).decode())
+        ids.append((await redis.xadd(journal(redis), changed)).decode())
     return ids
 
 
@@ -94,11 +107,11 @@ def move(to_model: str, to_pk: str, to_field: str) -> dict[str, Any]:
 async def assert_stopped_after_the_fixture(source: Redis, target: Redis) -> None:
     """The fixture's two entries landed, with their checkpoint, and nothing else."""
     fixture = (await ids_of(source))[:2]
-    assert await target.get(CHECKPOINT) == fixture[-1].encode()
+    assert await target.get(checkpoint(source)) == fixture[-1].encode()
     assert sorted(await target.keys("*")) == [
         b"UtArticle:a1",
         b"__rapyer_special__:UtArticle:a1:tags",
-        CHECKPOINT.encode(),
+        checkpoint(source).encode(),
     ]
     assert await target.smembers("__rapyer_special__:UtArticle:a1:tags") == {b'"x"', b'"y"'}
 
@@ -109,7 +122,7 @@ async def assert_stopped_after_the_fixture(source: Redis, target: Redis) -> None
 async def test_a_foreign_entry_stops_the_replay_naming_it_and_the_way_on(
     source: Redis, target: Redis
 ) -> None:
-    foreign = (await source.xadd(STREAM, {"hello": "world"})).decode()
+    foreign = (await source.xadd(journal(source), {"hello": "world"})).decode()
     (after,) = await append(source, add("UtArticle", "a1", "tags", "z"))
     with pytest.raises(JournalEntryError) as stopped:
         await replay(source, target)
@@ -118,7 +131,7 @@ async def test_a_foreign_entry_stops_the_replay_naming_it_and_the_way_on(
     message = str(error)
     assert foreign in message and "'cmd' is missing" in message and "'ctx'" not in message
     assert f"--skip {foreign}" in message and f"skip=['{foreign}']" in message
-    assert f"XDEL {STREAM} {foreign}" in message
+    assert f"XDEL {journal(source)} {foreign}" in message
     await assert_stopped_after_the_fixture(source, target)
 
     report = await replay(source, target, skip=[foreign])
@@ -130,10 +143,10 @@ async def test_a_foreign_entry_stops_the_replay_naming_it_and_the_way_on(
 
 
 async def test_deleting_the_foreign_entry_is_the_other_way_on(source: Redis, target: Redis) -> None:
-    foreign = (await source.xadd(STREAM, {"hello": "world"})).decode()
+    foreign = (await source.xadd(journal(source), {"hello": "world"})).decode()
     with pytest.raises(JournalEntryError):
         await replay(source, target)
-    await source.xdel(STREAM, foreign)
+    await source.xdel(journal(source), foreign)
     assert (await replay(source, target)).applied == 0  # the fixture's landed before the stop
 
 
@@ -146,8 +159,8 @@ async def test_a_damaged_entry_names_the_field_at_fault(
     source: Redis, target: Redis, change: dict[str, str], field: str
 ) -> None:
     in_tx = {**add("UtArticle", "a1", "tags", "in-tx"), "txn": "e" * 32, "of": 2}
-    good = (await source.xadd(STREAM, {**in_tx, "seq": 1})).decode()
-    damaged = (await source.xadd(STREAM, {**in_tx, "seq": 2, **change})).decode()
+    good = (await source.xadd(journal(source), {**in_tx, "seq": 1})).decode()
+    damaged = (await source.xadd(journal(source), {**in_tx, "seq": 2, **change})).decode()
     with pytest.raises(JournalEntryError) as stopped:
         await replay(source, target)
     assert (stopped.value.entry_id, stopped.value.field) == (damaged, field)
@@ -264,7 +277,7 @@ async def test_a_models_own_keys_are_still_deleted(source: Redis, target: Redis)
     await UtArticle(pk="a1").adelete()
     report = await replay(source, target)
     assert report.applied == 3
-    assert sorted(await target.keys("*")) == [CHECKPOINT.encode()]
+    assert sorted(await target.keys("*")) == [checkpoint(source).encode()]
 
 
 async def test_a_nested_set_field_is_a_field_name(source: Redis, target: Redis) -> None:
