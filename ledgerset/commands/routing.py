@@ -296,7 +296,8 @@ class _Nodes:
                 max_connections=node.max_connections,
                 **kwargs,
             )
-            client = self.clients[node.name] = Redis(connection_pool=pool)
+            # from_pool: the client owns its pool, so closing it closes the pool's connections.
+            client = self.clients[node.name] = Redis.from_pool(pool)
         return client
 
     def at(self, host: str, port: int) -> Redis:

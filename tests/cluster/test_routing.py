@@ -20,6 +20,7 @@ from ledgerset import (
     ServerUnavailableError,
     StreamJournal,
 )
+from ledgerset.commands import routing
 from ledgerset.embedded import EmbeddedCluster
 from ledgerset.keys import journal_stream, key_slot
 from ledgerset.types import RedisSet
@@ -230,3 +231,36 @@ async def test_an_unreachable_cluster_is_a_server_unavailable_error(redis: Redis
         await ledgerset.init(redis=dead)
 
     assert ledgerset.core.config.default_redis(None, "RoutedPage") is redis  # unchanged
+
+
+async def test_closing_ledgerset_closes_the_connections_it_opened_to_each_primary(
+    embedded_cluster: EmbeddedCluster, redis: RedisCluster
+) -> None:
+    client = RedisCluster.from_url(embedded_cluster.url)
+    name = "ledgerset-routed"
+    await ledgerset.init(redis=client)
+    pages = [RoutedPage(pk=f"p{number}") for number in range(12)]  # over every primary
+    for page in pages:
+        await page.asave()
+    owners = {(node.host, node.port) for node in client.get_primaries()}
+    watchers = [Redis(host=host, port=port) for host, port in owners]
+    try:
+        # Name ledgerset's connections on each primary (through its routing), then count them.
+        for page in pages:
+            await routing.call(client, ("CLIENT", "SETNAME", name), keys=[page.key])
+
+        async def named() -> int:
+            lists = [await watcher.client_list() for watcher in watchers]
+            return sum(1 for clients in lists for c in clients if c["name"] == name)
+
+        assert await named() >= len(owners)
+        await ledgerset.aclose()
+        await client.aclose()
+        for _ in range(200):  # the server sees each socket close soon after it is closed
+            if await named() == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert await named() == 0
+    finally:
+        for watcher in watchers:
+            await watcher.aclose()
