@@ -36,7 +36,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar, Token
 from types import TracebackType
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar, cast
 
 from redis.exceptions import NoScriptError, ResponseError
 
@@ -253,7 +253,7 @@ async def apply_batch(
             _add_run(program, run)
             run = []
         if type(command) in _MERGED:
-            run.append(command)  # type: ignore[arg-type]  # an AddMembers or RemoveMembers
+            run.append(cast("MembersCommand[Any]", command))
         else:
             program.add(command)
     _add_run(program, run)
@@ -269,8 +269,9 @@ _MERGED = (AddMembers, RemoveMembers)
 
 def _continues(first: MembersCommand[Any], command: Command[Any]) -> bool:
     """Whether ``command`` joins the run ``first`` started: the same kind, on the same set."""
-    same = type(command) is type(first)
-    return same and command.key == first.key and command.owner == first.owner  # type: ignore[attr-defined]
+    if type(command) is not type(first):
+        return False
+    return command.key == first.key and command.owner == first.owner  # (narrowed: first's class)
 
 
 def _add_run(program: Program, run: Sequence[MembersCommand[Any]]) -> None:
