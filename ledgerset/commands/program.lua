@@ -739,7 +739,8 @@ for i, op in ipairs(ops) do
         versions[key] = version + by
         op.version = version + by
       end
-      if ARGV[op.first] == '1' and not op.skip then
+      -- Its own first argument: with none, ARGV[op.first] is the next op's (a member `1`).
+      if op.last >= op.first and ARGV[op.first] == '1' and not op.skip then
         recorded[key] = recorded[key] or {}
         table.insert(recorded[key], op.version)
       end

@@ -207,6 +207,32 @@ async def test_versions_are_journaled_and_replayed_identically(
     assert await target.hget(doc.key, "_version") == b"4" == await stored_version(redis, doc)
 
 
+class VerCounts(AtomicRedisModel):
+    title: str = ""
+    numbers: RedisSet[int] = Field(default_factory=RedisSet)
+
+
+async def test_a_transaction_journals_each_model_write_with_the_version_it_made(
+    redis: Redis,
+) -> None:
+    # The member 1 is stored as the bytes `1`, the same as the flag that tells a bump to
+    # record its version: the bump of the set write before it must not read it as its own.
+    await ledgerset.init(redis=redis, journal=StreamJournal())
+    counts = await VerCounts().asave()
+    async with ledgerset.transaction():
+        counts.numbers.add(5)
+        counts.numbers.add(1)
+        await counts.aupdate(title="after")
+    entries = [entry async for entry in read_entries(redis)]
+    assert [(entry.cmd, entry.args.get("version")) for entry in entries] == [
+        ("model.save", 1),
+        ("set.add", None),
+        ("set.add", None),
+        ("model.update", 4),
+    ]
+    assert await stored_version(redis, counts) == b"4"
+
+
 async def test_two_processes_racing_if_unchanged_saves_win_one_round_each(
     redis: Redis, redis_url: str
 ) -> None:
