@@ -16,11 +16,13 @@ from typing import Any
 
 import hiredis
 from redis.asyncio import Connection, Redis
+from redis.asyncio.cluster import RedisCluster
 
 import ledgerset
 from benchmarks.data import fresh_model
+from ledgerset.commands import routing
 
-__all__ = ["MinimalClient", "capture_requests"]
+__all__ = ["MinimalClient", "capture_cluster_requests", "capture_requests"]
 
 
 async def capture_requests(url: str, pk: str, values: list[str]) -> list[bytes]:
@@ -62,6 +64,37 @@ async def capture_requests(url: str, pk: str, values: list[str]) -> list[bytes]:
             f" {[request[:40] for request in sink[:3]]}"
         )
     return sink
+
+
+async def capture_cluster_requests(
+    cluster: RedisCluster, pk: str, values: list[str]
+) -> tuple[list[bytes], str, int]:
+    """``capture_requests`` on a cluster: the request bytes of ``aadd(value)`` for each of
+    ``values`` on a fresh model ``pk``, and the ``host``/``port`` of the primary they went to.
+
+    A ``RedisCluster`` takes no connection class, so the bytes are recorded on the sockets of
+    the per-primary clients ledgerset routes through, once the model's first call opened them.
+    """
+    sink: list[bytes] = []
+    model = await fresh_model(cluster, pk)  # type: ignore[arg-type]
+    await model.tags.aadd("warm-up")  # loads the program; the slot's connection is open now
+    await model.tags.aremove("warm-up")
+    for client in (await routing.primaries(cluster)).values():
+        for connection in client.connection_pool._available_connections:
+            writer: Any = connection._writer
+            write = writer.write
+
+            def recorded(data: bytes, write: Any = write) -> None:
+                sink.append(bytes(data))
+                write(data)
+
+            writer.write = recorded
+    for value in values:
+        await model.tags.aadd(value)
+    if len(sink) != len(values) or not all(b"EVALSHA" in request[:40] for request in sink):
+        raise RuntimeError(f"expected an EVALSHA per aadd ({len(values)}), got {len(sink)}")
+    owner = cluster.get_node_from_key(model.key)
+    return sink, owner.host, owner.port
 
 
 class MinimalClient:

@@ -46,7 +46,7 @@ from benchmarks.data import (
     journal_of,
     members,
 )
-from benchmarks.floor import MinimalClient, capture_requests
+from benchmarks.floor import MinimalClient, capture_cluster_requests, capture_requests
 from benchmarks.rounds import Bar, Row, Timed, interleave
 from ledgerset import StreamJournal
 from ledgerset.commands import dispatcher, wire
@@ -465,8 +465,39 @@ async def row_cluster(redis: RedisCluster, sizes: Sizes, journal: bool) -> Row:
     )
 
 
-async def cluster_rows(sizes: Sizes) -> list[Row]:
-    """The cluster rows, on an embedded cluster of their own."""
+async def reference_cluster_floor(redis: RedisCluster, sizes: Sizes) -> Row:
+    """Not a row of the issue: the floor on the cluster, ledgerset's own ``aadd`` requests sent
+    by the minimal client straight to the slot's primary, against ``RedisCluster.sadd``: no
+    client sending those bytes beats it, so it bounds the cluster rows from below."""
+    values = members(sizes.calls)
+    raw_values = encoded(values)
+    await ledgerset.init(redis=redis)
+    requests, host, port = await capture_cluster_requests(redis, FLOOR_PK, values)
+    client = await MinimalClient.connect(host, port)
+
+    async def floor() -> float:
+        await fresh_model(redis, FLOOR_PK)  # type: ignore[arg-type]
+        call = client.call
+        start = time.perf_counter()
+        for request in requests:
+            await call(request)
+        return time.perf_counter() - start
+
+    try:
+        return await interleave(
+            "cluster floor vs RedisCluster",
+            f"{sizes.calls:,} of ledgerset's aadd requests sent by the minimal client to the"
+            " slot's primary vs RedisCluster.sadd",
+            floor,
+            lambda: timed_sadds(redis, raw_values),
+            sizes.rounds,
+        )
+    finally:
+        await client.aclose()
+
+
+async def cluster_rows(sizes: Sizes) -> tuple[list[Row], list[Row]]:
+    """The cluster rows and their reference, on an embedded cluster of their own."""
     async with EmbeddedCluster() as cluster:
         redis = RedisCluster.from_url(cluster.url)
         try:
@@ -474,10 +505,11 @@ async def cluster_rows(sizes: Sizes) -> list[Row]:
                 await row_cluster(redis, sizes, journal=False),
                 await row_cluster(redis, sizes, journal=True),
             ]
+            references = [await reference_cluster_floor(redis, sizes)]
             await ledgerset.aclose()
         finally:
             await redis.aclose()
-    return rows
+    return rows, references
 
 
 def _never(level: int) -> bool:
@@ -645,7 +677,9 @@ def main(argv: list[str] | None = None) -> int:
         if "uvloop" in wanted:
             rows += run_under_uvloop(url, sizes)
         if "cluster" in wanted:
-            rows += asyncio.run(cluster_rows(sizes))
+            cluster, cluster_references = asyncio.run(cluster_rows(sizes))
+            rows += cluster
+            references += cluster_references
         figures = None
         if full or args.scale:
             figures = asyncio.run(

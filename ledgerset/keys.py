@@ -29,6 +29,7 @@ both the models (``core``) and the journal.
 from __future__ import annotations
 
 import binascii
+import functools
 import itertools
 import keyword
 import string
@@ -106,12 +107,14 @@ class KeyLayout:
         return key
 
 
+@functools.lru_cache(maxsize=4096)
 def key_slot(key: str | bytes) -> int:
     """The cluster hash slot of ``key`` (0 to 16383), as ``CLUSTER KEYSLOT`` computes it.
 
     CRC16 (XMODEM) of the key's hash tag, modulo 16384: the tag is what lies between the first
     ``{`` and the first ``}`` after it, when that is not empty; otherwise the whole key. A ``str``
-    is hashed as its UTF-8 bytes, the bytes redis-py sends.
+    is hashed as its UTF-8 bytes, the bytes redis-py sends. Remembered for the last 4,096 keys:
+    a cluster call asks it for every key of its program, and a model's keys come back.
     """
     data = key.encode() if isinstance(key, str) else key
     return binascii.crc_hqx(_hashed_part(data), 0) % CLUSTER_SLOTS

@@ -56,6 +56,7 @@ def test_benchmarks_run_quick(tmp_path: Path) -> None:
         "floor vs redis-py",
         "minimal SADD vs redis-py",
         "decoding by hand",
+        "cluster floor vs RedisCluster",
     ]
     assert results["references"][0]["bar"] is None
     assert results["replay_scale"]["entries"] == 500

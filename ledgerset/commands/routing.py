@@ -176,7 +176,7 @@ async def call(
         return await wire.call(client, args, resend=resend)
     assert isinstance(redis, RedisCluster)  # cheap: the exact type, or a subclass (rare)
     nodes = await _nodes(redis)
-    if _name(args[0]) == b"SCRIPT":
+    if args[0] != "EVALSHA" and _name(args[0]) == b"SCRIPT":  # the usual call, at a glance
         # Loaded on every primary: a redirection may take the program to any of them.
         replies = [await nodes.everywhere(node, args) for node in redis.get_primaries()]
         return replies[0]
