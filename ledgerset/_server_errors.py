@@ -12,8 +12,8 @@ redis-py raises                                 the block raises
 ``ConnectionError``, ``TimeoutError``, an       ``ServerUnavailableError``, "cannot reach", and
 ``OSError`` of the socket; of a cluster, no     a ``connection.error`` event (``unavailable``)
 node reachable, ``CLUSTERDOWN``
-``NoPermissionError`` (``NOPERM``)              ``PermissionDeniedError`` naming the command
-                                                and key (with ``command=``)
+``NoPermissionError`` (``NOPERM``)              ``PermissionDeniedError`` naming the command,
+                                                key (with ``command=``) and ACL user
 ``ResponseError`` ``WRONGTYPE``                 whatever ``wrong_type(exc)`` raises (the site
                                                 knows which keys to look at): ``WrongTypeError``
 ==============================================  =============================================
@@ -44,7 +44,14 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ledgerset._events import ERROR, emit, enabled
 from ledgerset.errors import ServerUnavailableError, permission_denied
 
-__all__ = ["credentials_refused", "server_address", "translate", "translated", "unavailable"]
+__all__ = [
+    "acl_user",
+    "credentials_refused",
+    "server_address",
+    "translate",
+    "translated",
+    "unavailable",
+]
 
 #: What redis-py (and the socket under it) raises when the server cannot be reached in time;
 #: of a cluster, when no node answers or the cluster is down (a failover under way).
@@ -115,6 +122,16 @@ def translated(
     return None
 
 
+async def acl_user(redis: Redis | RedisCluster) -> str | None:
+    """The client's ACL user, to name in a permission error (``None`` if it cannot tell: a
+    failure here only loses a name, the refusal is the error to report)."""
+    try:
+        user = await redis.acl_whoami()
+    except Exception:
+        return None
+    return user.decode() if isinstance(user, bytes) else str(user)
+
+
 class translate:  # lower case: used as a statement, like contextlib's suppress
     """``async with translate(what, redis, advice):`` redis-py's errors as ledgerset's.
 
@@ -158,7 +175,8 @@ class translate:  # lower case: used as a statement, like contextlib's suppress
                 for part in self.command[:2]
             )
             key = rest[0] if rest else ""
-            raise permission_denied(self.what, server_command.upper(), key, None) from exc
+            user = await acl_user(self.redis)
+            raise permission_denied(self.what, server_command.upper(), key, user) from exc
         # ``in``, not ``startswith``: a pipeline puts "Command # 1 (...) of pipeline" first.
         if (
             isinstance(exc, ResponseError)

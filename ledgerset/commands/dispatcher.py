@@ -41,7 +41,7 @@ from typing import Any, NamedTuple, TypeVar, cast
 from redis.exceptions import NoScriptError, ResponseError
 
 from ledgerset._events import DEBUG, INFO, WARNING, emit, enabled
-from ledgerset._server_errors import translated
+from ledgerset._server_errors import acl_user, translated
 from ledgerset.commands import routing
 from ledgerset.commands.catalog import AddMembers, Command, MembersCommand, RemoveMembers
 from ledgerset.commands.program import OPS, SOURCE, Program, Refusal
@@ -476,17 +476,8 @@ async def _run(redis: Client, program: Program, what: str) -> list[object] | Ref
         return list(reply[1:])
     refusal = program.refusal(reply)
     if refusal.reason == "no_permission":
-        refusal.user = await _acl_user(redis)
+        refusal.user = await acl_user(redis)
     return refusal
-
-
-async def _acl_user(redis: Client) -> str | None:
-    """The connection's ACL user, to name in a permission error (``None`` if it cannot tell)."""
-    try:
-        user = await routing.call(redis, ("ACL", "WHOAMI"), resend=True)
-    except Exception:  # the refusal is the error to report; a failure here only loses a name
-        return None
-    return user.decode() if isinstance(user, bytes) else str(user)
 
 
 def _executed(command: Command[Any], result: object, started: float, journal_id: object) -> None:

@@ -275,6 +275,22 @@ async def test_asave_by_a_user_without_hset_writes_nothing(
     assert await snapshot() == before
 
 
+async def test_a_store_by_a_user_who_may_not_read_its_sources_names_the_user(
+    redis: Redis, snapshot: SnapshotFn, acl_user: Callable[..., Awaitable[Redis]]
+) -> None:
+    # The store's sources are read by the client first: that read's refusal names the user too.
+    doc = await AonDoc(tags={"a"}).asave()
+    other = await AonDoc(tags={"b"}).asave()
+    app = await acl_user("+@all", "-sunion")
+    await ledgerset.init(redis=app)
+    before = await snapshot()
+    with pytest.raises(PermissionDeniedError) as caught:
+        await doc.tags.astore_union(other.tags)
+    assert (caught.value.server_command, caught.value.user) == ("SUNION", "aon0")
+    assert "ACL user 'aon0' may not run SUNION" in str(caught.value)
+    assert await snapshot() == before
+
+
 # -- 5. a TTL too large for the server ----------------------------------------------------------
 
 
