@@ -368,8 +368,7 @@ async def _exchange(pool: ConnectionPool, access: _Access, packed: bytes) -> Any
         await _discard(connection)
         await _give_back(pool, access, connection)
         raise
-    if not (_quiet(pool, access) and _put(pool, connection)):
-        await pool.release(connection)
+    await _give_back(pool, access, connection)
     return reply
 
 

@@ -418,7 +418,13 @@ async def test_a_read_after_an_idle_spell_still_times_out(rig: Rig) -> None:
     try:
         await ledgerset.init(redis=client)
         note = await FaultNote(tags={"a"}).asave()
-        await asyncio.sleep(1.0)  # the passing time is the point: the timer fires, finds it idle
+        (connection,) = client.connection_pool._available_connections
+        watch = wire._watches[connection]
+        for _ in range(1000):  # until the timer has fired (after the timeout) and found it idle
+            if watch.handle is None:
+                break
+            await asyncio.sleep(0.01)
+        assert watch.handle is None and not watch.expired
         rig.proxy.fault = SWALLOW
         error = await expect_unavailable(rig, note.tags.aadd("z"))
         assert isinstance(error.__cause__, RedisTimeoutError)
