@@ -12,6 +12,7 @@ go without changing the request or leaving asyncio.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import hiredis
@@ -94,7 +95,9 @@ async def capture_cluster_requests(
     if len(sink) != len(values) or not all(b"EVALSHA" in request[:40] for request in sink):
         raise RuntimeError(f"expected an EVALSHA per aadd ({len(values)}), got {len(sink)}")
     owner = cluster.get_node_from_key(model.key)
-    return sink, owner.host, owner.port
+    if owner is None:
+        raise RuntimeError(f"no primary serves {model.key!r}")
+    return sink, owner.host, int(owner.port)
 
 
 class MinimalClient:
@@ -123,6 +126,16 @@ class MinimalClient:
             parser.feed(data)
             reply = parser.gets()
         return reply
+
+    async def timed(self, requests: list[bytes]) -> tuple[float, list[Any]]:
+        """Send each of ``requests``, awaited one after another: the seconds it took
+        (``time.perf_counter``), and the replies."""
+        call = self.call
+        replies = []
+        start = time.perf_counter()
+        for request in requests:
+            replies.append(await call(request))
+        return time.perf_counter() - start, replies
 
     async def aclose(self) -> None:
         self._writer.close()
