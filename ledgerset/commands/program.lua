@@ -447,7 +447,9 @@ while at <= #header do
     end
     key, owner = keys[1], keys[2]
   end
-  ops[#ops + 1] = { code = code, key = key, owner = owner, keys = keys, first = pos, last = pos + n - 1 }
+  ops[#ops + 1] = {
+    code = code, key = key, owner = owner, keys = keys, first = pos, last = pos + n - 1,
+  }
   pos = pos + n
 end
 
