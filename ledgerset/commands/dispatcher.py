@@ -167,8 +167,8 @@ async def _commit(
     program = _compile(redis, pending, tx)
     replies = await _send(redis, program, pending, tx)
     results: list[object] = []
-    for (command, start, end), each in zip(program.spans, pending, strict=True):
-        result = command.result(replies[start:end])
+    for (command, own), each in zip(program.replies_of(replies), pending, strict=True):
+        result = command.result(own)
         if each.on_result is not None:
             each.on_result(result)
         results.append(result)
@@ -181,8 +181,10 @@ def _compile(redis: Client, pending: Sequence[_Pending], tx: Transaction | None)
     ``CrossSlotError`` when the program's keys span slots (``routing.program_slot``), and the
     entries go to its slot's stream."""
     program = Program()
-    for each in pending:
-        program.add(each.command)
+    if len(pending) == 1:
+        program.add(pending[0].command)
+    else:
+        _compile_commands(program, [each.command for each in pending], each=True)
     slot = routing.program_slot(redis, program)
     journaled = [(each.command, each.journal) for each in pending if each.journal is not None]
     if journaled:
@@ -247,24 +249,34 @@ async def apply_batch(
     program = Program()
     for key, kind in key_types:
         program.op(OPS["EXPECT_TYPE"], (key,), [kind])
-    run: list[MembersCommand[Any]] = []
-    for command in commands:
-        if run and not _continues(run[0], command):
-            _add_run(program, run)
-            run = []
-        if type(command) in _MERGED:
-            run.append(cast("MembersCommand[Any]", command))
-        else:
-            program.add(command)
-    _add_run(program, run)
+    _compile_commands(program, commands, each=False)
     program.op(OPS["CHECKPOINT"], (checkpoint,), [expected or "", new])
     outcome = await _run(redis, program, "replay")
     return outcome if isinstance(outcome, Refusal) else None
 
 
-#: The commands whose runs on one set ``apply_batch`` merges: applied in order or all at once,
-#: their members do the same (a toggle's would not).
-_MERGED = (AddMembers, RemoveMembers)
+#: The commands whose runs on one set compile into one operation: applied in order or all at
+#: once, their members do the same (a toggle's would not); each with the operation of a run that
+#: replies with each command's own count.
+_MERGED = {AddMembers: OPS["ADD_EACH"], RemoveMembers: OPS["REMOVE_EACH"]}
+
+
+def _compile_commands(program: Program, commands: Sequence[Command[Any]], *, each: bool) -> None:
+    """Compile ``commands`` into ``program``, in order. Consecutive adds (or removes) to one
+    set compile into one operation and one bump of their model by their number: the same
+    writes and the same version, in fewer steps (a transaction's adds, like a journal's, come
+    one by one). ``each``: the operation replies with each command's own count (a
+    transaction's results); else one SADD (SREM) of all their members (a replay's batch)."""
+    run: list[MembersCommand[Any]] = []
+    for command in commands:
+        if run and not _continues(run[0], command):
+            _add_run(program, run, each)
+            run = []
+        if type(command) in _MERGED:
+            run.append(cast("MembersCommand[Any]", command))
+        else:
+            program.add(command)
+    _add_run(program, run, each)
 
 
 def _continues(first: MembersCommand[Any], command: Command[Any]) -> bool:
@@ -274,21 +286,18 @@ def _continues(first: MembersCommand[Any], command: Command[Any]) -> bool:
     return command.key == first.key and command.owner == first.owner  # (narrowed: first's class)
 
 
-def _add_run(program: Program, run: Sequence[MembersCommand[Any]]) -> None:
-    """Compile a run of adds (or removes) to one set as one operation and one bump."""
+def _add_run(program: Program, run: Sequence[MembersCommand[Any]], each: bool) -> None:
     if len(run) <= 1:
         for command in run:
             program.add(command)
         return
-    first, start = run[0], program.nops
+    first = run[0]
     members = [member for command in run for member in command.members]
-    program.op(first.code, (first.key, first.owner), members)
-    # A later part of a split record bumps nothing (MembersCommand.continued).
-    bumps = sum(not command.continued for command in run)
-    if bumps:
-        program.op(OPS["BUMP"], (first.owner,), ["0", bumps])
-    for command in run:  # a refusal names the first: Program.refusal takes the first span
-        program.spans.append((command, start, program.nops))
+    if each:
+        counts = [len(command.members) for command in run]
+        program.add_run(run, _MERGED[type(first)], [len(run), *counts, *members], each=True)
+    else:
+        program.add_run(run, first.code, members, each=False)
 
 
 async def run_program(redis: Client, program: Program, what: str) -> list[object] | Refusal:

@@ -31,6 +31,9 @@
 -- Operations (the OP_ locals below, not a table: one is built on every call; program.py checks
 -- that its OPS table holds the same codes):
 --   ADD, REMOVE      SADD / SREM the arguments              -> count
+--   ADD_EACH,        a transaction's run of adds (removes) to one set, one SADD (SREM) per
+--   REMOVE_EACH      command: arguments: the number of commands, each one's member count, then
+--                    all their members                      -> each command's count, a list
 --   POP              SRANDMEMBER + SREM one member          -> the member, or false
 --   CLEAR            DEL the set                            -> 1 if it existed
 --   RETAIN, TOGGLE   keep only / toggle the arguments       -> the set's members afterwards
@@ -85,6 +88,8 @@
 
 local OP_ADD = 'A'
 local OP_REMOVE = 'R'
+local OP_ADD_EACH = 'a'
+local OP_REMOVE_EACH = 'r'
 local OP_POP = 'P'
 local OP_CLEAR = 'C'
 local OP_RETAIN = 'T'
@@ -478,7 +483,8 @@ may = function(command, key, ...)
 end
 
 local SET_OPS = {
-  [OP_ADD] = { 'SADD' }, [OP_REMOVE] = { 'SREM' }, [OP_POP] = { 'SRANDMEMBER', 'SREM' },
+  [OP_ADD] = { 'SADD' }, [OP_REMOVE] = { 'SREM' }, [OP_ADD_EACH] = { 'SADD' },
+  [OP_REMOVE_EACH] = { 'SREM' }, [OP_POP] = { 'SRANDMEMBER', 'SREM' },
   [OP_CLEAR] = { 'DEL' }, [OP_RETAIN] = { 'SMEMBERS', 'SREM' },
   [OP_TOGGLE] = { 'SISMEMBER', 'SREM', 'SADD', 'SMEMBERS' }, [OP_REPLACE_SET] = { 'DEL', 'SADD' },
   [OP_MOVE] = { 'SMOVE' }, [OP_STORE] = { 'DEL', 'SADD' },
@@ -980,6 +986,16 @@ for i, op in ipairs(ops) do
     reply = write_args('SADD', key, first, last)
   elseif code == OP_REMOVE then
     reply = write_args('SREM', key, first, last)
+  elseif code == OP_ADD_EACH or code == OP_REMOVE_EACH then
+    local command = code == OP_ADD_EACH and 'SADD' or 'SREM'
+    local runs = tonumber(ARGV[first])
+    local at = first + runs + 1
+    reply = {}
+    for k = 1, runs do
+      local n = tonumber(ARGV[first + k])
+      reply[k] = write_args(command, key, at, at + n - 1)
+      at = at + n
+    end
   elseif code == OP_POP then
     reply = popped[i]
     if reply then

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import re
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any, Final
 
 from ledgerset.commands.wire import Arg
 
 if TYPE_CHECKING:
-    from ledgerset.commands.catalog import Command
+    from ledgerset.commands.catalog import Command, SetCommand
 
 __all__ = ["MAX_TTL_MS", "OPS", "SOURCE", "VERSION_FIELD", "Program", "Refusal"]
 
@@ -26,6 +26,8 @@ SOURCE: str = files("ledgerset.commands").joinpath("program.lua").read_text(enco
 OPS: Final[dict[str, bytes]] = {
     "ADD": b"A",
     "REMOVE": b"R",
+    "ADD_EACH": b"a",
+    "REMOVE_EACH": b"r",
     "POP": b"P",
     "CLEAR": b"C",
     "RETAIN": b"T",
@@ -79,7 +81,7 @@ _check_source()
 class Program:
     """The keys and arguments of one run of ``program.lua``, and which operations are whose."""
 
-    __slots__ = ("_header", "_key_index", "_values", "journaled", "keys", "nops", "spans")
+    __slots__ = ("_header", "_key_index", "_values", "journaled", "keys", "nops", "parts", "spans")
 
     def __init__(self) -> None:
         self.keys: list[str] = []
@@ -88,6 +90,8 @@ class Program:
         self._values: list[Arg] = []
         self.nops = 0
         self.spans: list[tuple[Command[Any], int, int]] = []
+        #: span index -> its command's place in the list its run's ``*_EACH`` op replies
+        self.parts: dict[int, int] = {}
         #: op index of a journal entry -> the command it records
         self.journaled: dict[int, Command[Any]] = {}
 
@@ -105,6 +109,33 @@ class Program:
         for model_key in command.bumps:
             self.op(OPS["BUMP"], (model_key,), recorded)
         self.spans.append((command, start, self.nops))
+
+    def add_run(
+        self, run: Sequence[SetCommand[Any]], code: bytes, args: Sequence[Arg], *, each: bool
+    ) -> None:
+        """Compile ``run``, commands on one set that do together what they do in order, as one
+        operation ``code`` on it with ``args``, then one bump of its model by the number of
+        them that bump it. ``each``: the operation replies with a list, each command's reply a
+        place in it (``ADD_EACH``); else one reply for the run (a replay's batch needs none)."""
+        first, start = run[0], self.nops
+        self.op(code, (first.key, first.owner), args)
+        bumps = sum(len(command.bumps) for command in run)
+        if bumps:
+            self.op(OPS["BUMP"], (first.owner,), ["0", bumps])
+        for place, command in enumerate(run):  # a refusal names the first: the first span
+            if each:
+                self.parts[len(self.spans)] = place
+            self.spans.append((command, start, self.nops))
+
+    def replies_of(self, replies: list[object]) -> Iterator[tuple[Command[Any], list[object]]]:
+        """Each command (in order) with the replies of its own operations."""
+        parts = self.parts
+        for index, (command, start, end) in enumerate(self.spans):
+            place = parts.get(index) if parts else None
+            if place is None:
+                yield command, replies[start:end]
+            else:
+                yield command, [replies[start][place]]  # type: ignore[index]
 
     def op(self, code: bytes, keys: Sequence[str], args: Sequence[Arg] = ()) -> int:
         """Append one operation (a code of ``OPS``) on ``keys`` (a set operation: its set key,

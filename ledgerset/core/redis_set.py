@@ -61,6 +61,7 @@ __all__ = ["RedisSet", "SeenVersion", "SetBinding", "validate_members"]
 
 T = TypeVar("T", bound=Member)
 R = TypeVar("R")
+C = TypeVar("C", bound="SetCommand[Any]")
 
 
 class _SetCommandFields(TypedDict):
@@ -129,6 +130,21 @@ class SetBinding:
             "owner": self.owner,
         }
 
+    def command(self, command_type: type[C], members: tuple[bytes, ...] | None = None) -> C:
+        """A ``command_type`` addressed to this set, with ``members`` (a ``MembersCommand``)."""
+        if members is None:
+            return command_type(
+                model=self.model, pk=self.pk, key=self.key, field=self.field, owner=self.owner
+            )
+        return command_type(
+            model=self.model,
+            pk=self.pk,
+            key=self.key,
+            field=self.field,
+            owner=self.owner,
+            members=members,  # type: ignore[call-arg]
+        )
+
     def redis(self) -> routing.Client:
         """The client of the set's model."""
         return default_redis(self.config, self.model)
@@ -141,9 +157,9 @@ class SetBinding:
     ) -> R | None:
         """Hand ``command`` to the dispatcher, with this model's connection and journal."""
         journal = default_journal(self.config)
-        applied, unknown = self._versioned(command, on_result, on_unknown)
+        applied = self._versioned(command, on_result)
         return await dispatcher.execute(
-            command, self.redis(), applied, journal=journal, on_unknown=unknown
+            command, self.redis(), applied, journal=journal, on_unknown=on_unknown
         )
 
     def defer(
@@ -154,23 +170,21 @@ class SetBinding:
         on_unknown: dispatcher.OnUnknown,
     ) -> None:
         """Buffer ``command`` into ``tx``, this task's open transaction (for the sync mutators,
-        which found it with ``dispatcher.transaction_for``)."""
-        journal = default_journal(self.config)
-        applied, unknown = self._versioned(command, on_result, on_unknown)
-        tx.buffer(command, self.redis(), applied, journal, on_unknown=unknown)
+        which found it with ``dispatcher.transaction_for``); ``on_result`` keeps ``seen`` in
+        step itself (``_Queued``)."""
+        tx.buffer(
+            command, self.redis(), on_result, default_journal(self.config), on_unknown=on_unknown
+        )
 
     def _versioned(
-        self,
-        command: SetCommand[R],
-        on_result: Callable[[R], None] | None,
-        on_unknown: dispatcher.OnUnknown,
-    ) -> tuple[Callable[[R], None], dispatcher.OnUnknown]:
-        """``on_result`` and ``on_unknown``, keeping ``seen`` in step with the server's version:
-        bumped once when the command is applied (a pop: only if it removed a member, as the
-        server does), forgotten when its outcome is unknown."""
+        self, command: SetCommand[R], on_result: Callable[[R], None] | None
+    ) -> Callable[[R], None]:
+        """``on_result``, keeping ``seen`` in step with the server's version: bumped once when
+        the command is applied (a pop: only if it removed a member, as the server does). (A
+        write of unknown outcome forgets it: ``RedisSet._outcome_unknown``.)"""
         seen = self.seen
         if seen is None:  # no instance keeps a version (a set of a nested model's own)
-            return (on_result or _ignored), on_unknown
+            return on_result or _ignored
 
         def applied(result: R) -> None:
             if on_result is not None:
@@ -178,11 +192,7 @@ class SetBinding:
             if result is not None or not isinstance(command, PopMember):
                 seen.bump()
 
-        def unknown(command: Command[Any]) -> None:
-            on_unknown(command)
-            seen.forget()
-
-        return applied, unknown
+        return applied
 
     async def read(
         self,
@@ -317,6 +327,50 @@ _STORE_ATTEMPTS = 5
 _COUNT_MAX = 2**63 - 1
 
 
+#: A sync mutator's change to a mirror: ``apply(mirror, members)`` (``set.update``, ...).
+_Apply = Callable[[set[Any], Any], None]
+
+
+class _Queued:
+    """What a command queued by a sync mutator does once its transaction commits: the mirror
+    follows (``apply(mirror, normals)``; ``normals`` ``None``: ``apply(mirror, the command's
+    result)``), and the version its model instance saw (``seen``) goes one up.
+
+    One object per command rather than a closure per step: a transaction of a thousand adds
+    keeps a thousand of them until it commits, and every object it keeps costs the collector.
+    """
+
+    __slots__ = ("apply", "mirror", "normals", "seen")
+
+    def __init__(
+        self,
+        mirror: RedisSet[Any],
+        apply: _Apply,
+        normals: set[Any] | None,
+        seen: SeenVersion | None,
+    ) -> None:
+        self.mirror = mirror
+        self.apply = apply
+        self.normals = normals
+        self.seen = seen
+
+    def __call__(self, result: Any) -> None:
+        self.apply(self.mirror, result if self.normals is None else self.normals)
+        if self.seen is not None:
+            self.seen.bump()
+
+
+def _cleared(mirror: set[Any], _members: set[Any]) -> None:
+    cast("RedisSet[Any]", mirror)._mirror_clear()
+
+
+def _refreshed(mirror: set[Any], members: list[bytes]) -> None:
+    """The mirror becomes the members the server computed (raw, as a command's result)."""
+    redis_set = cast("RedisSet[Any]", mirror)
+    binding = redis_set._require_binding()
+    redis_set._mirror_refresh(binding.codec.decode_list(members, key=binding.key))
+
+
 class RedisSet(set[T]):
     """A set field backed by a Redis SET; see the module docstring and ``docs/redis-set.md``."""
 
@@ -384,8 +438,12 @@ class RedisSet(set[T]):
         raise error
 
     def _outcome_unknown(self, command: Command[Any]) -> None:
-        """The dispatcher could not learn whether ``command`` was applied: distrust the mirror."""
+        """The dispatcher could not learn whether ``command`` was applied: distrust the mirror,
+        and the version its model instance saw."""
         self._unknown_after = command.name
+        binding = self._binding
+        if binding is not None and binding.seen is not None:
+            binding.seen.forget()
 
     @property
     def special_key(self) -> str:
@@ -775,44 +833,42 @@ class RedisSet(set[T]):
 
     def add(self, value: T) -> None:
         """Add a member: queued as ``set.add`` in a transaction, else to the local mirror."""
-        self._mutate(AddMembers, (value,), lambda members: set.update(self, members))
+        self._mutate(AddMembers, (value,), set.update)
 
     def update(self, *iterables: Iterable[T]) -> None:
         """Add every member of every iterable."""
         values = [value for iterable in iterables for value in iterable]
-        self._mutate(AddMembers, values, lambda members: set.update(self, members))
+        self._mutate(AddMembers, values, set.update)
 
     def remove(self, value: T) -> None:
         """Remove a member; ``KeyError`` if missing, except in a transaction (acts as discard)."""
-        if not self._queue(
-            RemoveMembers, (value,), lambda members: set.difference_update(self, members)
-        ):
+        if not self._queue(RemoveMembers, (value,), set.difference_update):
             set.remove(self, self._normalize(value))
 
     def discard(self, value: object) -> None:
         """Remove a member if present."""
-        self._mutate(RemoveMembers, (value,), lambda members: set.difference_update(self, members))
+        self._mutate(RemoveMembers, (value,), set.difference_update)
 
     def clear(self) -> None:
         """Remove every member."""
-        self._mutate(ClearSet, None, lambda _: self._mirror_clear())
+        self._mutate(ClearSet, None, _cleared)
 
     def difference_update(self, *others: Iterable[Any]) -> None:
         """Remove every member of every iterable."""
         values = [value for other in others for value in other]
-        self._mutate(RemoveMembers, values, lambda members: set.difference_update(self, members))
+        self._mutate(RemoveMembers, values, set.difference_update)
 
     def intersection_update(self, *others: Iterable[Any]) -> None:
         """Keep only members in every iterable (the server's members, in a transaction)."""
         if not others:
             return
         keep = set(others[0]).intersection(*others[1:])
-        self._mutate(RetainMembers, keep, self._mirror_retain, from_server=True)
+        self._mutate(RetainMembers, keep, set.intersection_update, from_server=True)
 
     def symmetric_difference_update(self, other: Iterable[Any]) -> None:
         """Remove members present in ``other``, add the others (against the server's members)."""
         values = set(other)
-        self._mutate(ToggleMembers, values, self._mirror_toggle, from_server=True)
+        self._mutate(ToggleMembers, values, set.symmetric_difference_update, from_server=True)
 
     def __ior__(self, other: AbstractSet[Any]) -> RedisSet[T]:  # type: ignore[override,misc]
         if not isinstance(other, AbstractSet):
@@ -847,12 +903,6 @@ class RedisSet(set[T]):
     def _mirror_add(self, members: Iterable[Any]) -> None:
         set.update(self, members)
 
-    def _mirror_retain(self, members: Iterable[Any]) -> None:
-        set.intersection_update(self, members)
-
-    def _mirror_toggle(self, members: Iterable[Any]) -> None:
-        set.symmetric_difference_update(self, members)
-
     def _mirror_replace(self, members: Iterable[Any]) -> None:
         set.clear(self)
         set.update(self, members)
@@ -886,14 +936,15 @@ class RedisSet(set[T]):
         self,
         command_type: type[SetCommand[Any]],
         values: Iterable[Any] | None,
-        apply: Callable[[set[Any]], None],
+        apply: _Apply,
         *,
         from_server: bool = False,
     ) -> bool:
         """Queue the command into the open transaction; ``False`` when there is none.
 
-        On commit the mirror follows: ``apply`` the same change to it, or (``from_server``) take
-        the members the server computed, which a stale mirror could not.
+        On commit the mirror follows: ``apply(mirror, members)`` makes the same change to it, or
+        (``from_server``) it takes the members the server computed, which a stale mirror could
+        not.
         """
         binding = self._binding
         if binding is None:
@@ -902,36 +953,33 @@ class RedisSet(set[T]):
         if tx is None:
             return False
         if values is None:
-            command: SetCommand[Any] = command_type(**binding.target)
+            command: SetCommand[Any] = binding.command(command_type)
             normals: set[Any] = set()
         elif type(values) is tuple and len(values) == 1:  # add(), discard(): a transaction's usual
             normal, member = binding.encode(command_type.name, values[0])
             normals = {normal}
-            command = command_type(**binding.target, members=(member,))  # type: ignore[call-arg]
+            command = binding.command(command_type, (member,))
         else:
             normal_list, encoded = binding.encode_many(command_type.name, values)
             normals = set(normal_list)
-            command = command_type(**binding.target, members=encoded)  # type: ignore[call-arg]
+            command = binding.command(command_type, encoded)
         if from_server:
-            decode = binding.codec.decode_list
-            callback: Callable[[Any], None] = lambda members: self._mirror_refresh(  # noqa: E731
-                decode(members, key=binding.key)
-            )
+            queued = _Queued(self, _refreshed, None, binding.seen)
         else:
-            callback = lambda _: apply(normals)  # noqa: E731
-        binding.defer(tx, command, callback, self._outcome_unknown)
+            queued = _Queued(self, apply, normals, binding.seen)
+        binding.defer(tx, command, queued, self._outcome_unknown)
         return True
 
     def _mutate(
         self,
         command_type: type[SetCommand[Any]],
         values: Iterable[Any] | None,
-        apply: Callable[[set[Any]], None],
+        apply: _Apply,
         *,
         from_server: bool = False,
     ) -> None:
         if not self._queue(command_type, values, apply, from_server=from_server):
-            apply(set() if values is None else {self._normalize(value) for value in values})
+            apply(self, set() if values is None else {self._normalize(value) for value in values})
 
     # -- pydantic -----------------------------------------------------------------------------
 
