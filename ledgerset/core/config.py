@@ -291,15 +291,19 @@ def default_journal(config: RedisConfig | None) -> StreamJournal | None:
     return _defaults.journal
 
 
-def default_redis(config: RedisConfig | None, model: str) -> Redis | RedisCluster:
+def default_redis(
+    config: RedisConfig | None, model: str, *, swept: bool = True
+) -> Redis | RedisCluster:
     """The client ``model`` uses: its own ``RedisConfig.redis``, else ``init``'s.
 
     ``init``'s client made from a URL is replaced by one for this event loop when used in
     another loop than the one it was made in; an application's client has the idle connections
-    another loop opened dropped from its pool.
+    another loop opened dropped from its pool, for redis-py's own methods. The dispatcher's
+    calls check each connection they take (the wire does), and need no sweep: ``swept=False``
+    (a transaction's sync mutators ask once per command).
     """
     if config is not None and config.redis is not None:
-        return _for_this_loop(config.redis)
+        return _for_this_loop(config.redis) if swept else config.redis
     if _defaults.redis is None:
         raise NotInitializedError(
             f"{model} has no Redis connection: call await ledgerset.init(redis=...) first, "
@@ -312,7 +316,7 @@ def default_redis(config: RedisConfig | None, model: str) -> Redis | RedisCluste
             url = _defaults.url
             _defaults.redis = _cluster_from_url(url) if _defaults.cluster else _from_url(url)
             _defaults.loop = loop
-    return _for_this_loop(_defaults.redis)
+    return _for_this_loop(_defaults.redis) if swept else _defaults.redis
 
 
 def _for_this_loop(redis: Redis | RedisCluster) -> Redis | RedisCluster:

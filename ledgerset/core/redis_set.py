@@ -145,9 +145,9 @@ class SetBinding:
             members=members,  # type: ignore[call-arg]
         )
 
-    def redis(self) -> routing.Client:
-        """The client of the set's model."""
-        return default_redis(self.config, self.model)
+    def redis(self, *, swept: bool = True) -> routing.Client:
+        """The client of the set's model (``swept``: see ``default_redis``)."""
+        return default_redis(self.config, self.model, swept=swept)
 
     async def run(
         self,
@@ -159,7 +159,7 @@ class SetBinding:
         journal = default_journal(self.config)
         applied = self._versioned(command, on_result)
         return await dispatcher.execute(
-            command, self.redis(), applied, journal=journal, on_unknown=on_unknown
+            command, self.redis(swept=False), applied, journal=journal, on_unknown=on_unknown
         )
 
     def defer(
@@ -173,7 +173,11 @@ class SetBinding:
         which found it with ``dispatcher.transaction_for``); ``on_result`` keeps ``seen`` in
         step itself (``_Queued``)."""
         tx.buffer(
-            command, self.redis(), on_result, default_journal(self.config), on_unknown=on_unknown
+            command,
+            self.redis(swept=False),
+            on_result,
+            default_journal(self.config),
+            on_unknown=on_unknown,
         )
 
     def _versioned(
