@@ -21,13 +21,17 @@ from redis.asyncio.cluster import RedisCluster
 
 import ledgerset
 from benchmarks.data import fresh_model
+from ledgerset import StreamJournal
 from ledgerset.commands import routing
 
 __all__ = ["MinimalClient", "capture_cluster_requests", "capture_requests"]
 
 
-async def capture_requests(url: str, pk: str, values: list[str]) -> list[bytes]:
-    """The request bytes of ``aadd(value)`` for each of ``values``, on a fresh model ``pk``.
+async def capture_requests(
+    url: str, pk: str, values: list[str], journal: StreamJournal | None = None
+) -> list[bytes]:
+    """The request bytes of ``aadd(value)`` for each of ``values``, on a fresh model ``pk``
+    (recorded in ``journal``, if given).
 
     The program is loaded before recording starts, so each call is exactly one request (a
     ``NOSCRIPT`` and its reload would be three). Leaves ledgerset initialised on a closed client:
@@ -51,7 +55,7 @@ async def capture_requests(url: str, pk: str, values: list[str]) -> list[bytes]:
 
     client = Redis.from_url(url, connection_class=RecordingConnection)
     try:
-        await ledgerset.init(redis=client)
+        await ledgerset.init(redis=client, journal=journal)
         model = await fresh_model(client, pk)  # asave runs the program: it is loaded now
         recording[0] = True
         for value in values:

@@ -141,10 +141,12 @@ async def references_of_the_floor(redis: Redis, url: str, sizes: Sizes) -> list[
     this machine. The floor (ledgerset's own request bytes, sent by the minimal client) ÷ redis-py
     ``SADD`` bounds the immediate row from below: no client sending those bytes beats it. A
     minimal client's ``SADD`` ÷ redis-py's bounds every row against ``SADD``: it is a round trip
-    with nothing around it, so a bar under it is out of reach of any asyncio client here."""
+    with nothing around it, so a bar under it is out of reach of any asyncio client here. The
+    journaled floor (the requests of journaled ``aadd``) bounds the journaled row the same way."""
     values = members(sizes.calls)
     raw_values = encoded(values)
     requests = await capture_requests(url, FLOOR_PK, values)
+    journaled = await capture_requests(url, FLOOR_PK, values, StreamJournal())
     await ledgerset.init(redis=redis)
     kwargs = redis.connection_pool.connection_kwargs
     client = await MinimalClient.connect(kwargs["host"], kwargs["port"])
@@ -165,6 +167,14 @@ async def references_of_the_floor(redis: Redis, url: str, sizes: Sizes) -> list[
                 f"{sizes.calls:,} of ledgerset's aadd requests sent by the minimal client vs"
                 " redis-py SADD",
                 lambda: minimal(lambda: fresh_model(redis, FLOOR_PK), requests),
+                raw,
+                sizes.rounds,
+            ),
+            await interleave(
+                "journaled floor vs redis-py",
+                f"{sizes.calls:,} of ledgerset's journaled aadd requests sent by the minimal"
+                " client vs redis-py SADD",
+                lambda: minimal(lambda: fresh_model(redis, FLOOR_PK), journaled),
                 raw,
                 sizes.rounds,
             ),

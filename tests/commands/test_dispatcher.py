@@ -23,8 +23,10 @@ from ledgerset import (
     RedisConfig,
     RedisSet,
     ServerUnavailableError,
+    StreamJournal,
     TransactionError,
 )
+from tests.support import journal_entries
 
 SnapshotFn = Callable[[], Awaitable[Any]]
 
@@ -117,6 +119,65 @@ async def test_delete_then_add_in_one_transaction_is_refused_entirely(
     assert "set.add" in str(err.value)
     assert await snapshot() == before
     assert await DispNote.aexists(note.key)
+    assert set(note.tags) == {"kept"}
+
+
+async def test_a_run_of_adds_and_removes_to_one_set_gives_each_command_its_own_count(
+    redis: Redis,
+) -> None:
+    # A transaction's consecutive adds (removes) to one set run as one operation: each command
+    # still gets its own count, the model's version one bump per command, and its own entry.
+    note = await DispNote(tags={"a"}).asave()
+    other = await DispNote().asave()
+    version = int(await redis.hget(note.key, "_version") or 0)
+    await ledgerset.init(redis=redis, journal=StreamJournal())
+    before = await evalsha_calls(redis)
+    async with ledgerset.transaction() as tx:
+        note.tags.add("a")  # there already
+        note.tags.add("b")
+        note.tags.update(["b", "c", "c"])  # only c is new
+        await note.tags.aadd("b")  # added two commands ago
+        other.tags.add("b")  # another set: the run ends
+        note.tags.add("d")
+        note.tags.discard("a")
+        note.tags.discard("a")  # removed by the command before
+        note.tags.discard("zz")
+    assert await evalsha_calls(redis) == before + 1
+    assert tx.results == [0, 1, 1, 0, 1, 1, 1, 0, 0]
+    assert await redis.smembers(set_key(note, "tags")) == {b'"b"', b'"c"', b'"d"'}
+    assert await redis.smembers(set_key(other, "tags")) == {b'"b"'}
+    assert set(note.tags) == {"b", "c", "d"}
+    assert int(await redis.hget(note.key, "_version") or 0) == version + 8
+    entries = await journal_entries(redis)
+    assert [(entry.cmd, entry.pk, entry.args["members"]) for entry in entries] == [
+        ("set.add", note.pk, ["a"]),
+        ("set.add", note.pk, ["b"]),
+        ("set.add", note.pk, ["b", "c"]),  # (a command holds distinct members)
+        ("set.add", note.pk, ["b"]),
+        ("set.add", other.pk, ["b"]),
+        ("set.add", note.pk, ["d"]),
+        ("set.remove", note.pk, ["a"]),
+        ("set.remove", note.pk, ["a"]),
+        ("set.remove", note.pk, ["zz"]),
+    ]
+    # The version the instance saw followed: a conditional save goes through.
+    await note.asave(if_unchanged=True)
+
+
+async def test_a_refused_run_of_adds_names_its_first_command_and_applies_nothing(
+    redis: Redis, snapshot: SnapshotFn
+) -> None:
+    note = await DispNote(tags={"kept"}).asave()
+    await redis.delete(note.key)  # another client deletes the model's hash
+    before = await snapshot()
+    with pytest.raises(ModelNotFoundError) as err:
+        async with ledgerset.transaction():
+            note.tags.add("x")
+            note.tags.add("y")
+            note.tags.discard("kept")
+    assert (err.value.key, err.value.command) == (note.key, "set.add")
+    assert "transaction of 3 commands: none of them was applied" in str(err.value)
+    assert await snapshot() == before
     assert set(note.tags) == {"kept"}
 
 
