@@ -54,6 +54,7 @@ def test_benchmarks_run_quick(tmp_path: Path) -> None:
     assert all(row["low"] <= row["median"] <= row["high"] for row in results["rows"])
     assert [row["name"] for row in results["references"]] == [
         "floor vs redis-py",
+        "journaled floor vs redis-py",
         "minimal SADD vs redis-py",
         "decoding by hand",
         "cluster floor vs RedisCluster",
