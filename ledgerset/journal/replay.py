@@ -35,10 +35,13 @@ on one server for now): from a cluster, ``from_snapshot=True`` is refused.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
@@ -54,6 +57,7 @@ from ledgerset.commands.catalog import (
     DeleteModel,
     RecordTarget,
     SaveModel,
+    SetCommand,
 )
 from ledgerset.commands.program import Refusal
 from ledgerset.commands.record import DEFAULT_STREAM, JournalEntry, decode
@@ -431,6 +435,11 @@ class _Run:
         #: ``keys.unwritable``'s answers for this run's layout, by (model, pk, field names): a
         #: journal names the same few models and fields entry after entry.
         self.faults: dict[tuple[str, str, tuple[str, ...]], tuple[str, str] | None] = {}
+        #: The names (model, pk, field, ts) of the last entry decoded, and its ``RecordTarget``:
+        #: a model's entries tend to come in a row, and a transaction's share one ``ts``.
+        self.last_target: tuple[tuple[str, str, str | None, datetime] | None, RecordTarget] = (
+            None, RecordTarget("", "", None, layout, 0)
+        )  # fmt: skip
 
     async def execute(self, until: Position | None) -> None:
         started = time.perf_counter()
@@ -578,10 +587,16 @@ class _Run:
         """The command ``entry`` records, once it is known to touch only a model's keys."""
         if entry.cmd in MARKERS:
             return None  # the journal's own entry (a snapshot's bounds, a trim): nothing to write
-        fault = self.fault(entry.model, entry.pk, (entry.field,) if entry.field else ())
-        if fault is not None:
-            raise self.foreign(entry, *fault)
-        target = RecordTarget(entry.model, entry.pk, entry.field, self.layout, entry.ts_ms)
+        named = (entry.model, entry.pk, entry.field, entry.ts)
+        last_named, target = self.last_target
+        if named != last_named:
+            # (Else the entry before named the same model, pk, field and moment: its target
+            # stands, checked, as a check depends on these names and the run's layout only.)
+            fault = self.fault(entry.model, entry.pk, (entry.field,) if entry.field else ())
+            if fault is not None:
+                raise self.foreign(entry, *fault)
+            target = RecordTarget(entry.model, entry.pk, entry.field, self.layout, entry.ts_ms)
+            self.last_target = named, target
         try:
             if entry.cmd == SNAPSHOT_MODEL:
                 command: Command[Any] | None = restored(entry.args, target)
@@ -607,6 +622,13 @@ class _Run:
             ) from exc
         if command is None:
             return None
+        if (
+            _writes_only_its_set(type(command))
+            and command.field == entry.field
+            and command.pk == entry.pk
+            and command.model == entry.model
+        ):
+            return command  # it writes what the entry names, checked above
         addresses = command.addresses
         fault = self.fault(entry.model, entry.pk, _field_names(command, addresses))
         # Every other model it touches, too: set.move names its destination in its args.
@@ -778,6 +800,18 @@ def _broken(stream: str, entry: JournalEntry) -> JournalEntryError:
         f"journal entry {entry.id} of stream {stream!r} breaks its transaction {entry.txn} "
         f"(seq {entry.seq} of {entry.of} out of order); replay stops before it.",
         field="seq",
+    )
+
+
+@functools.cache
+def _writes_only_its_set(command_type: type[Command[Any]]) -> bool:
+    """Whether commands of this type write one set, their own (``model``, ``pk``, ``field``),
+    and no hash field: the ``addresses`` of ``SetCommand``, no ``fields``."""
+    own = SetCommand.addresses  # the property itself, read on the class
+    return (
+        issubclass(command_type, SetCommand)
+        and command_type.addresses is own
+        and "fields" not in {each.name for each in dataclasses.fields(command_type)}
     )
 
 

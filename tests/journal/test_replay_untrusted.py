@@ -225,6 +225,34 @@ async def test_an_entry_no_model_could_have_written_stops_the_replay(
 
 
 @pytest.mark.parametrize(
+    ("forged", "field"),
+    [
+        (add("UtArticle", "a1", "tags:evil", "m"), "field"),
+        (add("UtArticle", "", "tags", "m"), "pk"),
+        (add("ledgerset", "a1", "tags", "m"), "model"),
+        ({**move("ledgerset", "evil", "tags"), "args": orjson.dumps(
+            {"member": "in-tx", "to": {"model": "ledgerset", "pk": "evil", "field": "tags"}}
+        ).decode()}, "args"),
+    ],
+    ids=["field", "pk", "model", "move-destination"],
+)  # fmt: skip
+async def test_an_entry_right_after_a_good_one_of_its_model_is_checked_again(
+    source: Redis, target: Redis, forged: dict[str, Any], field: str
+) -> None:
+    # The replay remembers the checked target of the entry before (same model, pk, field and
+    # ts): one that differs in a single name, at the same moment, must not ride on it.
+    good = add("UtArticle", "a1", "tags", "in-tx")
+    (landed,) = await append(source, good)
+    (bad,) = await append(source, {**forged, "ts": good["ts"]})
+    with pytest.raises(JournalEntryError) as stopped:
+        await replay(source, target)
+    assert (stopped.value.entry_id, stopped.value.field) == (bad, field)
+    assert await target.get(checkpoint(source)) == landed.encode()
+    assert await target.sismember("__rapyer_special__:UtArticle:a1:tags", '"in-tx"')
+    assert not await target.exists("ledgerset:evil", "__rapyer_special__:ledgerset:evil:tags")
+
+
+@pytest.mark.parametrize(
     "forged",
     [delete("session", "abc"), delete("acl", "admins"), delete("UtArticle", "a9", ["tags"])],
     ids=["string-as-hash", "set-as-hash", "string-as-set"],
