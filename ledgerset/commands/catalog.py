@@ -298,7 +298,7 @@ class MembersCommand(SetCommand[R]):
 
     @classmethod
     def from_record(cls, args: dict[str, Any], target: RecordTarget) -> Command[Any]:
-        members = tuple(_member_json.dumps(member) for member in args["members"])
+        members = tuple(map(_member_json.dumps, args["members"]))
         return cls._for_set(target, members=members, continued=args.get("continued") is True)
 
     @classmethod
