@@ -569,7 +569,9 @@ class SaveModel(Command[None]):
 
     @property
     def bumps(self) -> tuple[str, ...]:
-        return () if self.restores_version else _owners(self)
+        # Its own model's, the owner of every key it writes (``_owners``, without building
+        # ``addresses``: this runs on every save compiled, a replay's too).
+        return () if self.restores_version else (self.key,)
 
     def compile(self, program: Program) -> None:
         # The expiry as two arguments, from now and absolute (0: none); the program checks both.

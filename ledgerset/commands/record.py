@@ -377,11 +377,14 @@ def decode(
     name: str, version: int, args: dict[str, Any], target: RecordTarget
 ) -> Command[Any] | None:
     """The command a record describes; raises ``LookupError`` for an unknown ``(name, version)``."""
-    current = upcast(name, version, args)
-    if current is None:
-        raise LookupError(f"no command {name!r} version {version} is known")
-    version, args = current
-    return REGISTRY[(name, version)].from_record(args, target)
+    kind = REGISTRY.get((name, version))
+    if kind is None:  # an old version (or none known): through the upcasters
+        current = upcast(name, version, args)
+        if current is None:
+            raise LookupError(f"no command {name!r} version {version} is known")
+        version, args = current
+        kind = REGISTRY[(name, version)]
+    return kind.from_record(args, target)
 
 
 # -- reading ---------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
@@ -88,6 +88,8 @@ BATCH = 500
 _COUNT_PAGE = 2000
 #: At most this many answers of the checks of what a model could have written are kept.
 _FAULTS_KEPT = 4096
+#: What ``_Run.faults`` holds for a question not asked yet (``None`` is the answer "no fault").
+_UNASKED = ("", "")
 
 Progress = Callable[[int, int], None]
 
@@ -546,29 +548,33 @@ class _Run:
                 raise _broken(self.stream, entry)
         # Decode the whole transaction before counting any of it: a bad entry stops the replay
         # before its transaction, and the report must not count what was not applied.
-        commands = [
-            None if model is not None and entry.model != model else self.command_of(entry)
-            for entry in group
-        ]
+        command_of = self.command_of
+        if model is None:
+            commands = [command_of(entry) for entry in group]
+        else:
+            commands = [None if entry.model != model else command_of(entry) for entry in group]
+        lanes: list[_Lane | None] | None = None  # one server, one lane: no entry to route
         if self.sink.cluster:
             pairs = zip(group, commands, strict=True)
             lanes = [await self.lane_of(entry, command) for entry, command in pairs]
-        else:  # one server, one lane: no entry to route
-            lanes = [self.lanes[None]] * size
+        lane = self.lanes.get(None)
         self.progress.done += size
         touched: list[_Lane] = []
-        for entry, command, lane in zip(group, commands, lanes, strict=True):
-            report.last_id = entry.id
+        for index, entry in enumerate(group):
+            report.last_id = entry_id = entry.id
+            if lanes is not None:
+                lane = lanes[index]
             if lane is None:  # nothing to write, and no slot's checkpoint to move: passed over
                 report.skipped += 1
                 continue
             # (Only a lane resumed from an earlier run's checkpoint can cover an entry.)
-            if lane.resumed_through is not None and lane.covers(entry.id):
+            if lane.resumed_through is not None and lane.covers(entry_id):
                 continue  # an earlier run applied it into this slot
-            lane.last_id = entry.id
+            lane.last_id = entry_id
             lane.batch_entries += 1
             if lane not in touched:
                 touched.append(lane)
+            command = commands[index]
             if model is not None and entry.model != model:
                 report.skipped += 1
             elif command is None:  # nothing to replay (a pop of an empty set); counts as applied
@@ -576,7 +582,7 @@ class _Run:
             elif self.expired(entry, command):
                 report.expired += 1
             else:
-                queued = _Queued(entry.id, entry.cmd, entry.model, entry.pk, entry.txn, command)
+                queued = _Queued(entry_id, entry.cmd, entry.model, entry.pk, entry.txn, command)
                 lane.batch.append(queued)
                 report.applied += 1
         for lane in touched:
@@ -643,10 +649,10 @@ class _Run:
     def fault(self, model: str, pk: str, fields: tuple[str, ...]) -> tuple[str, str] | None:
         """``keys.unwritable`` in the target's layout, remembered for the next entries."""
         asked = (model, pk, fields)
-        try:
-            return self.faults[asked]
-        except KeyError:
-            pass
+        # (Not a KeyError caught: every new model of a journal is a miss, several times over.)
+        found = self.faults.get(asked, _UNASKED)
+        if found is not _UNASKED:
+            return found
         if len(self.faults) >= _FAULTS_KEPT:  # a journal of very many models: memory stays flat
             self.faults.clear()
         found = self.faults[asked] = unwritable(model, pk, fields, self.layout)
@@ -666,8 +672,9 @@ class _Run:
         """Whether ``command`` acts on a model whose absolute expiry has passed: any model it
         touches (its ``addresses``), not only the one its entry is filed under."""
         expired_models = self.report.expired_models
-        if isinstance(command, SaveModel):
-            gone = command.expire_at_ms is not None and command.expire_at_ms <= _now_ms()
+        if _is_a(type(command), SaveModel):
+            expire_at_ms = cast("SaveModel", command).expire_at_ms
+            gone = expire_at_ms is not None and expire_at_ms <= _now_ms()
             if gone:
                 expired_models.update(_models(command))
             elif expired_models:
@@ -804,6 +811,13 @@ def _broken(stream: str, entry: JournalEntry) -> JournalEntryError:
 
 
 @functools.cache
+def _is_a(command_type: type[Command[Any]], kind: type[Command[Any]]) -> bool:
+    """``issubclass``, remembered: a command class is an ABC, whose ``isinstance`` runs Python
+    code (``ABCMeta.__instancecheck__``) every time, for each entry and each queued command."""
+    return issubclass(command_type, kind)
+
+
+@functools.cache
 def _writes_only_its_set(command_type: type[Command[Any]]) -> bool:
     """Whether commands of this type write one set, their own (``model``, ``pk``, ``field``),
     and no hash field: the ``addresses`` of ``SetCommand``, no ``fields``."""
@@ -834,10 +848,13 @@ def _models(command: Command[Any]) -> set[tuple[str, str]]:
 def _deleted_types(command: Command[Any]) -> list[tuple[str, str]]:
     """``(key, type)`` of each key ``command`` deletes outright: the server's DEL checks nothing,
     so the replay asks it to check that each holds what the model wrote there, or nothing."""
-    if isinstance(command, DeleteModel):
-        return [(command.key, "hash"), *((key, "set") for _, key in command.sets)]
-    if isinstance(command, SaveModel):
-        return [(contents.key, "set") for contents in command.sets if contents.members is None]
+    command_type = type(command)
+    if _is_a(command_type, DeleteModel):
+        delete = cast("DeleteModel", command)
+        return [(delete.key, "hash"), *((key, "set") for _, key in delete.sets)]
+    if _is_a(command_type, SaveModel):
+        save = cast("SaveModel", command)
+        return [(contents.key, "set") for contents in save.sets if contents.members is None]
     return []
 
 
