@@ -253,8 +253,10 @@ class SetCommand(Command[R]):
 
     @classmethod
     def _for_set(cls: type[S], target: RecordTarget, **fields: Any) -> S:
-        """This set command addressed to ``target``'s set field."""
-        assert target.field is not None
+        """This set command addressed to ``target``'s set field (a ``ValueError`` if the record
+        names none: a journal is not trusted, and an assert would vanish under ``python -O``)."""
+        if target.field is None:
+            raise ValueError(f"a {cls.name} record names no set field")
         return cls(
             model=target.model,
             pk=target.pk,

@@ -195,6 +195,7 @@ async def test_a_skip_passes_over_a_well_formed_entry_too(
         (save("UtArticle", ""), "pk", "pk is empty"),
         (add("UtArticle", "a1", "tags:evil", "m"), "field", "not a field name"),
         (add("UtArticle", "a1", "a.b.c", "m"), "field", "not a field name"),
+        (add("UtArticle", "a1", "", "m"), "args", "names no set field"),
         (save("UtArticle", "a1", {"pk": "a1", "bad field": 1}), "args", "not a field name"),
         (delete("UtArticle", "a1", ["tags", "../x"]), "args", "not a field name"),
         (move("ledgerset", "evil", "tags"), "args", "ledgerset refuses"),
@@ -203,7 +204,8 @@ async def test_a_skip_passes_over_a_well_formed_entry_too(
     ],
     ids=[
         "ledgerset-model", "checkpoint-delete", "special-prefix-model", "dash", "colon",
-        "keyword", "empty-model", "empty-pk", "colon-field", "deep-field", "hash-field",
+        "keyword", "empty-model", "empty-pk", "colon-field", "deep-field", "no-set-field",
+        "hash-field",
         "delete-set-field", "move-to-ledgerset", "move-to-special-prefix", "move-to-colon-field",
     ],
 )  # fmt: skip
