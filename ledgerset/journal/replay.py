@@ -468,8 +468,13 @@ class _Run:
                     if (group and entry.txn != group[0].txn) or (not group and entry.seq != 1):
                         raise _broken(self.stream, group[-1] if group else entry)
                     group.append(entry)
-                    if entry.seq == entry.of:
-                        await self.add(group)
+                    if entry.seq == entry.of:  # a whole transaction: decide it, queue it
+                        commands = self.decoded(group)
+                        # (On one server, one lane: no entry to route, and no coroutine run.)
+                        lanes = await self.routed(group, commands) if self.sink.cluster else None
+                        for lane in self.queue(group, commands, lanes):
+                            if lane.batch_entries >= BATCH:
+                                await self.flush(lane)
                         group = []
             except JournalEntryError:
                 await self.flush_all()  # what came before the bad entry's transaction lands
@@ -539,10 +544,10 @@ class _Run:
                 self.report.resumed_after = self.report.resumed_after or applied
         return lane
 
-    async def add(self, group: list[JournalEntry]) -> None:
-        """Decide each entry of one source transaction, then queue it for the next batch of
-        its lane."""
-        size, model, report = len(group), self.model, self.report
+    def decoded(self, group: list[JournalEntry]) -> list[Command[Any] | None]:
+        """The commands of one source transaction's entries (``None``: nothing to write, or
+        another model's), or the error of the first entry that stops the replay."""
+        size, model = len(group), self.model
         for position, entry in enumerate(group, start=1):
             if entry.seq != position or entry.of != size:
                 raise _broken(self.stream, entry)
@@ -550,15 +555,27 @@ class _Run:
         # before its transaction, and the report must not count what was not applied.
         command_of = self.command_of
         if model is None:
-            commands = [command_of(entry) for entry in group]
-        else:
-            commands = [None if entry.model != model else command_of(entry) for entry in group]
-        lanes: list[_Lane | None] | None = None  # one server, one lane: no entry to route
-        if self.sink.cluster:
-            pairs = zip(group, commands, strict=True)
-            lanes = [await self.lane_of(entry, command) for entry, command in pairs]
+            return [command_of(entry) for entry in group]
+        return [None if entry.model != model else command_of(entry) for entry in group]
+
+    async def routed(
+        self, group: list[JournalEntry], commands: list[Command[Any] | None]
+    ) -> list[_Lane | None]:
+        """The lane of each entry of one source transaction on a target cluster."""
+        pairs = zip(group, commands, strict=True)
+        return [await self.lane_of(entry, command) for entry, command in pairs]
+
+    def queue(
+        self,
+        group: list[JournalEntry],
+        commands: list[Command[Any] | None],
+        lanes: list[_Lane | None] | None,
+    ) -> list[_Lane]:
+        """Count each entry of one decoded transaction and queue its command in its lane
+        (``lanes``: each entry's; ``None``: the one server's); the lanes it touched."""
+        model, report = self.model, self.report
         lane = self.lanes.get(None)
-        self.progress.done += size
+        self.progress.done += len(group)
         touched: list[_Lane] = []
         for index, entry in enumerate(group):
             report.last_id = entry_id = entry.id
@@ -585,9 +602,7 @@ class _Run:
                 queued = _Queued(entry_id, entry.cmd, entry.model, entry.pk, entry.txn, command)
                 lane.batch.append(queued)
                 report.applied += 1
-        for lane in touched:
-            if lane.batch_entries >= BATCH:
-                await self.flush(lane)
+        return touched
 
     def command_of(self, entry: JournalEntry) -> Command[Any] | None:
         """The command ``entry`` records, once it is known to touch only a model's keys."""
