@@ -518,7 +518,7 @@ class StoreMembers(MembersCommand[int]):
 
     @classmethod
     def from_record(cls, args: dict[str, Any], target: RecordTarget) -> Command[Any]:
-        members = tuple(_member_json.dumps(member) for member in args["members"])
+        members = tuple(map(_member_json.dumps, args["members"]))
         if args.get("continued") is True:  # adds to what the first part stored
             return AddMembers._for_set(target, members=members, continued=True)
         return cls._for_set(target, members=members)
@@ -622,9 +622,7 @@ class SaveModel(Command[None]):
                 SetContents(
                     field=field,
                     key=target.set_key(field),
-                    members=None
-                    if members is None
-                    else tuple(_member_json.dumps(member) for member in members),
+                    members=None if members is None else tuple(map(_member_json.dumps, members)),
                 )
                 for field, members in args["sets"].items()
             ),
