@@ -6,10 +6,12 @@ U+2028 escaped too), floats in Python's ``repr`` (``1e-07``). A SET compares byt
 stored in any other form is a different member to Redis: ledgerset writes the same bytes, and set
 keys written by either library are interchangeable.
 
-orjson writes the same bytes, faster, for ints, bools and the common string (printable ASCII);
-only those strings that differ (non-ASCII, control characters) take ``json``'s own encoder. Both
-the member codec (``core``) and replayed records (``commands``) encode through here, so a
-replayed member has the bytes of the original.
+orjson writes the same bytes, faster, for ints, bools and a list of printable ASCII strings
+(``dumps_strs``). One string takes ``json``'s own encoder (``encode_basestring_ascii``, in C),
+whether it differs from orjson's (non-ASCII, control characters) or not: orjson's output buffer
+for a short value can cost more than the encoding (some microseconds each when many are kept,
+as in a replay's batch). Both the member codec (``core``) and replayed records (``commands``)
+encode through here, so a replayed member has the bytes of the original.
 """
 
 from __future__ import annotations
@@ -37,9 +39,8 @@ def dumps(value: str | int | float | bool) -> bytes:
 
 def dumps_str(value: str) -> bytes:
     """``json.dumps(value).encode()`` for one ``str``."""
-    if value.isascii() and value.isprintable():  # no escapes but \" and \\: orjson agrees
-        return orjson.dumps(value)
-    value.encode()  # a lone surrogate raises here, as orjson would
+    if not value.isascii():
+        value.encode()  # a lone surrogate raises here, as orjson would
     return encode_basestring_ascii(value).encode()  # json.dumps's own encoder for a str
 
 

@@ -222,7 +222,14 @@ def unwritable(
         if model_key.startswith(f"{prefix}:"):
             return "pk", f"model key {model_key!r} would be inside {prefix + ':'!r}"
     for field in fields:
-        parts = field.split(".")
-        if len(parts) > 2 or not all(p.isidentifier() and not keyword.iskeyword(p) for p in parts):
+        if not _is_field_name(field):
             return "field", f"{field!r} is not a field name (an identifier, or outer.inner)"
     return None
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_field_name(field: str) -> bool:
+    """Whether ``field`` is an identifier, or ``outer.inner``: remembered, as a replay asks it
+    of the same few names entry after entry."""
+    parts = field.split(".")
+    return len(parts) <= 2 and all(p.isidentifier() and not keyword.iskeyword(p) for p in parts)

@@ -253,8 +253,10 @@ class SetCommand(Command[R]):
 
     @classmethod
     def _for_set(cls: type[S], target: RecordTarget, **fields: Any) -> S:
-        """This set command addressed to ``target``'s set field."""
-        assert target.field is not None
+        """This set command addressed to ``target``'s set field (a ``ValueError`` if the record
+        names none: a journal is not trusted, and an assert would vanish under ``python -O``)."""
+        if target.field is None:
+            raise ValueError(f"a {cls.name} record names no set field")
         return cls(
             model=target.model,
             pk=target.pk,
@@ -298,7 +300,7 @@ class MembersCommand(SetCommand[R]):
 
     @classmethod
     def from_record(cls, args: dict[str, Any], target: RecordTarget) -> Command[Any]:
-        members = tuple(_member_json.dumps(member) for member in args["members"])
+        members = tuple(map(_member_json.dumps, args["members"]))
         return cls._for_set(target, members=members, continued=args.get("continued") is True)
 
     @classmethod
@@ -516,7 +518,7 @@ class StoreMembers(MembersCommand[int]):
 
     @classmethod
     def from_record(cls, args: dict[str, Any], target: RecordTarget) -> Command[Any]:
-        members = tuple(_member_json.dumps(member) for member in args["members"])
+        members = tuple(map(_member_json.dumps, args["members"]))
         if args.get("continued") is True:  # adds to what the first part stored
             return AddMembers._for_set(target, members=members, continued=True)
         return cls._for_set(target, members=members)
@@ -569,7 +571,9 @@ class SaveModel(Command[None]):
 
     @property
     def bumps(self) -> tuple[str, ...]:
-        return () if self.restores_version else _owners(self)
+        # Its own model's, the owner of every key it writes (``_owners``, without building
+        # ``addresses``: this runs on every save compiled, a replay's too).
+        return () if self.restores_version else (self.key,)
 
     def compile(self, program: Program) -> None:
         # The expiry as two arguments, from now and absolute (0: none); the program checks both.
@@ -618,9 +622,7 @@ class SaveModel(Command[None]):
                 SetContents(
                     field=field,
                     key=target.set_key(field),
-                    members=None
-                    if members is None
-                    else tuple(_member_json.dumps(member) for member in members),
+                    members=None if members is None else tuple(map(_member_json.dumps, members)),
                 )
                 for field, members in args["sets"].items()
             ),

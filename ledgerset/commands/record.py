@@ -26,6 +26,7 @@ have brought an old version's args up to date; an unknown ``(cmd, v)`` is an err
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from collections.abc import Callable, Collection, Sequence
@@ -376,11 +377,14 @@ def decode(
     name: str, version: int, args: dict[str, Any], target: RecordTarget
 ) -> Command[Any] | None:
     """The command a record describes; raises ``LookupError`` for an unknown ``(name, version)``."""
-    current = upcast(name, version, args)
-    if current is None:
-        raise LookupError(f"no command {name!r} version {version} is known")
-    version, args = current
-    return REGISTRY[(name, version)].from_record(args, target)
+    kind = REGISTRY.get((name, version))
+    if kind is None:  # an old version (or none known): through the upcasters
+        current = upcast(name, version, args)
+        if current is None:
+            raise LookupError(f"no command {name!r} version {version} is known")
+        version, args = current
+        kind = REGISTRY[(name, version)]
+    return kind.from_record(args, target)
 
 
 # -- reading ---------------------------------------------------------------------------------
@@ -560,23 +564,20 @@ def _entry_of(entry_id: str, values: list[bytes]) -> JournalEntry | None:
         context = {} if ctx == b"{}" else orjson.loads(ctx)
         if type(arguments) is not dict or type(context) is not dict:
             return None
+        # By position, in the order of JournalEntry's fields: a quarter cheaper than by keyword.
         return JournalEntry(
-            id=entry_id,
-            cmd=cmd.decode(),
-            v=int(v),
-            key=key.decode(),
-            args=arguments,
-            ts=datetime.fromtimestamp(int(ts) / 1000, tz=UTC),
-            txn=txn.decode(),
-            seq=int(seq),
-            of=int(of),
-            model=model.decode(),
-            pk=pk.decode(),
-            field=field.decode() or None,
-            ctx=context,
-        )
+            entry_id, cmd.decode(), int(v), key.decode(), arguments, _moment(ts), txn.decode(),
+            int(seq), int(of), model.decode(), pk.decode(), field.decode() or None, context,
+        )  # fmt: skip
     except ValueError:  # UnicodeDecodeError and orjson's errors are ValueErrors
         return None
+
+
+@functools.lru_cache(maxsize=64)
+def _moment(ts: bytes) -> datetime:
+    """An entry's ``ts`` as a datetime: remembered, as the entries of a transaction share one,
+    and entries written in the same millisecond do too."""
+    return datetime.fromtimestamp(int(ts) / 1000, tz=UTC)
 
 
 def _diagnosed(entry_id: str, fields: dict[bytes, bytes]) -> JournalEntry:

@@ -35,11 +35,14 @@ on one server for now): from a cluster, ``from_snapshot=True`` is refused.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from datetime import datetime
+from typing import Any, NamedTuple, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
@@ -54,6 +57,7 @@ from ledgerset.commands.catalog import (
     DeleteModel,
     RecordTarget,
     SaveModel,
+    SetCommand,
 )
 from ledgerset.commands.program import Refusal
 from ledgerset.commands.record import DEFAULT_STREAM, JournalEntry, decode
@@ -84,6 +88,8 @@ BATCH = 500
 _COUNT_PAGE = 2000
 #: At most this many answers of the checks of what a model could have written are kept.
 _FAULTS_KEPT = 4096
+#: What ``_Run.faults`` holds for a question not asked yet (``None`` is the answer "no fault").
+_UNASKED = ("", "")
 
 Progress = Callable[[int, int], None]
 
@@ -431,6 +437,11 @@ class _Run:
         #: ``keys.unwritable``'s answers for this run's layout, by (model, pk, field names): a
         #: journal names the same few models and fields entry after entry.
         self.faults: dict[tuple[str, str, tuple[str, ...]], tuple[str, str] | None] = {}
+        #: The names (model, pk, field, ts) of the last entry decoded, and its ``RecordTarget``:
+        #: a model's entries tend to come in a row, and a transaction's share one ``ts``.
+        self.last_target: tuple[tuple[str, str, str | None, datetime] | None, RecordTarget] = (
+            None, RecordTarget("", "", None, layout, 0)
+        )  # fmt: skip
 
     async def execute(self, until: Position | None) -> None:
         started = time.perf_counter()
@@ -457,8 +468,13 @@ class _Run:
                     if (group and entry.txn != group[0].txn) or (not group and entry.seq != 1):
                         raise _broken(self.stream, group[-1] if group else entry)
                     group.append(entry)
-                    if entry.seq == entry.of:
-                        await self.add(group)
+                    if entry.seq == entry.of:  # a whole transaction: decide it, queue it
+                        commands = self.decoded(group)
+                        # (On one server, one lane: no entry to route, and no coroutine run.)
+                        lanes = await self.routed(group, commands) if self.sink.cluster else None
+                        for lane in self.queue(group, commands, lanes):
+                            if lane.batch_entries >= BATCH:
+                                await self.flush(lane)
                         group = []
             except JournalEntryError:
                 await self.flush_all()  # what came before the bad entry's transaction lands
@@ -528,38 +544,54 @@ class _Run:
                 self.report.resumed_after = self.report.resumed_after or applied
         return lane
 
-    async def add(self, group: list[JournalEntry]) -> None:
-        """Decide each entry of one source transaction, then queue it for the next batch of
-        its lane."""
-        size, model, report = len(group), self.model, self.report
+    def decoded(self, group: list[JournalEntry]) -> list[Command[Any] | None]:
+        """The commands of one source transaction's entries (``None``: nothing to write, or
+        another model's), or the error of the first entry that stops the replay."""
+        size, model = len(group), self.model
         for position, entry in enumerate(group, start=1):
             if entry.seq != position or entry.of != size:
                 raise _broken(self.stream, entry)
         # Decode the whole transaction before counting any of it: a bad entry stops the replay
         # before its transaction, and the report must not count what was not applied.
-        commands = [
-            None if model is not None and entry.model != model else self.command_of(entry)
-            for entry in group
-        ]
-        if self.sink.cluster:
-            pairs = zip(group, commands, strict=True)
-            lanes = [await self.lane_of(entry, command) for entry, command in pairs]
-        else:  # one server, one lane: no entry to route
-            lanes = [self.lanes[None]] * size
-        self.progress.done += size
+        command_of = self.command_of
+        if model is None:
+            return [command_of(entry) for entry in group]
+        return [None if entry.model != model else command_of(entry) for entry in group]
+
+    async def routed(
+        self, group: list[JournalEntry], commands: list[Command[Any] | None]
+    ) -> list[_Lane | None]:
+        """The lane of each entry of one source transaction on a target cluster."""
+        pairs = zip(group, commands, strict=True)
+        return [await self.lane_of(entry, command) for entry, command in pairs]
+
+    def queue(
+        self,
+        group: list[JournalEntry],
+        commands: list[Command[Any] | None],
+        lanes: list[_Lane | None] | None,
+    ) -> list[_Lane]:
+        """Count each entry of one decoded transaction and queue its command in its lane
+        (``lanes``: each entry's; ``None``: the one server's); the lanes it touched."""
+        model, report = self.model, self.report
+        lane = self.lanes.get(None)
+        self.progress.done += len(group)
         touched: list[_Lane] = []
-        for entry, command, lane in zip(group, commands, lanes, strict=True):
-            report.last_id = entry.id
+        for index, entry in enumerate(group):
+            report.last_id = entry_id = entry.id
+            if lanes is not None:
+                lane = lanes[index]
             if lane is None:  # nothing to write, and no slot's checkpoint to move: passed over
                 report.skipped += 1
                 continue
             # (Only a lane resumed from an earlier run's checkpoint can cover an entry.)
-            if lane.resumed_through is not None and lane.covers(entry.id):
+            if lane.resumed_through is not None and lane.covers(entry_id):
                 continue  # an earlier run applied it into this slot
-            lane.last_id = entry.id
+            lane.last_id = entry_id
             lane.batch_entries += 1
             if lane not in touched:
                 touched.append(lane)
+            command = commands[index]
             if model is not None and entry.model != model:
                 report.skipped += 1
             elif command is None:  # nothing to replay (a pop of an empty set); counts as applied
@@ -567,21 +599,25 @@ class _Run:
             elif self.expired(entry, command):
                 report.expired += 1
             else:
-                queued = _Queued(entry.id, entry.cmd, entry.model, entry.pk, entry.txn, command)
+                queued = _Queued(entry_id, entry.cmd, entry.model, entry.pk, entry.txn, command)
                 lane.batch.append(queued)
                 report.applied += 1
-        for lane in touched:
-            if lane.batch_entries >= BATCH:
-                await self.flush(lane)
+        return touched
 
     def command_of(self, entry: JournalEntry) -> Command[Any] | None:
         """The command ``entry`` records, once it is known to touch only a model's keys."""
         if entry.cmd in MARKERS:
             return None  # the journal's own entry (a snapshot's bounds, a trim): nothing to write
-        fault = self.fault(entry.model, entry.pk, (entry.field,) if entry.field else ())
-        if fault is not None:
-            raise self.foreign(entry, *fault)
-        target = RecordTarget(entry.model, entry.pk, entry.field, self.layout, entry.ts_ms)
+        named = (entry.model, entry.pk, entry.field, entry.ts)
+        last_named, target = self.last_target
+        if named != last_named:
+            # (Else the entry before named the same model, pk, field and moment: its target
+            # stands, checked, as a check depends on these names and the run's layout only.)
+            fault = self.fault(entry.model, entry.pk, (entry.field,) if entry.field else ())
+            if fault is not None:
+                raise self.foreign(entry, *fault)
+            target = RecordTarget(entry.model, entry.pk, entry.field, self.layout, entry.ts_ms)
+            self.last_target = named, target
         try:
             if entry.cmd == SNAPSHOT_MODEL:
                 command: Command[Any] | None = restored(entry.args, target)
@@ -607,6 +643,13 @@ class _Run:
             ) from exc
         if command is None:
             return None
+        if (
+            _writes_only_its_set(type(command))
+            and command.field == entry.field
+            and command.pk == entry.pk
+            and command.model == entry.model
+        ):
+            return command  # it writes what the entry names, checked above
         addresses = command.addresses
         fault = self.fault(entry.model, entry.pk, _field_names(command, addresses))
         # Every other model it touches, too: set.move names its destination in its args.
@@ -621,10 +664,10 @@ class _Run:
     def fault(self, model: str, pk: str, fields: tuple[str, ...]) -> tuple[str, str] | None:
         """``keys.unwritable`` in the target's layout, remembered for the next entries."""
         asked = (model, pk, fields)
-        try:
-            return self.faults[asked]
-        except KeyError:
-            pass
+        # (Not a KeyError caught: every new model of a journal is a miss, several times over.)
+        found = self.faults.get(asked, _UNASKED)
+        if found is not _UNASKED:
+            return found
         if len(self.faults) >= _FAULTS_KEPT:  # a journal of very many models: memory stays flat
             self.faults.clear()
         found = self.faults[asked] = unwritable(model, pk, fields, self.layout)
@@ -644,8 +687,9 @@ class _Run:
         """Whether ``command`` acts on a model whose absolute expiry has passed: any model it
         touches (its ``addresses``), not only the one its entry is filed under."""
         expired_models = self.report.expired_models
-        if isinstance(command, SaveModel):
-            gone = command.expire_at_ms is not None and command.expire_at_ms <= _now_ms()
+        if _is_a(type(command), SaveModel):
+            expire_at_ms = cast("SaveModel", command).expire_at_ms
+            gone = expire_at_ms is not None and expire_at_ms <= _now_ms()
             if gone:
                 expired_models.update(_models(command))
             elif expired_models:
@@ -781,6 +825,25 @@ def _broken(stream: str, entry: JournalEntry) -> JournalEntryError:
     )
 
 
+@functools.cache
+def _is_a(command_type: type[Command[Any]], kind: type[Command[Any]]) -> bool:
+    """``issubclass``, remembered: a command class is an ABC, whose ``isinstance`` runs Python
+    code (``ABCMeta.__instancecheck__``) every time, for each entry and each queued command."""
+    return issubclass(command_type, kind)
+
+
+@functools.cache
+def _writes_only_its_set(command_type: type[Command[Any]]) -> bool:
+    """Whether commands of this type write one set, their own (``model``, ``pk``, ``field``),
+    and no hash field: the ``addresses`` of ``SetCommand``, no ``fields``."""
+    own = SetCommand.addresses  # the property itself, read on the class
+    return (
+        issubclass(command_type, SetCommand)
+        and command_type.addresses is own
+        and "fields" not in {each.name for each in dataclasses.fields(command_type)}
+    )
+
+
 def _field_names(command: Command[Any], addresses: tuple[Address, ...]) -> tuple[str, ...]:
     """Every field name ``command`` writes: the set field of every key it touches (its
     ``addresses``, so a command on a second set names that one too), and the hash fields of a
@@ -800,10 +863,13 @@ def _models(command: Command[Any]) -> set[tuple[str, str]]:
 def _deleted_types(command: Command[Any]) -> list[tuple[str, str]]:
     """``(key, type)`` of each key ``command`` deletes outright: the server's DEL checks nothing,
     so the replay asks it to check that each holds what the model wrote there, or nothing."""
-    if isinstance(command, DeleteModel):
-        return [(command.key, "hash"), *((key, "set") for _, key in command.sets)]
-    if isinstance(command, SaveModel):
-        return [(contents.key, "set") for contents in command.sets if contents.members is None]
+    command_type = type(command)
+    if _is_a(command_type, DeleteModel):
+        delete = cast("DeleteModel", command)
+        return [(delete.key, "hash"), *((key, "set") for _, key in delete.sets)]
+    if _is_a(command_type, SaveModel):
+        save = cast("SaveModel", command)
+        return [(contents.key, "set") for contents in save.sets if contents.members is None]
     return []
 
 

@@ -195,6 +195,7 @@ async def test_a_skip_passes_over_a_well_formed_entry_too(
         (save("UtArticle", ""), "pk", "pk is empty"),
         (add("UtArticle", "a1", "tags:evil", "m"), "field", "not a field name"),
         (add("UtArticle", "a1", "a.b.c", "m"), "field", "not a field name"),
+        (add("UtArticle", "a1", "", "m"), "args", "names no set field"),
         (save("UtArticle", "a1", {"pk": "a1", "bad field": 1}), "args", "not a field name"),
         (delete("UtArticle", "a1", ["tags", "../x"]), "args", "not a field name"),
         (move("ledgerset", "evil", "tags"), "args", "ledgerset refuses"),
@@ -203,7 +204,8 @@ async def test_a_skip_passes_over_a_well_formed_entry_too(
     ],
     ids=[
         "ledgerset-model", "checkpoint-delete", "special-prefix-model", "dash", "colon",
-        "keyword", "empty-model", "empty-pk", "colon-field", "deep-field", "hash-field",
+        "keyword", "empty-model", "empty-pk", "colon-field", "deep-field", "no-set-field",
+        "hash-field",
         "delete-set-field", "move-to-ledgerset", "move-to-special-prefix", "move-to-colon-field",
     ],
 )  # fmt: skip
@@ -222,6 +224,34 @@ async def test_an_entry_no_model_could_have_written_stops_the_replay(
     assert not await target.exists("ledgerset:evil")
     assert not await target.sismember("__rapyer_special__:UtArticle:a1:tags", '"in-tx"')
     assert good < bad
+
+
+@pytest.mark.parametrize(
+    ("forged", "field"),
+    [
+        (add("UtArticle", "a1", "tags:evil", "m"), "field"),
+        (add("UtArticle", "", "tags", "m"), "pk"),
+        (add("ledgerset", "a1", "tags", "m"), "model"),
+        ({**move("ledgerset", "evil", "tags"), "args": orjson.dumps(
+            {"member": "in-tx", "to": {"model": "ledgerset", "pk": "evil", "field": "tags"}}
+        ).decode()}, "args"),
+    ],
+    ids=["field", "pk", "model", "move-destination"],
+)  # fmt: skip
+async def test_an_entry_right_after_a_good_one_of_its_model_is_checked_again(
+    source: Redis, target: Redis, forged: dict[str, Any], field: str
+) -> None:
+    # The replay remembers the checked target of the entry before (same model, pk, field and
+    # ts): one that differs in a single name, at the same moment, must not ride on it.
+    good = add("UtArticle", "a1", "tags", "in-tx")
+    (landed,) = await append(source, good)
+    (bad,) = await append(source, {**forged, "ts": good["ts"]})
+    with pytest.raises(JournalEntryError) as stopped:
+        await replay(source, target)
+    assert (stopped.value.entry_id, stopped.value.field) == (bad, field)
+    assert await target.get(checkpoint(source)) == landed.encode()
+    assert await target.sismember("__rapyer_special__:UtArticle:a1:tags", '"in-tx"')
+    assert not await target.exists("ledgerset:evil", "__rapyer_special__:ledgerset:evil:tags")
 
 
 @pytest.mark.parametrize(
