@@ -31,7 +31,7 @@ import hashlib
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -390,6 +390,10 @@ def decode(
 # -- reading ---------------------------------------------------------------------------------
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS = timedelta(milliseconds=1)
+
+
 @dataclass(frozen=True, slots=True)
 class JournalEntry:
     """One journal entry, decoded (the schema is this module's docstring)."""
@@ -415,8 +419,9 @@ class JournalEntry:
 
     @property
     def ts_ms(self) -> int:
-        """``ts`` as Unix milliseconds, as stored."""
-        return int(self.ts.timestamp() * 1000)
+        """``ts`` as Unix milliseconds, as stored (in integers: through a float,
+        ``ts.timestamp() * 1000``, some come back one lower)."""
+        return (self.ts - _EPOCH) // _ONE_MS
 
     def as_json(self) -> dict[str, Any]:
         """The entry as a JSON-ready dict (``ts`` as ISO 8601 UTC)."""

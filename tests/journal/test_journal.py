@@ -455,6 +455,21 @@ async def test_ts_is_the_client_clock_at_the_call(journaled: Redis) -> None:
     assert fields[b"ts"] == str(FROZEN_MS).encode()
 
 
+@pytest.mark.parametrize(
+    "moment", ["2004-09-14 12:17:19.997", "2039-06-18 05:32:05.773", "2026-01-02 03:04:05.678"]
+)
+async def test_ts_ms_is_the_stored_ts_exactly(journaled: Redis, moment: str) -> None:
+    # Through a float (ts.timestamp() * 1000) some milliseconds come back one lower.
+    article = await saved_article()
+    with freeze_time(moment, tick=False):
+        await article.tags.aadd("a")
+    (_, entry) = await entries(journaled)
+    stream = stream_of(journaled, article.key)
+    ((_, fields),) = await journaled.xrange(stream, min=entry.id, max=entry.id)
+    assert entry.ts_ms == int(fields[b"ts"])
+    assert entry.ts == datetime.fromtimestamp(0, tz=UTC) + timedelta(milliseconds=entry.ts_ms)
+
+
 async def test_bound_structlog_context_is_recorded_in_ctx(journaled: Redis) -> None:
     article = await saved_article()
     structlog.contextvars.bind_contextvars(request_id="r-1")
