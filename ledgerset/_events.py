@@ -55,7 +55,19 @@ def enabled(level: int) -> bool:
     structlog = sys.modules.get("structlog")
     if structlog is None or not structlog.is_configured():
         return _stdlib.isEnabledFor(level)
-    return _bound_logger(structlog).levels[level]
+    bound, config = _bound, _structlog_config
+    # The configuration compared in place, by identity: the usual answer with no call and no
+    # tuple built (this is the whole cost of an event filtered out); any change rebinds.
+    if (
+        bound is None
+        or config is None
+        or bound.key[0] is not config.default_wrapper_class
+        or bound.key[1] is not config.default_processors
+        or bound.key[2] is not config.logger_factory
+        or bound.key[3] is not config.default_context_class
+    ):
+        bound = _bound_logger(structlog)
+    return bound.levels[level]
 
 
 def emit(level: int, event: str, **fields: Any) -> None:
