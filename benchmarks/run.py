@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -160,31 +161,23 @@ async def references_of_the_floor(redis: Redis, url: str, sizes: Sizes) -> list[
     async def raw() -> float:
         return await timed_sadds(redis, raw_values)
 
+    fresh = lambda: fresh_model(redis, FLOOR_PK)  # noqa: E731
+    # name, what the minimal client sends, how each round starts, the requests
+    sides: list[tuple[str, str, Callable[[], Awaitable[object]], list[bytes]]] = [
+        ("floor vs redis-py", "of ledgerset's aadd requests", fresh, requests),
+        ("journaled floor vs redis-py", "of ledgerset's journaled aadd requests", fresh, journaled),
+        ("minimal SADD vs redis-py", "SADD", redis.flushdb, sadds),
+    ]
     try:
         return [
             await interleave(
-                "floor vs redis-py",
-                f"{sizes.calls:,} of ledgerset's aadd requests sent by the minimal client vs"
-                " redis-py SADD",
-                lambda: minimal(lambda: fresh_model(redis, FLOOR_PK), requests),
+                name,
+                f"{sizes.calls:,} {what} sent by the minimal client vs redis-py SADD",
+                functools.partial(minimal, prepare, sent),
                 raw,
                 sizes.rounds,
-            ),
-            await interleave(
-                "journaled floor vs redis-py",
-                f"{sizes.calls:,} of ledgerset's journaled aadd requests sent by the minimal"
-                " client vs redis-py SADD",
-                lambda: minimal(lambda: fresh_model(redis, FLOOR_PK), journaled),
-                raw,
-                sizes.rounds,
-            ),
-            await interleave(
-                "minimal SADD vs redis-py",
-                f"{sizes.calls:,} SADD sent by the minimal client vs redis-py SADD",
-                lambda: minimal(redis.flushdb, sadds),
-                raw,
-                sizes.rounds,
-            ),
+            )
+            for name, what, prepare, sent in sides
         ]
     finally:
         await client.aclose()
