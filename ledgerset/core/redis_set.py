@@ -474,21 +474,21 @@ class RedisSet(set[T]):
         """Add one member (``SADD``)."""
         binding = self._require_binding()
         normal, encoded = binding.encode("set.add", value)
-        command = AddMembers(**binding.target, members=(encoded,))
+        command = binding.command(AddMembers, (encoded,))
         await binding.run(command, lambda _: self._mirror_add((normal,)), self._outcome_unknown)
 
     async def aadd_many(self, values: Iterable[T]) -> None:
         """Add many members in one command; nothing is sent if any of them is invalid."""
         binding = self._require_binding()
         normals, encoded = binding.encode_many("set.add", values)
-        command = AddMembers(**binding.target, members=encoded)
+        command = binding.command(AddMembers, encoded)
         await binding.run(command, lambda _: self._mirror_add(normals), self._outcome_unknown)
 
     async def aremove(self, value: T) -> bool | None:
         """Remove one member; ``True`` if it was there (``None`` inside a transaction)."""
         binding = self._require_binding()
         normal, encoded = binding.encode("set.remove", value)
-        command = RemoveMembers(**binding.target, members=(encoded,))
+        command = binding.command(RemoveMembers, (encoded,))
         removed = await binding.run(
             command, lambda _: set.discard(self, normal), self._outcome_unknown
         )
@@ -502,7 +502,7 @@ class RedisSet(set[T]):
         caller never learns of, and the mirror is marked unknown.
         """
         binding = self._require_binding()
-        command = PopMember(**binding.target)
+        command = binding.command(PopMember)
         raw = await binding.run(command, None, self._outcome_unknown)
         if raw is None:
             return None
@@ -517,7 +517,7 @@ class RedisSet(set[T]):
     async def aclear(self) -> None:
         """Remove every member (the set's key is deleted)."""
         binding = self._require_binding()
-        command = ClearSet(**binding.target)
+        command = binding.command(ClearSet)
         await binding.run(command, lambda _: self._mirror_clear(), self._outcome_unknown)
 
     async def amove(self, value: T, destination: RedisSet[T]) -> bool | None:
